@@ -1,0 +1,70 @@
+"""How a frame becomes a model input, shared by training and every runtime.
+
+The contract (recorded in every bundle): the model takes uint8 ``[N, S, S, C]`` with C = 1
+(greyscale) or 3 (BGR, OpenCV's order); the graph itself casts, normalises to [-1, 1] with
+``x / 127.5 - 1`` and moves channels first. Host code only crops, rotates and resizes, with
+this module, so training and inference resize the same way.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+COLOR_ORDER = "BGR"
+NORMALISATION = "x/127.5-1"
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Greyscale or BGR ``[H, W, C]`` uint8 from any 8/16-bit, 1/3/4-channel image."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}: expected 8- or 16-bit images")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"unsupported image shape {image.shape}: expected H x W x 1, 3 or 4")
+    c = image.shape[2]
+    if channels == 1:
+        if c == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None]
+        elif c == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)[:, :, None]
+    elif channels == 3:
+        if c == 1:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif c == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    else:
+        raise ValueError(f"channels must be 1 or 3, not {channels}")
+    return np.ascontiguousarray(image)
+
+
+def resize_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize ``[H, W, C]`` to ``[size, size, C]``: area filter when shrinking, bilinear when growing."""
+    h, w = image.shape[:2]
+    if (h, w) != (size, size):
+        interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
+        out = cv2.resize(image, (size, size), interpolation=interp)
+        if out.ndim == 2:
+            out = out[:, :, None]
+        return out
+    return image
+
+
+def prepare(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """One image, any size and channel count -> uint8 ``[size, size, channels]``."""
+    return resize_to(to_channels(image, channels), size)
+
+
+def read_image(path: str, channels: int) -> np.ndarray | None:
+    """Read an image file as uint8 with ``channels`` channels; None if unreadable or corrupt."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        return None
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    img = cv2.imdecode(data, flag)
+    if img is None:
+        return None
+    return to_channels(img, channels)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from engine.calibration import calibrate, check, normalise
+from train.metrics import average_precision, roc_auc
+
+
+def test_threshold_is_the_far_quantile_and_normalises_to_one():
+    s = np.arange(1, 1001, dtype=float)  # 1..1000
+    c = calibrate(s, far=0.01)
+    assert c["median"] == pytest.approx(500.5)
+    assert c["threshold_raw"] == 991.0  # 99th percentile, 'higher' method
+    assert c["val_far"] == pytest.approx(0.009)
+    assert normalise(c["threshold_raw"], c) == pytest.approx(1.0)
+    assert normalise(c["median"], c) == pytest.approx(0.0)
+    check(c)
+
+
+def test_far_controls_threshold():
+    s = np.random.default_rng(0).normal(size=5000)
+    t1, t5 = calibrate(s, 0.01)["threshold_raw"], calibrate(s, 0.05)["threshold_raw"]
+    assert t1 > t5
+    assert t1 == pytest.approx(2.326, abs=0.15) and t5 == pytest.approx(1.645, abs=0.1)
+
+
+@pytest.mark.parametrize("bad,msg", [(np.ones(3), "at least"), (np.r_[np.ones(20), np.nan], "NaN"),])
+def test_calibration_refuses_bad_input(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        calibrate(bad)
+
+
+def test_constant_scores_still_give_a_positive_scale():
+    c = calibrate(np.full(50, 3.0))
+    assert c["scale"] > 0
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    s = rng.normal(size=500) + y * 0.8
+    s[:50] = np.round(s[:50])  # ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert roc_auc(y, -s) == pytest.approx(1 - roc_auc(y, s))

@@ -1,0 +1,81 @@
+"""Normal images for training: a folder searched recursively, or arrays; the validation split."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.preprocess import prepare, read_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8 [N, S, S, C]
+    paths: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def find_images(root: str) -> list[str]:
+    if not os.path.exists(root):
+        raise DataError(f"image folder {root!r} does not exist")
+    if not os.path.isdir(root):
+        raise DataError(f"{root!r} is not a folder: pass a folder of normal images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(dirpath, f))
+    return found
+
+
+def load_folder(root: str, size: int, channels: int) -> ImageSet:
+    """Every readable image under ``root``, resized to ``size``; unreadable ones are skipped and counted."""
+    paths = find_images(root)
+    if not paths:
+        raise DataError(
+            f"no images under {root!r} (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively): "
+            "point --data at a folder of normal images")
+    images, kept, skipped = [], [], []
+    for p in paths:
+        try:
+            img = read_image(p, channels)
+        except (OSError, ValueError) as e:  # unreadable file or odd pixel format
+            log.debug("cannot read %s: %s", p, e)
+            img = None
+        if img is None:
+            skipped.append(p)
+            continue
+        images.append(prepare(img, size, channels))
+        kept.append(p)
+    if skipped:
+        log.warning("skipped %d unreadable or corrupt image(s) of %d under %s (first: %s)",
+                    len(skipped), len(paths), root, skipped[0])
+    if not images:
+        raise DataError(f"none of the {len(paths)} image files under {root!r} could be read: "
+                        "they are all corrupt or in an unsupported format")
+    return ImageSet(np.stack(images), kept, skipped)
+
+
+def split(n: int, val_fraction: float, seed: int, min_val: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices: a seeded shuffle, ``val_fraction`` held out (at least ``min_val``)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"validation share must be between 0 and 1, got {val_fraction}")
+    n_val = max(int(round(n * val_fraction)), min_val)
+    if n - n_val < min_val:
+        raise DataError(
+            f"{n} images are too few: at least {2 * min_val} are needed "
+            f"({min_val} to train on and {min_val} held out to calibrate the threshold)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -1,0 +1,168 @@
+"""Anomaly scores of a trained GANomaly, and the scoring module that is exported to ONNX.
+
+Components, each one number per image, all computed in eval mode (one image's score never
+depends on the rest of its batch):
+
+- ``latent``   the paper's score: mean squared difference of the two encodings z and z_hat.
+- ``recon``    mean squared reconstruction residual |x - G(x)|^2 over pixels.
+- ``features`` mean squared difference of the discriminator's penultimate features of x and
+               G(x) (the feature-matching distance that drives the adversarial loss).
+- ``knn``      mean squared distance of z to its k nearest encodings of the training images
+               (a memory bank stored with the model).
+
+A score spec is a weighted sum of standardised components, ``sum w * (c - mean) / std``, whose
+means and standard deviations come from the held-out normal images. The spec, the bank and
+the networks make one ``Scorer`` module: uint8 [N, H, W, C] in, (score [N], residual [N, H, W])
+out, preprocessing inside the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .network import Discriminator, Generator
+
+COMPONENTS = ("latent", "recon", "features", "knn")
+KNN_K = 5
+
+
+def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (the bundle's normalisation)."""
+    return images_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def knn_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean squared distance (per latent dimension) of each row of z to its k nearest bank rows."""
+    d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ bank.t() + (bank * bank).sum(1)[None, :]
+    nearest = torch.topk(d2, k, dim=1, largest=False).values
+    return torch.clamp(nearest, min=0.0).mean(1) / z.shape[1]
+
+
+class Scorer(nn.Module):
+    """Exportable scoring graph: uint8 frames -> (score, residual)."""
+
+    def __init__(self, generator: Generator, discriminator: Discriminator, spec: dict[str, Any],
+                 bank: torch.Tensor | None = None):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+        self.terms = [(t["component"], float(t["weight"]), float(t["mean"]), float(t["std"]))
+                      for t in spec["terms"]]
+        needed = {t[0] for t in self.terms}
+        unknown = needed - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown score components {sorted(unknown)}; known: {COMPONENTS}")
+        self.k = int(spec.get("k", KNN_K))
+        if "knn" in needed:
+            if bank is None:
+                raise ValueError("the knn component needs the training encodings (bank)")
+            self.register_buffer("bank", bank.float())
+        else:
+            self.bank = None
+        self.needed = needed
+
+    def forward(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_model_input(images_u8)
+        x_hat, z, z_hat = self.generator(x)
+        comps: dict[str, torch.Tensor] = {}
+        if "latent" in self.needed:
+            comps["latent"] = torch.mean((z - z_hat) ** 2, dim=(1, 2, 3))
+        if "recon" in self.needed:
+            comps["recon"] = torch.mean((x - x_hat) ** 2, dim=(1, 2, 3))
+        if "features" in self.needed:
+            _, fr = self.discriminator(x)
+            _, ff = self.discriminator(x_hat)
+            comps["features"] = torch.mean((fr - ff) ** 2, dim=(1, 2, 3))
+        if "knn" in self.needed:
+            comps["knn"] = knn_distance(z.flatten(1), self.bank, self.k)
+        score = None
+        for name, w, m, s in self.terms:
+            term = (comps[name] - m) * (w / s)
+            score = term if score is None else score + term
+        residual = torch.mean(torch.abs(x - x_hat), dim=1)
+        return score, residual
+
+
+@torch.no_grad()
+def encode(generator: Generator, images_u8: np.ndarray, device: torch.device,
+           batch_size: int = 256) -> np.ndarray:
+    """Training-set encodings z [N, nz] for the knn bank (eval mode)."""
+    generator.eval()
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
+        out.append(generator.encoder1(x).flatten(1).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def components(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
+               device: torch.device, bank: np.ndarray | None = None, batch_size: int = 256,
+               with_images: bool = False) -> dict[str, np.ndarray]:
+    """Every score component for every image (eval mode), plus reconstructions if asked."""
+    generator.eval()
+    discriminator.eval()
+    bank_t = torch.from_numpy(bank).to(device) if bank is not None else None
+    acc: dict[str, list[np.ndarray]] = {c: [] for c in COMPONENTS}
+    recons, residuals = [], []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
+        x_hat, z, z_hat = generator(x)
+        _, fr = discriminator(x)
+        _, ff = discriminator(x_hat)
+        acc["latent"].append(torch.mean((z - z_hat) ** 2, dim=(1, 2, 3)).cpu().numpy())
+        acc["recon"].append(torch.mean((x - x_hat) ** 2, dim=(1, 2, 3)).cpu().numpy())
+        acc["features"].append(torch.mean((fr - ff) ** 2, dim=(1, 2, 3)).cpu().numpy())
+        if bank_t is not None:
+            acc["knn"].append(knn_distance(z.flatten(1), bank_t, KNN_K).cpu().numpy())
+        if with_images:
+            recons.append(((x_hat.permute(0, 2, 3, 1) + 1.0) * 127.5).clamp(0, 255).byte().cpu().numpy())
+            residuals.append(torch.mean(torch.abs(x - x_hat), dim=1).cpu().numpy())
+    out = {k: np.concatenate(v).astype(np.float64) for k, v in acc.items() if v}
+    if with_images:
+        out["reconstruction"] = np.concatenate(recons)
+        out["residual"] = np.concatenate(residuals)
+    return out
+
+
+# Candidate scores the benchmark reports; the default is chosen from its evidence (README).
+CANDIDATES: dict[str, list[tuple[str, float]]] = {
+    "latent": [("latent", 1.0)],
+    "recon": [("recon", 1.0)],
+    "features": [("features", 1.0)],
+    "knn": [("knn", 1.0)],
+    "recon+latent": [("recon", 1.0), ("latent", 1.0)],
+    "recon+features": [("recon", 1.0), ("features", 1.0)],
+    "knn+recon": [("knn", 1.0), ("recon", 1.0)],
+    "knn+features": [("knn", 1.0), ("features", 1.0)],
+    "knn+recon+features": [("knn", 1.0), ("recon", 1.0), ("features", 1.0)],
+}
+DEFAULT_SCORE = "knn+recon"
+
+
+def make_spec(name: str, val_components: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Score spec for candidate ``name``, standardised on the validation images' components."""
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown score {name!r}; choose one of {sorted(CANDIDATES)}")
+    terms = []
+    single = len(CANDIDATES[name]) == 1
+    for comp, w in CANDIDATES[name]:
+        v = val_components[comp]
+        # A single component keeps its raw scale; sums need a common one.
+        mean = 0.0 if single else float(np.mean(v))
+        std = 1.0 if single else float(max(np.std(v), 1e-12))
+        terms.append({"component": comp, "weight": w, "mean": mean, "std": std})
+    return {"name": name, "terms": terms, "k": KNN_K}
+
+
+def apply_spec(spec: dict[str, Any], comps: dict[str, np.ndarray]) -> np.ndarray:
+    """The spec's raw score from precomputed components (numpy mirror of ``Scorer``)."""
+    total = None
+    for t in spec["terms"]:
+        term = (comps[t["component"]] - t["mean"]) * (t["weight"] / t["std"])
+        total = term if total is None else total + term
+    return total

@@ -1,0 +1,352 @@
+"""The GANomaly training loop: checkpoints every epoch, resume, validation on normal images only,
+then calibration of the chosen score on the held-out normal images."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.calibration import calibrate
+from engine.preprocess import COLOR_ORDER, NORMALISATION
+
+from .data import split
+from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
+from .network import Discriminator, Generator, check_image_size, init_weights
+from .scoring import DEFAULT_SCORE, apply_spec, components, encode, make_spec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "ganomaly-edge-checkpoint"
+CHECKPOINT_VERSION = 1
+D_COLLAPSE = 1e-5
+BANK_MAX = 8192
+
+
+@dataclass
+class TrainConfig:
+    image_size: int = 32
+    channels: int = 1
+    latent_dim: int = 100
+    width: int = 64
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    w_adv: float = 1.0
+    w_con: float = 50.0
+    w_enc: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.1
+    target_far: float = 0.01
+    score: str = DEFAULT_SCORE
+    select: str = "last"  # "last" or "best-val": model selection on normal validation images
+    patience: int = 0  # early stopping on the validation loss; 0 = off
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def weights(self) -> LossWeights:
+        return LossWeights(self.w_adv, self.w_con, self.w_enc)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def fingerprint(images: np.ndarray) -> str:
+    return hashlib.sha256(images.tobytes()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import cv2
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__}
+
+
+def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Discriminator]:
+    check_image_size(cfg.image_size)
+    g = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.width).to(device)
+    d = Discriminator(cfg.image_size, cfg.channels, cfg.width).to(device)
+    g.apply(init_weights)
+    d.apply(init_weights)
+    return g, d
+
+
+def _atomic_save(obj: Any, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def validation_loss(g: Generator, val: np.ndarray, device: torch.device, batch: int = 256) -> float:
+    """Mean contextual (L1) loss on held-out normal images, eval mode: the selection criterion."""
+    g.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(val), batch):
+        x = torch.from_numpy(val[i:i + batch]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x_hat, _, _ = g(x)
+        total += contextual_loss(x, x_hat).item() * len(x)
+        n += len(x)
+    g.train()
+    return total / max(n, 1)
+
+
+class Trainer:
+    """Trains on uint8 [N, S, S, C] normal images; ``run`` returns the final checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, images: np.ndarray, out_path: str | None = None,
+                 data_info: dict[str, Any] | None = None, progress: bool = True,
+                 on_epoch: Callable[[int, "Trainer"], None] | None = None):
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"training images must be uint8 [N, S, S, C], got {images.dtype} {images.shape}")
+        if images.shape[1:] != (cfg.image_size, cfg.image_size, cfg.channels):
+            raise ValueError(f"images are {images.shape[1:]}, config expects "
+                             f"{(cfg.image_size, cfg.image_size, cfg.channels)}")
+        self.cfg = cfg
+        self.out_path = out_path
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        tr_idx, val_idx = split(len(images), cfg.val_fraction, cfg.seed)
+        self.train_images = images[tr_idx]
+        self.val_images = images[val_idx]
+        if len(self.train_images) < cfg.batch_size:
+            log.warning("only %d training images for batch size %d: using batch size %d",
+                        len(self.train_images), cfg.batch_size, len(self.train_images))
+            self.batch_size = len(self.train_images)
+        else:
+            self.batch_size = cfg.batch_size
+        self.data_info = dict(data_info or {})
+        self.data_info.update({"n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
+                               "fingerprint": fingerprint(images)})
+        torch.manual_seed(cfg.seed)
+        self.g, self.d = build_models(cfg, self.device)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
+        self.d_reinits = 0
+
+    # -- one optimisation step -------------------------------------------------------------
+    def step(self, x: torch.Tensor) -> dict[str, float]:
+        """One G and one D update on a normalised batch, as the official optimize_params does.
+
+        D(x) is run once and reused: its features are detached for the generator's loss (they do
+        not depend on G) and its prediction feeds the discriminator's loss. The official code
+        runs D four times per step for the same result.
+        """
+        w = self.cfg.weights()
+        x_hat, z, z_hat = self.g(x)
+        p_real, f_real = self.d(x)
+        _, f_fake = self.d(x_hat)
+        err_g, parts = generator_loss(f_real.detach(), f_fake, x, x_hat, z, z_hat, w)
+        self.opt_g.zero_grad(set_to_none=True)
+        err_g.backward()
+        self.opt_g.step()
+
+        p_fake, _ = self.d(x_hat.detach())
+        err_d = discriminator_loss(p_real, p_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        err_d.backward()
+        self.opt_d.step()
+        d_val = err_d.item()
+        if d_val < D_COLLAPSE:
+            self.reinit_discriminator()
+        parts.update({"g": err_g.item(), "d": d_val})
+        return parts
+
+    def reinit_discriminator(self) -> None:
+        """The paper's remedy when D wins outright (its loss collapses): start D afresh."""
+        self.d.apply(init_weights)
+        self.d_reinits += 1
+        log.info("discriminator loss below %g: re-initialised D (%d so far)", D_COLLAPSE, self.d_reinits)
+
+    # -- epochs ------------------------------------------------------------------------------
+    def run_epoch(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        self.g.train()
+        self.d.train()
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + self.epoch)
+        order = torch.randperm(len(self.train_images), generator=gen).numpy()
+        n_batches = len(order) // self.batch_size  # drop the ragged last batch, as the official code
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(range(n_batches), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                   disable=not self.progress, leave=False, unit="batch")
+        for b in bar:
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = torch.from_numpy(self.train_images[idx]).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            parts = self.step(x)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if b % 5 == 0:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items()})
+        bar.close()
+        secs = time.perf_counter() - t0
+        rec = {k: v / max(n_batches, 1) for k, v in sums.items()}
+        rec.update({"epoch": self.epoch + 1, "seconds": secs,
+                    "s_per_batch": secs / max(n_batches, 1),
+                    "val_con": validation_loss(self.g, self.val_images, self.device),
+                    "d_reinits": self.d_reinits})
+        return rec
+
+    def state(self, complete: bool = False) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "complete": complete,
+            "config": asdict(self.cfg),
+            "preprocess": {"image_size": self.cfg.image_size, "channels": self.cfg.channels,
+                           "color_order": COLOR_ORDER, "normalisation": NORMALISATION,
+                           "layout": "NHWC uint8"},
+            "generator": self.g.state_dict(),
+            "discriminator": self.d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "d_reinits": self.d_reinits,
+            "data": self.data_info,
+            "versions": versions(),
+        }
+
+    def load_state(self, ck: dict[str, Any]) -> None:
+        check_checkpoint(ck)
+        if ck["data"].get("fingerprint") != self.data_info["fingerprint"]:
+            raise ValueError("cannot resume: the training images differ from those the checkpoint "
+                             "was trained on (different folder or contents); start a new run")
+        saved = {k: v for k, v in ck["config"].items() if k not in ("epochs", "device", "patience", "threads")}
+        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
+        if saved != now:
+            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now.get(k)}
+            raise ValueError(f"cannot resume with different settings (checkpoint vs now): {diff}")
+        self.g.load_state_dict(ck["generator"])
+        self.d.load_state_dict(ck["discriminator"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        self.epoch = int(ck["epoch"])
+        self.history = list(ck["history"])
+        self.best = ck.get("best")
+        self.d_reinits = int(ck.get("d_reinits", 0))
+        log.info("resumed from epoch %d", self.epoch)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        log.info("training GANomaly %dx%dx%d on %s: %d train / %d validation images, %d epochs, batch %d",
+                 cfg.image_size, cfg.image_size, cfg.channels, self.device, len(self.train_images),
+                 len(self.val_images), cfg.epochs, self.batch_size)
+        stale = 0
+        while self.epoch < cfg.epochs:
+            rec = self.run_epoch()
+            self.epoch += 1
+            self.history.append(rec)
+            improved = self.best is None or rec["val_con"] < self.best["val_con"]
+            if improved:
+                stale = 0
+                self.best = {"epoch": self.epoch, "val_con": rec["val_con"]}
+                if cfg.select == "best-val":
+                    self.best["generator"] = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
+                    self.best["discriminator"] = {k: v.detach().clone() for k, v in self.d.state_dict().items()}
+            else:
+                stale += 1
+            log.info("epoch %d/%d  g %.4f (adv %.4f con %.4f enc %.4f)  d %.4f  val_con %.4f  %.1fs (%.3f s/batch)",
+                     self.epoch, cfg.epochs, rec["g"], rec["g_adv"], rec["g_con"], rec["g_enc"], rec["d"],
+                     rec["val_con"], rec["seconds"], rec["s_per_batch"])
+            if self.out_path:
+                _atomic_save(self.state(), self.out_path)
+            if self.on_epoch:
+                self.on_epoch(self.epoch, self)
+            if cfg.patience and stale >= cfg.patience:
+                log.info("early stop: validation loss has not improved for %d epochs (best epoch %d)",
+                         stale, self.best["epoch"])
+                break
+        if cfg.select == "best-val" and self.best and "generator" in self.best:
+            self.g.load_state_dict(self.best.pop("generator"))
+            self.d.load_state_dict(self.best.pop("discriminator"))
+            log.info("selected epoch %d (lowest validation loss on normal images)", self.best["epoch"])
+        ck = self.finish()
+        if self.out_path:
+            _atomic_save(ck, self.out_path)
+            log.info("wrote %s", self.out_path)
+        return ck
+
+    def finish(self) -> dict[str, Any]:
+        """Encode the training images (knn bank), score the held-out images, calibrate."""
+        rng = np.random.default_rng(self.cfg.seed)
+        bank_src = self.train_images
+        if len(bank_src) > BANK_MAX:
+            bank_src = bank_src[np.sort(rng.choice(len(bank_src), BANK_MAX, replace=False))]
+        bank = encode(self.g, bank_src, self.device).astype(np.float32)
+        val_comps = components(self.g, self.d, self.val_images, self.device, bank=bank)
+        spec = make_spec(self.cfg.score, val_comps)
+        val_scores = apply_spec(spec, val_comps)
+        calib = calibrate(val_scores, self.cfg.target_far)
+        log.info("calibrated score %r on %d held-out normal images: threshold %.5g (raw) for a %.2g%% "
+                 "false-alarm rate", spec["name"], calib["n"], calib["threshold_raw"], 100 * self.cfg.target_far)
+        ck = self.state(complete=True)
+        ck.update({"bank": bank, "score": spec, "calibration": calib,
+                   "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}})
+        ck.pop("opt_g")
+        ck.pop("opt_d")
+        ck["resume_state"] = {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return ck
+
+
+def check_checkpoint(ck: Any) -> None:
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError("not a ganomaly-edge checkpoint (written by ganomaly-train)")
+    v = ck.get("format_version")
+    if v != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint format version {v} is not supported by this version "
+                         f"(which reads version {CHECKPOINT_VERSION}); use the matching ganomaly-edge release")
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise ValueError(f"cannot read checkpoint {path!r}: {e} (truncated or not a checkpoint?)") from e
+    check_checkpoint(ck)
+    if "opt_g" not in ck and "resume_state" in ck:
+        ck["opt_g"] = ck["resume_state"]["opt_g"]
+        ck["opt_d"] = ck["resume_state"]["opt_d"]
+    return ck
+
+
+def models_from_checkpoint(ck: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Generator, Discriminator]:
+    c = ck["config"]
+    g = Generator(c["image_size"], c["channels"], c["latent_dim"], c["width"])
+    d = Discriminator(c["image_size"], c["channels"], c["width"])
+    g.load_state_dict(ck["generator"])
+    d.load_state_dict(ck["discriminator"])
+    return g.to(device).eval(), d.to(device).eval()
