@@ -33,3 +33,41 @@ def write_images(folder, images, ext=".png"):
 @pytest.fixture(scope="session")
 def digits():
     return digits_u8(16)
+
+
+def make_checkpoint(path, size=16, channels=1, epochs=2, width=8, latent=8, images=None, seed=0):
+    """A real checkpoint: trained ``epochs`` (0 = calibrated at initialisation) on digits."""
+    from train.trainer import Trainer, TrainConfig
+
+    if images is None:
+        x, _ = digits_u8(size)
+        images = np.repeat(x, 3, axis=3) if channels == 3 else x
+        images = images[:400]
+    cfg = TrainConfig(image_size=size, channels=channels, width=width, latent_dim=latent, epochs=epochs,
+                      batch_size=32, threads=1, seed=seed)
+    Trainer(cfg, images, out_path=str(path), progress=False).run()
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_src(tiny_checkpoint, tmp_path_factory):
+    from train.export import checkpoint_to_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    checkpoint_to_bundle(tiny_checkpoint, str(out))
+    return str(out)
+
+
+@pytest.fixture
+def tiny_bundle(tiny_bundle_src, tmp_path):
+    """A fresh copy per test, so tests may damage it."""
+    import shutil
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_src, dst)
+    return str(dst)

@@ -312,12 +312,24 @@ class Trainer:
         log.info("calibrated score %r on %d held-out normal images: threshold %.5g (raw) for a %.2g%% "
                  "false-alarm rate", spec["name"], calib["n"], calib["threshold_raw"], 100 * self.cfg.target_far)
         ck = self.state(complete=True)
-        ck.update({"bank": bank, "score": spec, "calibration": calib,
+        ck.update({"bank": bank, "reference_images": reference_images(self.val_images), "score": spec, "calibration": calib,
                    "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}})
         ck.pop("opt_g")
         ck.pop("opt_d")
         ck["resume_state"] = {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
         return ck
+
+
+def reference_images(val: np.ndarray, n_normal: int = 6) -> np.ndarray:
+    """A few held-out normal images plus copies with an inverted square patch: inputs whose
+    expected outputs the bundle stores, so every backend can prove itself on normal and
+    anomalous-looking frames alike."""
+    normal = val[:n_normal]
+    patched = normal[:2].copy()
+    s = val.shape[1]
+    a, b = s // 4, s // 4 + max(s // 3, 2)
+    patched[:, a:b, a:b] = 255 - patched[:, a:b, a:b]
+    return np.ascontiguousarray(np.concatenate([normal, patched]))
 
 
 def check_checkpoint(ck: Any) -> None:

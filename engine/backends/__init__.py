@@ -1,0 +1,1 @@
+"""One module per backend, each a subclass of ``engine.base.Engine``."""

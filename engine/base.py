@@ -1,0 +1,101 @@
+"""The engine interface every backend implements, and the self-test each runs on load."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle, BundleError, InputSpec
+
+log = logging.getLogger(__name__)
+
+
+class SelfTestError(BundleError):
+    """A backend's outputs on the bundle's reference inputs differ from the expected ones."""
+
+
+class FrameError(ValueError):
+    """A batch handed to ``infer`` does not match the model input."""
+
+
+class Engine:
+    """A loaded model: ``infer(uint8 [N, H, W, C]) -> (raw scores [N], residual maps [N, H, W])``."""
+
+    backend = "none"
+    precision = "fp32"
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.spec: InputSpec = bundle.input
+        self.max_batch: int | None = None
+        self.selftest_report: dict[str, Any] = {}
+
+    # Subclasses implement _run on a validated, contiguous batch.
+    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError  # abstract: each backend module overrides it
+
+    def check_frames(self, frames: np.ndarray) -> np.ndarray:
+        if not isinstance(frames, np.ndarray):
+            raise FrameError(f"frames must be a numpy array, got {type(frames).__name__}")
+        if frames.ndim == 3:
+            frames = frames[None]
+        h, w, c = self.spec.shape
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, c):
+            raise FrameError(
+                f"frames must be uint8 [N, {h}, {w}, {c}] ({self.spec.color_order if c == 3 else 'grey'}), "
+                f"got {frames.dtype} {list(frames.shape)}: resize with engine.preprocess.prepare")
+        if self.max_batch and frames.shape[0] > self.max_batch:
+            raise FrameError(f"batch of {frames.shape[0]} exceeds this engine's maximum {self.max_batch}")
+        return np.ascontiguousarray(frames)
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(self.check_frames(frames))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        c = self.bundle.calibration
+        return (np.asarray(raw, np.float64) - c["median"]) / c["scale"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "model": self.bundle.name,
+                "hash": self.bundle.model_hash, "input": list(self.spec.shape)}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- self-test ---------------------------------------------------------------------------
+    def self_test(self, enforce: bool = True) -> dict[str, Any]:
+        """Run the reference inputs (as one batch and one at a time) and compare with the
+        outputs recorded when the bundle was made."""
+        ref = self.bundle.reference()
+        x, want_s, want_r = ref["inputs"], ref["score"].astype(np.float64), ref["residual"]
+        n = len(x) if not self.max_batch else min(len(x), self.max_batch)
+        got_s, got_r = self.infer(x[:n])
+        single = np.array([self.infer(x[i:i + 1])[0][0] for i in range(n)], np.float64)
+        scale = self.bundle.calibration["scale"]
+        d_score = max(np.abs(got_s - want_s[:n]).max(), np.abs(single - want_s[:n]).max()) / scale
+        d_res = float(np.abs(got_r - want_r[:n]).max())
+        tol = self.bundle.tolerance(self.precision)
+        rep = {"n": int(n), "max_score_diff_calibrated": float(d_score), "max_residual_diff": d_res,
+               "tolerance": tol, "passed": bool(d_score <= tol["score"] and d_res <= tol["residual"])}
+        self.selftest_report = rep
+        if not rep["passed"]:
+            msg = (f"{self.backend} ({self.precision}) self-test failed on bundle {self.bundle.path}: "
+                   f"score differs from the reference by {d_score:.3g} calibrated units (tolerance "
+                   f"{tol['score']}), residual by {d_res:.3g} (tolerance {tol['residual']}). The backend "
+                   "would not score like the trained model; rebuild the engine on this device, or pass "
+                   "allow_mismatch / --allow-mismatch to load it anyway")
+            if enforce:
+                raise SelfTestError(msg)
+            log.warning("%s", msg)
+        else:
+            log.info("%s self-test passed: max score diff %.2g (calibrated), residual %.2g",
+                     self.backend, d_score, d_res)
+        return rep

@@ -1,0 +1,242 @@
+"""The model bundle: the contract between training and every runtime.
+
+A bundle is a directory (or a .tar / .tar.gz archive of one)::
+
+    bundle.json      metadata, format "ganomaly-edge-bundle", version FORMAT_VERSION
+    model.onnx       uint8 images [N, H, W, C] -> score [N] (raw), residual [N, H, W]
+    reference.npz    inputs (uint8) and the outputs PyTorch produced for them
+    plans/*.plan     zero or more TensorRT plans, each valid only on the GPU model and
+                     TensorRT version that built it (recorded per plan)
+
+bundle.json holds: ``input`` (name, layout, size, channels, colour order, normalisation),
+``outputs``, ``score`` (which score and its terms), ``calibration`` (median, scale, raw
+threshold, target false-alarm rate; the calibrated score is (raw - median) / scale and alarms
+at 1.0), ``checkpoint`` (sha256 of the source checkpoint, epochs, training settings),
+``files`` (sha256 of every file), ``tolerance`` (per precision, for the self-test), ``plans``
+(per plan: file, sha256, tensorrt_version, gpu_name, compute_capability, precision,
+max_batch, parity figures), ``versions`` (of the libraries that wrote it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .calibration import check as check_calibration
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ganomaly-edge-bundle"
+FORMAT_VERSION = 1
+META = "bundle.json"
+ONNX = "model.onnx"
+REFERENCE = "reference.npz"
+PLANS = "plans"
+
+# Self-test tolerances: the score in calibrated units (1.0 = distance from a typical normal
+# image to the threshold), the residual map in normalised pixel units (range 0..2).
+DEFAULT_TOLERANCE = {
+    "fp32": {"score": 2e-3, "residual": 2e-3},
+    "fp16": {"score": 5e-2, "residual": 3e-2},
+}
+
+
+class BundleError(RuntimeError):
+    """A bundle cannot be used; the message names the problem and the fix."""
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class InputSpec:
+    name: str
+    height: int
+    width: int
+    channels: int
+    color_order: str = "BGR"
+    normalisation: str = "x/127.5-1"
+    layout: str = "NHWC"
+    dtype: str = "uint8"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+@dataclass
+class Bundle:
+    path: str
+    meta: dict[str, Any]
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def input(self) -> InputSpec:
+        i = self.meta["input"]
+        return InputSpec(i["name"], i["height"], i["width"], i["channels"], i.get("color_order", "BGR"),
+                         i.get("normalisation", "x/127.5-1"))
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", os.path.basename(self.path.rstrip("/")))
+
+    @property
+    def model_hash(self) -> str:
+        return self.meta["files"][ONNX][:16]
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return self.meta["calibration"]
+
+    @property
+    def plans(self) -> list[dict[str, Any]]:
+        return list(self.meta.get("plans", []))
+
+    def file(self, rel: str) -> str:
+        return os.path.join(self.path, rel)
+
+    def reference(self) -> dict[str, np.ndarray]:
+        with np.load(self.file(REFERENCE)) as z:
+            return {k: z[k] for k in z.files}
+
+    def tolerance(self, precision: str) -> dict[str, float]:
+        return self.meta.get("tolerance", DEFAULT_TOLERANCE).get(precision, DEFAULT_TOLERANCE["fp32"])
+
+    def verify_file(self, rel: str, expected: str | None = None) -> None:
+        """Raise BundleError if ``rel`` is missing or its hash differs from the metadata."""
+        path = self.file(rel)
+        if not os.path.exists(path):
+            raise BundleError(f"bundle {self.path}: {rel} is missing; copy the whole bundle directory again")
+        want = expected or self.meta["files"].get(rel)
+        if want is None:
+            raise BundleError(f"bundle {self.path}: {rel} has no recorded hash; rebuild the bundle")
+        got = sha256_file(path)
+        if got != want:
+            raise BundleError(
+                f"bundle {self.path}: {rel} does not match its recorded hash (sha256 {got[:12]} != "
+                f"{want[:12]}): the file is truncated, corrupt or was replaced; copy it again or rebuild "
+                "with ganomaly-build-engine")
+
+    def write_meta(self) -> None:
+        tmp = self.file(META + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.meta, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.file(META))
+
+    def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> dict[str, Any]:
+        """Store a plan and its metadata, replacing any plan for the same GPU, TensorRT and precision."""
+        os.makedirs(self.file(PLANS), exist_ok=True)
+        safe_gpu = "".join(ch if ch.isalnum() else "-" for ch in info["gpu_name"]).strip("-")
+        rel = f"{PLANS}/{safe_gpu}_trt{info['tensorrt_version']}_{info['precision']}.plan"
+        with open(self.file(rel + ".tmp"), "wb") as f:
+            f.write(plan_bytes)
+        os.replace(self.file(rel + ".tmp"), self.file(rel))
+        entry = dict(info, file=rel, sha256=sha256_file(self.file(rel)), size=len(plan_bytes), built=now_iso())
+        plans = [p for p in self.plans if p["file"] != rel]
+        plans.append(entry)
+        self.meta["plans"] = plans
+        self.write_meta()
+        return entry
+
+
+def _open_archive(path: str) -> tuple[str, tempfile.TemporaryDirectory]:
+    tmp = tempfile.TemporaryDirectory(prefix="ganomaly-bundle-")
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp.name, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        tmp.cleanup()
+        raise BundleError(f"cannot unpack bundle archive {path}: {e}; copy it again") from e
+    entries = os.listdir(tmp.name)
+    root = tmp.name
+    if META not in entries and len(entries) == 1 and os.path.isdir(os.path.join(tmp.name, entries[0])):
+        root = os.path.join(tmp.name, entries[0])
+    return root, tmp
+
+
+def open_bundle(path: str, verify: bool = True) -> Bundle:
+    """Open and check a bundle: format version, metadata, file hashes (ONNX and reference)."""
+    if not os.path.exists(path):
+        raise BundleError(f"model bundle {path!r} does not exist: build one with "
+                          "'ganomaly-build-engine CHECKPOINT --out DIR' or fix the path in the config")
+    tmp = None
+    root = path
+    if os.path.isfile(path):
+        if not tarfile.is_tarfile(path):
+            raise BundleError(f"{path!r} is neither a bundle directory nor a .tar/.tar.gz archive of one")
+        root, tmp = _open_archive(path)
+    meta_path = os.path.join(root, META)
+    if not os.path.exists(meta_path):
+        raise BundleError(f"{path!r} has no {META}: not a ganomaly-edge bundle (build one with ganomaly-build-engine)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format {meta.get('format')!r})")
+    v = meta.get("format_version")
+    if v != FORMAT_VERSION:
+        newer = isinstance(v, int) and v > FORMAT_VERSION
+        raise BundleError(
+            f"bundle format version {v} is {'newer' if newer else 'older'} than the version this "
+            f"ganomaly-edge reads ({FORMAT_VERSION}): "
+            + ("upgrade ganomaly-edge on this device" if newer else
+               "rebuild the bundle with 'ganomaly-build-engine CHECKPOINT --out DIR'"))
+    for key in ("input", "outputs", "calibration", "files", "score"):
+        if key not in meta:
+            raise BundleError(f"{meta_path} lacks {key!r}: the bundle is incomplete; rebuild it")
+    try:
+        check_calibration(meta["calibration"])
+    except ValueError as e:
+        raise BundleError(f"{meta_path}: {e}; rebuild the bundle") from e
+    b = Bundle(root, meta, tmp)
+    if verify:
+        b.verify_file(ONNX)
+        b.verify_file(REFERENCE)
+    return b
+
+
+def write_bundle(out_dir: str, onnx_bytes: bytes, reference: dict[str, np.ndarray], meta: dict[str, Any]) -> Bundle:
+    """Write a new bundle directory (replacing ONNX, reference and metadata; plans are dropped
+    because they were compiled from the previous ONNX)."""
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.isdir(os.path.join(out_dir, PLANS)):
+        shutil.rmtree(os.path.join(out_dir, PLANS))
+    with open(os.path.join(out_dir, ONNX), "wb") as f:
+        f.write(onnx_bytes)
+    np.savez(os.path.join(out_dir, REFERENCE), **reference)
+    meta = dict(meta)
+    meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "created": now_iso(), "plans": []})
+    meta.setdefault("tolerance", DEFAULT_TOLERANCE)
+    meta["files"] = {ONNX: sha256_file(os.path.join(out_dir, ONNX)),
+                     REFERENCE: sha256_file(os.path.join(out_dir, REFERENCE))}
+    b = Bundle(out_dir, meta)
+    b.write_meta()
+    return b
+
+
+def archive(bundle_dir: str, out_path: str) -> str:
+    """Pack a bundle directory as .tar.gz for copying to a device."""
+    with tarfile.open(out_path, "w:gz") as tar:
+        tar.add(bundle_dir, arcname=os.path.basename(os.path.abspath(bundle_dir)))
+    return out_path

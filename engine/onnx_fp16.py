@@ -1,0 +1,93 @@
+"""Turn the fp32 bundle graph into an FP16-typed graph with the same uint8 input and fp32 outputs.
+
+TensorRT 11 removed the FP16 builder flag: networks are strongly typed, so an FP16 engine comes
+from a graph whose weights and internal tensors are already float16. Only the networks (the
+nodes the exporter names ``/generator/...`` and ``/discriminator/...``) run in float16; the
+preprocessing and the score head (standardisation, the k-nearest-neighbour distance, whose
+``|z|^2 - 2 z.b + |b|^2`` cancels badly in half precision) stay in float32, with Casts at the
+boundaries. Needs only ``onnx``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HALF_SCOPES = ("/generator/", "/discriminator/")
+
+
+def to_fp16(onnx_bytes: bytes) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    g = model.graph
+    elem: dict[str, int] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        elem[vi.name] = vi.type.tensor_type.elem_type
+    inits = {i.name: i for i in g.initializer}
+    for name, init in inits.items():
+        elem[name] = init.data_type
+
+    def is_half(node) -> bool:
+        return node.name.startswith(HALF_SCOPES)
+
+    half_inits: dict[str, str] = {}  # fp32 initializer name -> its fp16 copy
+    casts: dict[tuple[str, int], str] = {}
+    produced_half: set[str] = set()
+    new_nodes = []
+    new_inits = []
+    for node in g.node:
+        half = is_half(node)
+        if half and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
+        for j, name in enumerate(node.input):
+            if not name or elem.get(name) != TensorProto.FLOAT:
+                continue
+            if half and name in inits:
+                if name not in half_inits:
+                    arr = numpy_helper.to_array(inits[name]).astype(np.float16)
+                    half_inits[name] = name + "__fp16"
+                    new_inits.append(numpy_helper.from_array(arr, half_inits[name]))
+                node.input[j] = half_inits[name]
+                continue
+            src_half = name in produced_half
+            if half != src_half:
+                to = TensorProto.FLOAT16 if half else TensorProto.FLOAT
+                key = (name, to)
+                if key not in casts:
+                    casts[key] = f"{name}__to{'16' if half else '32'}"
+                    new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to,
+                                                      name=casts[key] + "_cast"))
+                node.input[j] = casts[key]
+        if half:
+            for out in node.output:
+                if elem.get(out) == TensorProto.FLOAT:
+                    produced_half.add(out)
+            if node.op_type == "Cast":
+                for a in node.attribute:
+                    if a.name == "to" and a.i == TensorProto.FLOAT:
+                        a.i = TensorProto.FLOAT16
+        new_nodes.append(node)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept + new_inits)
+    del g.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def is_fp16_graph(onnx_bytes: bytes) -> bool:
+    """True if the networks' weights are float16 (what a strongly typed FP16 build needs)."""
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load_from_string(onnx_bytes)
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    types = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
+    return types == {TensorProto.FLOAT16}

@@ -1,0 +1,205 @@
+"""Export, the bundle, the ONNX Runtime backend, the self-test and every error path."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_checkpoint
+from engine import BundleError, FrameError, SelfTestError, load, open_bundle
+from engine.bundle import archive, sha256_file
+
+
+@pytest.mark.parametrize("size,channels", [(16, 1), (28, 1), (32, 3), (48, 3), (64, 1)])
+def test_onnx_matches_pytorch(size, channels, tmp_path, capsys):
+    import torch
+
+    from train.export import checkpoint_to_bundle, scorer_from_checkpoint
+    from train.trainer import load_checkpoint
+
+    ck_path = make_checkpoint(tmp_path / "m.pt", size=size, channels=channels, epochs=0)
+    b = checkpoint_to_bundle(ck_path, str(tmp_path / "b"))
+    printed = capsys.readouterr().out
+    assert "parity ONNX Runtime vs PyTorch" in printed
+    assert b.meta["export_parity"]["max_rel_score"] <= 1e-4
+    eng = load(b.path, "onnxruntime")
+    rng = np.random.default_rng(size)
+    frames = rng.integers(0, 256, (5, size, size, channels), dtype=np.uint8)
+    s, r = eng.infer(frames)
+    with torch.no_grad():
+        ts, tr = scorer_from_checkpoint(load_checkpoint(ck_path))(torch.from_numpy(frames))
+    assert s.shape == (5,) and r.shape == (5, size, size)
+    assert np.abs(s - ts.numpy()).max() <= 1e-4 * max(1.0, np.abs(ts.numpy()).max())
+    assert np.abs(r - tr.numpy()).max() < 1e-4
+
+
+def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
+    b = open_bundle(tiny_bundle)
+    assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"
+    assert b.meta["format_version"] == 1 and b.meta["score"]["name"]
+    assert set(b.meta["files"]) == {"model.onnx", "reference.npz"}
+    assert b.meta["checkpoint"]["sha256"] and len(b.reference()["inputs"]) == 8
+    arch = archive(tiny_bundle, str(tmp_path / "b.tar.gz"))
+    b2 = open_bundle(arch)
+    assert b2.meta["files"] == b.meta["files"]
+    e1, e2 = load(b.path, "onnxruntime"), load(arch, "onnxruntime")
+    x = b.reference()["inputs"]
+    assert np.array_equal(e1.infer(x)[0], e2.infer(x)[0])
+
+
+def test_reference_inputs_score_anomalies_higher(tiny_bundle):
+    eng = load(tiny_bundle)
+    ref = open_bundle(tiny_bundle).reference()
+    s = eng.calibrated(eng.infer(ref["inputs"])[0])
+    assert s[6:].mean() > s[:6].mean()  # the patched copies look anomalous
+
+
+def _rewrite_meta(path, **changes):
+    p = os.path.join(path, "bundle.json")
+    meta = json.load(open(p))
+    meta.update(changes)
+    json.dump(meta, open(p, "w"))
+
+
+def test_missing_bundle(tmp_path):
+    with pytest.raises(BundleError, match="does not exist: build one with"):
+        load(str(tmp_path / "none"))
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="no bundle.json"):
+        load(str(tmp_path))
+    (tmp_path / "junk.bin").write_bytes(b"hello")
+    with pytest.raises(BundleError, match="neither a bundle directory"):
+        load(str(tmp_path / "junk.bin"))
+
+
+def test_missing_model_file(tiny_bundle):
+    os.remove(os.path.join(tiny_bundle, "model.onnx"))
+    with pytest.raises(BundleError, match="model.onnx is missing"):
+        load(tiny_bundle)
+
+
+def test_truncated_model_file(tiny_bundle):
+    p = os.path.join(tiny_bundle, "model.onnx")
+    data = open(p, "rb").read()
+    open(p, "wb").write(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="does not match its recorded hash"):
+        load(tiny_bundle)
+
+
+def test_newer_and_older_format_versions(tiny_bundle):
+    _rewrite_meta(tiny_bundle, format_version=2)
+    with pytest.raises(BundleError, match="newer than the version this ganomaly-edge reads.*upgrade"):
+        load(tiny_bundle)
+    _rewrite_meta(tiny_bundle, format_version=0)
+    with pytest.raises(BundleError, match="older.*rebuild the bundle"):
+        load(tiny_bundle)
+
+
+def test_corrupt_metadata(tiny_bundle):
+    open(os.path.join(tiny_bundle, "bundle.json"), "w").write("{not json")
+    with pytest.raises(BundleError, match="not JSON"):
+        load(tiny_bundle)
+
+
+def test_self_test_refuses_a_model_that_scores_differently(tiny_bundle):
+    ref_path = os.path.join(tiny_bundle, "reference.npz")
+    ref = dict(np.load(ref_path))
+    ref["score"] = ref["score"] + 0.5 * open_bundle(tiny_bundle).calibration["scale"]
+    np.savez(ref_path, **ref)
+    meta = json.load(open(os.path.join(tiny_bundle, "bundle.json")))
+    meta["files"]["reference.npz"] = sha256_file(ref_path)
+    json.dump(meta, open(os.path.join(tiny_bundle, "bundle.json"), "w"))
+    with pytest.raises(SelfTestError, match=r"score differs from the reference by 0\.5"):
+        load(tiny_bundle)
+    eng = load(tiny_bundle, allow_mismatch=True)  # the explicit override
+    assert not eng.selftest_report["passed"]
+
+
+def test_wrong_frames_are_refused(tiny_bundle):
+    eng = load(tiny_bundle)
+    with pytest.raises(FrameError, match=r"uint8 \[N, 16, 16, 1\]"):
+        eng.infer(np.zeros((1, 32, 32, 1), np.uint8))
+    with pytest.raises(FrameError, match="float32"):
+        eng.infer(np.zeros((1, 16, 16, 1), np.float32))
+    s, r = eng.infer(np.zeros((16, 16, 1), np.uint8))  # a single frame is a batch of one
+    assert s.shape == (1,)
+
+
+def test_inference_from_worker_threads(tiny_bundle):
+    eng = load(tiny_bundle)
+    x = open_bundle(tiny_bundle).reference()["inputs"]
+    want = eng.infer(x)[0]
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(eng.infer(x)[0])) for _ in range(3)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert all(np.allclose(g, want, atol=1e-6) for g in got)
+
+
+def test_fp16_graph_pass_keeps_scores(tiny_bundle):
+    import onnxruntime as ort
+
+    from engine.onnx_fp16 import is_fp16_graph, to_fp16
+
+    data = open(os.path.join(tiny_bundle, "model.onnx"), "rb").read()
+    half = to_fp16(data)
+    assert is_fp16_graph(half) and not is_fp16_graph(data)
+    ref = open_bundle(tiny_bundle).reference()
+    s, r = ort.InferenceSession(half, providers=["CPUExecutionProvider"]).run(None, {"images": ref["inputs"]})
+    assert s.dtype == np.float32 and r.dtype == np.float32  # fp32 outputs
+    scale = open_bundle(tiny_bundle).calibration["scale"]
+    assert np.abs(s - ref["score"]).max() / scale < 0.05
+
+
+BLOCK_TORCH = (
+    "import sys, importlib.abc\n"
+    "class _Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch is blocked in this test')\n"
+    "sys.meta_path.insert(0, _Block())\n"
+)
+
+
+def test_agent_and_engine_run_without_torch(tiny_bundle):
+    code = BLOCK_TORCH + (
+        "import numpy as np, engine, agent, agent.pipeline, agent.mqtt, agent.store, agent.config\n"
+        f"e = engine.load({tiny_bundle!r})\n"
+        "s, r = e.infer(np.zeros((2, 16, 16, 1), np.uint8))\n"
+        "assert s.shape == (2,) and 'torch' not in sys.modules\n"
+        "print('ok', e.backend)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ok onnxruntime" in r.stdout
+
+
+def _build_cli(*args):
+    return subprocess.run([sys.executable, "-m", "train.build_engine", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_build_engine_cli_without_tensorrt(tiny_checkpoint, tmp_path):
+    r = _build_cli(tiny_checkpoint, "--out", str(tmp_path / "b"), "--archive", str(tmp_path / "b.tar.gz"))
+    assert r.returncode == 0, r.stderr
+    assert "only the ONNX Runtime backend will be available" in r.stdout
+    assert load(str(tmp_path / "b.tar.gz")).backend == "onnxruntime"
+    # From a bundle, without torch (the Jetson case).
+    code = BLOCK_TORCH + ("from train.build_engine import main; import sys\n"
+                          f"sys.exit(main([{str(tmp_path / 'b')!r}, '--out', {str(tmp_path / 'c')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert open_bundle(str(tmp_path / "c")).meta["files"] == open_bundle(str(tmp_path / "b")).meta["files"]
+
+
+def test_build_engine_cli_errors(tmp_path):
+    r = _build_cli(str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    r = _build_cli(str(tmp_path / "bad.pt"), "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "cannot read checkpoint" in r.stderr
