@@ -44,3 +44,20 @@ def test_metrics_agree_with_scikit_learn():
     assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert roc_auc(y, -s) == pytest.approx(1 - roc_auc(y, s))
+
+
+def test_small_sets_use_a_robust_tail_not_an_outlier():
+    rng = np.random.default_rng(3)
+    s = np.r_[rng.normal(0, 1, 149), 25.0]  # one odd normal image
+    c = calibrate(s, far=0.01)
+    assert c["method"] == "robust-normal"
+    assert 1.8 < c["threshold_raw"] < 3.0  # about the normal 99th percentile (2.33), not the outlier
+    assert calibrate(rng.normal(0, 1, 2000), far=0.01)["method"] == "quantile"
+
+
+def test_normal_quantile_approximation():
+    from engine.calibration import _z
+
+    assert _z(0.5) == pytest.approx(0.0, abs=1e-9)
+    assert _z(0.99) == pytest.approx(2.326347874, abs=1e-6)
+    assert _z(0.999) == pytest.approx(3.090232306, abs=1e-6)

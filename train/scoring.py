@@ -7,6 +7,8 @@ depends on the rest of its batch):
 - ``recon``    mean squared reconstruction residual |x - G(x)|^2 over pixels.
 - ``features`` mean squared difference of the discriminator's penultimate features of x and
                G(x) (the feature-matching distance that drives the adversarial loss).
+- ``peak``     the largest local mean of the residual map (a window of about 1/8 of the image):
+               small defects that barely move an image-wide mean still make a peak.
 - ``knn``      mean squared distance of z to its k nearest encodings of the training images
                (a memory bank stored with the model).
 
@@ -22,17 +24,24 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .network import Discriminator, Generator
 
-COMPONENTS = ("latent", "recon", "features", "knn")
+COMPONENTS = ("latent", "recon", "features", "knn", "peak")
 KNN_K = 5
 
 
 def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (the bundle's normalisation)."""
     return images_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def peak_residual(residual: torch.Tensor) -> torch.Tensor:
+    """Max over positions of the residual map averaged in a window of ~1/8 of the image side."""
+    k = max(3, residual.shape[-1] // 8)
+    return torch.amax(F.avg_pool2d(residual[:, None], k, stride=1), dim=(1, 2, 3))
 
 
 def knn_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
@@ -79,11 +88,13 @@ class Scorer(nn.Module):
             comps["features"] = torch.mean((fr - ff) ** 2, dim=(1, 2, 3))
         if "knn" in self.needed:
             comps["knn"] = knn_distance(z.flatten(1), self.bank, self.k)
+        residual = torch.mean(torch.abs(x - x_hat), dim=1)
+        if "peak" in self.needed:
+            comps["peak"] = peak_residual(residual)
         score = None
         for name, w, m, s in self.terms:
             term = (comps[name] - m) * (w / s)
             score = term if score is None else score + term
-        residual = torch.mean(torch.abs(x - x_hat), dim=1)
         return score, residual
 
 
@@ -97,6 +108,27 @@ def encode(generator: Generator, images_u8: np.ndarray, device: torch.device,
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
         out.append(generator.encoder1(x).flatten(1).cpu())
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def features(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
+             device: torch.device, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Global-average-pooled features of x: the discriminator's penultimate layer ("dfeat") and
+    every layer of the first encoder ("efeat"), for nearest-neighbour scores."""
+    generator.eval()
+    discriminator.eval()
+    d_out, e_out = [], []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
+        _, f = discriminator(x)
+        d_out.append(f.mean((2, 3)).cpu().numpy())
+        pooled, h = [], x
+        for layer in generator.encoder1.features:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                pooled.append(h.mean((2, 3)))
+        e_out.append(torch.cat(pooled, 1).cpu().numpy())
+    return {"dfeat": np.concatenate(d_out), "efeat": np.concatenate(e_out)}
 
 
 @torch.no_grad()
@@ -119,9 +151,11 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
         acc["features"].append(torch.mean((fr - ff) ** 2, dim=(1, 2, 3)).cpu().numpy())
         if bank_t is not None:
             acc["knn"].append(knn_distance(z.flatten(1), bank_t, KNN_K).cpu().numpy())
+        res = torch.mean(torch.abs(x - x_hat), dim=1)
+        acc["peak"].append(peak_residual(res).cpu().numpy())
         if with_images:
             recons.append(((x_hat.permute(0, 2, 3, 1) + 1.0) * 127.5).clamp(0, 255).byte().cpu().numpy())
-            residuals.append(torch.mean(torch.abs(x - x_hat), dim=1).cpu().numpy())
+            residuals.append(res.cpu().numpy())
     out = {k: np.concatenate(v).astype(np.float64) for k, v in acc.items() if v}
     if with_images:
         out["reconstruction"] = np.concatenate(recons)
@@ -140,6 +174,8 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "knn+recon": [("knn", 1.0), ("recon", 1.0)],
     "knn+features": [("knn", 1.0), ("features", 1.0)],
     "knn+recon+features": [("knn", 1.0), ("recon", 1.0), ("features", 1.0)],
+    "peak": [("peak", 1.0)],
+    "peak+knn": [("peak", 1.0), ("knn", 1.0)],
 }
 DEFAULT_SCORE = "knn+recon"
 

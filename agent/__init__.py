@@ -1,0 +1,1 @@
+"""ganomaly-edge agent: camera -> engine -> alarm -> MQTT. Never imports torch."""

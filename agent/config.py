@@ -1,0 +1,217 @@
+"""Agent configuration: TOML file, every key overridable from the environment.
+
+Environment variables use the prefix ``GANOMALY_`` and ``__`` between levels, e.g.
+``GANOMALY_MQTT__HOST=broker.local`` or ``GANOMALY_MQTT__PORT=8883``. Unknown keys are rejected
+everywhere, and every field carries a description (``config.example.toml`` lists them all).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSConfig(Strict):
+    ca_file: str | None = Field(None, description="CA certificate (PEM) that signed the broker's certificate")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: str | None = Field(None, description="client private key (PEM) for mutual TLS")
+    insecure: bool = Field(False, description="skip broker hostname verification (testing only)")
+
+
+class MqttConfig(Strict):
+    host: str = Field("127.0.0.1", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
+    client_id: str | None = Field(None, description="MQTT client id; default ganomaly-<device_id>")
+    username: str | None = Field(None, description="user name, if the broker requires one")
+    password: str | None = Field(None, description="password; prefer password_file or the environment")
+    password_file: str | None = Field(
+        None, description="file holding the password; a relative name is looked up in systemd's "
+                          "$CREDENTIALS_DIRECTORY first")
+    keepalive: int = Field(30, ge=5, le=3600, description="keepalive interval in seconds")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    tls: TLSConfig | None = Field(None, description="TLS settings; absent = plain TCP")
+    prefix: str | None = Field(None, description="topic prefix; default ganomaly/<device_id>")
+    reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+    stats_interval_s: float = Field(10.0, gt=0, description="how often <prefix>/stats is published")
+    max_inflight: int = Field(20, ge=1, le=1000, description="unacknowledged QoS 1 messages at a time")
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password
+        if self.password_file:
+            path = self.password_file
+            cred = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not os.path.isabs(path) and cred and os.path.exists(os.path.join(cred, path)):
+                path = os.path.join(cred, path)
+            try:
+                return Path(path).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"mqtt.password_file {path!r} cannot be read: {e}") from e
+        return None
+
+
+class RoiConfig(Strict):
+    x: int = Field(0, ge=0, description="left edge of the region of interest, pixels")
+    y: int = Field(0, ge=0, description="top edge, pixels")
+    w: int = Field(..., gt=0, description="width, pixels")
+    h: int = Field(..., gt=0, description="height, pixels")
+
+
+class SourceConfig(Strict):
+    kind: Literal["camera", "file", "url", "gstreamer", "folder"] = Field(
+        ..., description="camera index, video file, RTSP/HTTP URL, GStreamer pipeline, or image folder")
+    uri: str = Field(..., description="camera index ('0'), file path, URL, pipeline string or folder path")
+    loop: bool = Field(False, description="file: start again at the end instead of finishing")
+    fps: float | None = Field(None, gt=0, description="file: play back at this rate (default: as fast as "
+                                                       "inference allows, never dropping)")
+    watch: bool = Field(True, description="folder: keep watching for new images after the existing ones")
+    poll_interval_s: float = Field(0.5, gt=0, description="folder: how often to look for new images")
+    stall_timeout_s: float = Field(10.0, gt=0, description="no frame for this long = stalled: reopen the source")
+    retry_min_s: float = Field(1.0, gt=0, description="first delay before reopening a failed source")
+    retry_max_s: float = Field(30.0, gt=0, description="longest delay between reopen attempts")
+
+    @property
+    def live(self) -> bool:
+        """Live sources drop the oldest frame when inference falls behind; files and folders wait."""
+        return self.kind in ("camera", "url", "gstreamer") or (self.kind == "file" and self.fps is not None)
+
+
+class DecisionConfig(Strict):
+    threshold: float | None = Field(None, description="alarm threshold in calibrated units (the bundle's "
+                                                      "calibration puts it at 1.0); set to override")
+    k: int | None = Field(None, ge=1, description="alarm when k of the last n frames exceed the threshold "
+                                                  "(default 2; 1 for folder sources, where each image is an item)")
+    n: int | None = Field(None, ge=1, description="window length for k-of-n (default 3; 1 for folders)")
+    cooldown_s: float | None = Field(None, ge=0, description="no new alarm for this long after one (default "
+                                                             "2 s; 0 for folders)")
+
+    def resolved(self, kind: str) -> "DecisionConfig":
+        folder = kind == "folder"
+        k = self.k if self.k is not None else (1 if folder else 2)
+        n = self.n if self.n is not None else (1 if folder else 3)
+        if k > n:
+            raise ValueError(f"decision.k ({k}) cannot exceed decision.n ({n})")
+        cd = self.cooldown_s if self.cooldown_s is not None else (0.0 if folder else 2.0)
+        return DecisionConfig(threshold=self.threshold, k=k, n=n, cooldown_s=cd)
+
+
+class LocalisationConfig(Strict):
+    blur: int = Field(3, ge=0, le=31, description="Gaussian blur kernel on the residual map (0 = none; odd)")
+    sigma: float = Field(3.0, gt=0, description="a pixel is anomalous above mean + sigma * std of the map")
+    min_fraction: float = Field(0.4, ge=0, le=1, description="... and above this fraction of the map's maximum")
+    min_area: int = Field(2, ge=1, description="smallest region kept, in model-input pixels")
+    max_boxes: int = Field(5, ge=1, le=50, description="at most this many boxes per alarm")
+    pad: float = Field(0.15, ge=0, le=2, description="crop margin around each box, as a share of its size")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of crops and overlay")
+    max_crop_px: int = Field(512, ge=32, description="longest side of a crop; larger crops are scaled down")
+    max_overlay_px: int = Field(1024, ge=64, description="longest side of the heat-map overlay")
+    overlay: bool = Field(True, description="publish a heat-map overlay of the whole frame")
+
+    @field_validator("blur")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v and v % 2 == 0:
+            raise ValueError("blur must be odd (or 0)")
+        return v
+
+
+class CameraConfig(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="camera name, used in topics")
+    source: SourceConfig = Field(..., description="where frames come from")
+    roi: RoiConfig | None = Field(None, description="region of interest; absent = the whole frame")
+    rotate: Literal[0, 90, 180, 270] = Field(0, description="clockwise rotation applied after the ROI")
+    bundle: str | None = Field(None, description="model bundle for this camera; default model.bundle")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="alarm decision")
+    localisation: LocalisationConfig = Field(default_factory=LocalisationConfig,
+                                             description="boxes and crops of anomalous regions")
+
+
+class ModelConfig(Strict):
+    bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
+    backend: Literal["auto", "tensorrt", "onnxruntime"] = Field(
+        "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads (0 = all cores)")
+    allow_mismatch: bool = Field(False, description="load even if the self-test against the bundle's "
+                                                    "reference outputs fails (not recommended)")
+    max_batch: int = Field(8, ge=1, le=256, description="largest micro-batch when frames are waiting")
+
+
+class StoreConfig(Strict):
+    path: str = Field("/var/lib/ganomaly-edge/events.db", description="SQLite event store (WAL)")
+    max_events: int = Field(10000, ge=1, description="keep at most this many unsent events (oldest evicted)")
+    max_mb: float = Field(512.0, gt=0, description="keep at most this many MB of unsent events")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="drop unsent events older than this")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANOMALY_", env_nested_delimiter="__", extra="forbid")
+
+    device_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "edge",
+                           pattern=r"^[A-Za-z0-9_.-]+$", description="this device's id; default the host name")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")
+    queue_size: int = Field(8, ge=1, le=1024, description="frames buffered between capture and inference")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the default model bundle and backend")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="durable event store")
+    cameras: list[CameraConfig] = Field(..., min_length=1, description="one entry per camera or feed")
+
+    _toml_file: Any = None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        names = [c.name for c in self.cameras]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"camera names must be unique; repeated: {sorted(dup)}")
+        for c in self.cameras:
+            if not (c.bundle or self.model.bundle):
+                raise ValueError(f"camera {c.name!r} has no bundle and model.bundle is not set")
+            c.decision.resolved(c.source.kind)
+        return self
+
+    @property
+    def prefix(self) -> str:
+        return (self.mqtt.prefix or f"ganomaly/{self.device_id}").rstrip("/")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_settings(path: str | None) -> Settings:
+    """Read a TOML file (plus environment overrides) into validated settings."""
+    from pydantic import ValidationError
+
+    if path is not None and not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist (see config.example.toml)")
+    Settings._toml_file = path
+    try:
+        return Settings()
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc or '(top level)'}: {err['msg']}")
+        raise ConfigError(f"invalid configuration in {path or 'the environment'}:\n" + "\n".join(lines)) from None
+    except (OSError, ValueError) as e:  # TOML syntax errors are ValueErrors
+        raise ConfigError(f"cannot read config {path!r}: {e}") from None
+    finally:
+        Settings._toml_file = None

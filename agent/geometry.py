@@ -1,0 +1,72 @@
+"""Frame -> model input (ROI, rotation, resize) and model-input boxes -> frame coordinates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engine.preprocess import prepare
+
+from .config import RoiConfig
+
+_ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+class FrameSizeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class View:
+    """Where the model input sits in the original frame."""
+
+    x0: int
+    y0: int
+    w: int  # ROI size in the original frame, before rotation
+    h: int
+    rotate: int
+    size: int  # model input side
+
+    def to_frame(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """(x, y, w, h) in model-input pixels -> (x, y, w, h) in original-frame pixels."""
+        x, y, w, h = box
+        rw, rh = (self.h, self.w) if self.rotate in (90, 270) else (self.w, self.h)  # rotated ROI size
+        sx, sy = rw / self.size, rh / self.size
+        corners = np.array([[x, y], [x + w, y + h]], np.float64) * [sx, sy]
+        pts = []
+        for cx, cy in corners:
+            # Undo the clockwise rotation: rotated (cx, cy) -> ROI (u, v).
+            if self.rotate == 90:
+                u, v = cy, self.h - cx
+            elif self.rotate == 180:
+                u, v = self.w - cx, self.h - cy
+            elif self.rotate == 270:
+                u, v = self.w - cy, cx
+            else:
+                u, v = cx, cy
+            pts.append((u, v))
+        (u0, v0), (u1, v1) = pts
+        left, right = sorted((u0, u1))
+        top, bottom = sorted((v0, v1))
+        X0, Y0 = int(np.floor(left)) + self.x0, int(np.floor(top)) + self.y0
+        X1, Y1 = int(np.ceil(right)) + self.x0, int(np.ceil(bottom)) + self.y0
+        return X0, Y0, max(X1 - X0, 1), max(Y1 - Y0, 1)
+
+
+def model_input(image: np.ndarray, roi: RoiConfig | None, rotate: int, size: int,
+                channels: int) -> tuple[np.ndarray, View]:
+    h, w = image.shape[:2]
+    if roi is not None:
+        if roi.x + roi.w > w or roi.y + roi.h > h:
+            raise FrameSizeError(f"ROI {roi.x},{roi.y} {roi.w}x{roi.h} does not fit a {w}x{h} frame: "
+                                 "fix [cameras.roi] for this camera")
+        crop = image[roi.y:roi.y + roi.h, roi.x:roi.x + roi.w]
+        view = View(roi.x, roi.y, roi.w, roi.h, rotate, size)
+    else:
+        crop = image
+        view = View(0, 0, w, h, rotate, size)
+    if rotate:
+        crop = cv2.rotate(crop, _ROTATE[rotate])
+    return prepare(crop, size, channels), view

@@ -1,0 +1,258 @@
+"""One camera's pipeline: a supervised capture thread, a bounded queue, an inference thread.
+
+Live sources drop the oldest frame when inference falls behind (counted); files and folders
+block instead and never drop. The inference thread takes what is waiting as one micro-batch,
+scores it, decides, localises, and stores alarms for the publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from engine import Engine
+
+from .config import CameraConfig
+from .decision import Debouncer
+from .geometry import FrameSizeError, View, model_input
+from .localise import boxes_in_frame, crops, overlay
+from .sources import Frame, SourceEnded, SourceError, open_source
+from .stats import Latency, Rate
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_END = object()
+
+
+@dataclass
+class Item:
+    frame: Frame
+    x: np.ndarray  # model input, uint8 [S, S, C]
+    view: View
+
+
+class CameraPipeline:
+    def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, prefix: str, queue_size: int,
+                 max_batch: int, on_status: Callable[[str, str], None] | None = None):
+        self.cam, self.engine, self.store, self.publisher, self.prefix = cam, engine, store, publisher, prefix
+        self.max_batch = min(max_batch, engine.max_batch or max_batch)
+        self.q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.on_status = on_status or (lambda cam, state: None)
+        d = cam.decision.resolved(cam.source.kind)
+        cal = engine.bundle.calibration
+        self.threshold = d.threshold if d.threshold is not None else cal["threshold"]
+        self.debounce = Debouncer(self.threshold, d.k, d.n, d.cooldown_s)
+        self.size, _, self.channels = engine.spec.shape
+        self.stop_capture = threading.Event()
+        self.finished = threading.Event()
+        self.folder_seen: set[str] = set()
+        now = time.monotonic()
+        self.captured, self.processed = Rate(now), Rate(now)
+        self.dropped = self.skipped = self.bad_frames = self.reconnects = self.stalls = self.alarms = self.source_errors = 0
+        self.last_frame = now
+        self.online = False
+        self.lat_infer, self.lat_queue, self.lat_frame, self.lat_post = Latency(), Latency(), Latency(), Latency()
+        self.source_obj = None
+        self.capture_thread = threading.Thread(target=self._capture_loop, name=f"capture-{cam.name}", daemon=True)
+        self.infer_thread = threading.Thread(target=self._infer_loop, name=f"infer-{cam.name}", daemon=True)
+
+    def start(self) -> None:
+        self.capture_thread.start()
+        self.infer_thread.start()
+
+    def stop(self) -> None:
+        """Stop capturing; frames already queued are still processed."""
+        self.stop_capture.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.capture_thread.join(timeout)
+        self.infer_thread.join(timeout)
+
+    # -- capture ---------------------------------------------------------------------------------
+    def _set_online(self, online: bool) -> None:
+        if online != self.online:
+            self.online = online
+            self.on_status(self.cam.name, "online" if online else "offline")
+
+    def _capture_loop(self) -> None:
+        src_cfg = self.cam.source
+        delay = src_cfg.retry_min_s
+        opened_once = False
+        try:
+            while not self.stop_capture.is_set():
+                try:
+                    src = open_source(src_cfg, self.folder_seen)
+                except SourceError as e:
+                    self.source_errors += 1
+                    self._set_online(False)
+                    log.error("camera %s: %s; retrying in %.0f s", self.cam.name, e, delay)
+                    self.stop_capture.wait(delay)
+                    delay = min(delay * 2, src_cfg.retry_max_s)
+                    continue
+                if opened_once:
+                    self.reconnects += 1
+                    log.info("camera %s: source reopened (reconnect %d)", self.cam.name, self.reconnects)
+                opened_once = True
+                self.source_obj = src
+                self._set_online(True)
+                self.last_frame = time.monotonic()
+                try:
+                    ended = self._read_until_failure(src)
+                finally:
+                    src.close()
+                if ended:
+                    log.info("camera %s: source finished after %d frames", self.cam.name, self.captured.count)
+                    return
+                self._set_online(False)
+                self.stop_capture.wait(delay)
+                delay = min(delay * 2, src_cfg.retry_max_s)
+        finally:
+            self._put(_END, force=True)
+
+    def _read_until_failure(self, src) -> bool:
+        """Read frames until the source ends (True) or fails/stalls (False) or we are stopped."""
+        cfg = self.cam.source
+        while not self.stop_capture.is_set():
+            try:
+                frame = src.read()
+            except SourceEnded:
+                return True
+            except SourceError as e:
+                self.source_errors += 1
+                log.warning("camera %s: %s; reopening", self.cam.name, e)
+                return False
+            now = time.monotonic()
+            if frame is None:
+                if cfg.kind != "folder" and now - self.last_frame > cfg.stall_timeout_s:
+                    self.stalls += 1
+                    log.warning("camera %s: no frame for %.0f s: stalled, reopening", self.cam.name, now - self.last_frame)
+                    return False
+                continue
+            self.last_frame = now
+            self.captured.count += 1
+            self.skipped = getattr(src, "skipped", self.skipped)
+            try:
+                x, view = model_input(frame.image, self.cam.roi, self.cam.rotate, self.size, self.channels)
+            except (FrameSizeError, ValueError) as e:
+                self.bad_frames += 1
+                log.error("camera %s: frame %d skipped: %s", self.cam.name, frame.index, e)
+                continue
+            self._put(Item(frame, x, view), force=False)
+        return False
+
+    def _put(self, item: Any, force: bool) -> None:
+        live = self.cam.source.live
+        while True:
+            try:
+                self.q.put(item, timeout=0.1 if not live else 0)
+                return
+            except queue.Full:
+                if live or force:
+                    try:
+                        old = self.q.get_nowait()
+                        if old is not _END:
+                            self.dropped += 1
+                    except queue.Empty:
+                        pass
+                elif self.stop_capture.is_set() and not force:
+                    # Stopping: finish what is queued, but keep this frame too (never drop a file frame).
+                    continue
+
+    # -- inference -------------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        ending = False
+        while not ending:
+            first = self.q.get()
+            if first is _END:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    ending = True
+                    break
+                batch.append(nxt)
+            self._process(batch)
+        self._set_online(False)
+        self.finished.set()
+
+    def _process(self, batch: list[Item]) -> None:
+        t0 = time.monotonic()
+        for it in batch:
+            self.lat_queue.add(t0 - it.frame.mono)
+        raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
+        t1 = time.monotonic()
+        self.lat_infer.add(t1 - t0)
+        scores = self.engine.calibrated(raw)
+        for i, it in enumerate(batch):
+            self.processed.count += 1
+            fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
+            if fired is not None:
+                self._alarm(*fired)
+        t2 = time.monotonic()
+        self.lat_post.add(t2 - t1)
+        for it in batch:
+            self.lat_frame.add(t2 - it.frame.mono)
+
+    def _alarm(self, it: Item, res: np.ndarray, score: float) -> None:
+        loc = self.cam.localisation
+        boxes = boxes_in_frame(res, it.view, loc)
+        event_id = uuid.uuid4().hex
+        base = f"{self.prefix}/{self.cam.name}/alarm"
+        blobs = [(f"{base}/{event_id}/crop/{k}", data) for k, data in enumerate(crops(it.frame.image, boxes, loc))]
+        if loc.overlay:
+            blobs.append((f"{base}/{event_id}/overlay", overlay(it.frame.image, res, it.view, boxes, loc)))
+        payload = {
+            "id": event_id,
+            "ts": round(it.frame.ts, 6),
+            "camera": self.cam.name,
+            "frame_index": it.frame.index,
+            "score": round(score, 5),
+            "threshold": self.threshold,
+            "boxes": [b.as_dict() for b in boxes],
+            "crops": [t for t, _ in blobs if "/crop/" in t],
+            "overlay": f"{base}/{event_id}/overlay" if loc.overlay else None,
+            "frame_size": {"w": int(it.frame.image.shape[1]), "h": int(it.frame.image.shape[0])},
+            "item": it.frame.name or None,
+            "model": {"name": self.engine.bundle.name, "hash": self.engine.bundle.model_hash},
+            "schema": SCHEMA_VERSION,
+        }
+        seq = self.store.add(event_id, self.cam.name, base, payload, blobs, created=it.frame.ts)
+        self.alarms += 1
+        if self.publisher is not None:
+            self.publisher.track(seq, it.frame.mono)
+            self.publisher.wake.set()
+        log.info("camera %s: ALARM %s frame %d%s score %.3f, %d box(es)", self.cam.name, event_id,
+                 it.frame.index, f" ({it.frame.name})" if it.frame.name else "", payload["score"], len(boxes))
+
+    def stats(self, now: float) -> dict[str, Any]:
+        return {
+            "online": self.online,
+            "fps_in": self.captured.rate(now),
+            "fps_processed": self.processed.rate(now),
+            "frames_in": self.captured.count,
+            "frames_processed": self.processed.count,
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+            "bad_frames": self.bad_frames,
+            "alarms": self.alarms,
+            "reconnects": self.reconnects,
+            "stalls": self.stalls,
+            "source_errors": self.source_errors,
+            "queue_depth": self.q.qsize(),
+            "latency": {"queue": self.lat_queue.summary(), "inference_batch": self.lat_infer.summary(),
+                        "postprocess": self.lat_post.summary(), "capture_to_decision": self.lat_frame.summary()},
+            "backend": self.engine.backend,
+            "model": self.engine.bundle.name,
+        }
