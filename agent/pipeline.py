@@ -117,6 +117,12 @@ class CameraPipeline:
         finally:
             self._put(_END, force=True)
 
+    def _sync_skipped(self, src) -> None:
+        n = getattr(src, "skipped", 0)
+        if n != getattr(src, "_counted", 0):
+            self.skipped += n - getattr(src, "_counted", 0)
+            src._counted = n
+
     def _read_until_failure(self, src) -> bool:
         """Read frames until the source ends (True) or fails/stalls (False) or we are stopped."""
         cfg = self.cam.source
@@ -124,6 +130,7 @@ class CameraPipeline:
             try:
                 frame = src.read()
             except SourceEnded:
+                self._sync_skipped(src)
                 return True
             except SourceError as e:
                 self.source_errors += 1
@@ -138,7 +145,7 @@ class CameraPipeline:
                 continue
             self.last_frame = now
             self.captured.count += 1
-            self.skipped = getattr(src, "skipped", self.skipped)
+            self._sync_skipped(src)
             try:
                 x, view = model_input(frame.image, self.cam.roi, self.cam.rotate, self.size, self.channels)
             except (FrameSizeError, ValueError) as e:

@@ -1,0 +1,334 @@
+"""The agent end to end, as a separate process, with a real mosquitto on a free loopback port and
+a stream of real images (Fashion-MNIST T-shirts on a conveyor, some stained, holed or replaced
+by a foreign object: agent/scene.py)."""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SCHEMA = json.load(open(os.path.join(ROOT, "agent", "alarm.schema.json")))
+
+
+@pytest.fixture(scope="session")
+def scene_bundle(tmp_path_factory):
+    """The demo's model: GANomaly (width 32) trained on 1,500 plain T-shirts as the camera sees them."""
+    from agent.scene import write_training_folder
+    from train.data import load_folder
+    from train.export import checkpoint_to_bundle
+    from train.trainer import Trainer, TrainConfig
+
+    d = tmp_path_factory.mktemp("scene")
+    write_training_folder(str(d / "train"), 1500)
+    imgs = load_folder(str(d / "train"), 32, 3).images
+    cfg = TrainConfig(image_size=32, channels=3, width=32, epochs=15, batch_size=32, threads=2,
+                      score="peak")
+    Trainer(cfg, imgs, out_path=str(d / "m.pt"), progress=False).run()
+    return checkpoint_to_bundle(str(d / "m.pt"), str(d / "bundle"), name="tshirt").path
+
+
+@pytest.fixture
+def broker(tmp_path):
+    from agent.broker import Mosquitto
+
+    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that records everything under a prefix."""
+
+    def __init__(self, port, prefix="ganomaly/test", client_id="test-sub"):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.msgs, self.lock = [], threading.Lock()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        self.c.on_message = lambda c, u, m: self._add(m)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
+        self.c.reconnect_delay_set(1, 2)
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+        self.wait(lambda: self.c.is_connected(), 10)
+        time.sleep(0.3)
+
+    def _add(self, m):
+        with self.lock:
+            self.msgs.append((m.topic, m.payload, m.retain))
+
+    def topics(self, suffix):
+        with self.lock:
+            return [(t, p) for t, p, _ in self.msgs if t.endswith(suffix)]
+
+    def alarms(self):
+        return [json.loads(p) for _, p in self.topics("/alarm")]
+
+    def last(self, topic):
+        with self.lock:
+            vals = [p.decode() for t, p, _ in self.msgs if t == topic]
+        return vals[-1] if vals else None
+
+    def wait(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def write_config(path, bundle, port, source, store, camera="cam1", decision="", extra=""):
+    src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
+    path.write_text(f"""device_id = "test"
+log_level = "INFO"
+[model]
+bundle = "{bundle}"
+threads = 2
+[mqtt]
+port = {port}
+prefix = "ganomaly/test"
+stats_interval_s = 1.0
+reconnect_min_s = 1
+reconnect_max_s = 2
+[store]
+path = "{store}"
+{extra}
+[[cameras]]
+name = "{camera}"
+roi = {{ x = 16, y = 16, w = 64, h = 64 }}
+[cameras.source]
+{src}
+retry_min_s = 0.5
+retry_max_s = 1.0
+[cameras.decision]
+{decision}
+""")
+    return str(path)
+
+
+def start_agent(config, log_path, *args):
+    return subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+
+
+def logged_alarm_ids(log_path):
+    return re.findall(r"ALARM ([0-9a-f]{32})", open(log_path).read())
+
+
+def check_payloads(sub, truth_boxes=None):
+    import jsonschema
+
+    alarms = sub.alarms()
+    for ev in alarms:
+        jsonschema.validate(ev, SCHEMA)
+        with sub.lock:
+            crops = {t: p for t, p, _ in sub.msgs if "/crop/" in t}
+        assert len(ev["crops"]) == len(ev["boxes"]) >= 1
+        for t in ev["crops"] + [ev["overlay"]]:
+            with sub.lock:
+                data = [p for tt, p, _ in sub.msgs if tt == t]
+            assert data, f"no message on {t}"
+            img = cv2.imdecode(np.frombuffer(data[0], np.uint8), cv2.IMREAD_COLOR)
+            assert img is not None and img.size > 0
+        assert crops is not None
+    return alarms
+
+
+def overlaps(box, gt):
+    x, y, w, h = box["x"], box["y"], box["w"], box["h"]
+    gx, gy, gw, gh = gt
+    return x < gx + gw and gx < x + w and y < gy + gh and gy < y + h
+
+
+def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
+    from agent.scene import stream_items, write_video
+
+    truth = write_video(str(tmp_path / "v.avi"), stream_items(40, anomaly_every=4, seed=11))
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port, {"kind": "file", "uri": str(tmp_path / "v.avi")},
+                       tmp_path / "ev.db", decision="k = 2\nn = 3\ncooldown_s = 0.1")
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log")
+    assert p.wait(120) == 0, open(tmp_path / "agent.log").read()
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "stopped", 10)
+    alarms = check_payloads(sub)
+    anomalous = [t for t in truth if t["kind"] != "normal"]
+    normal = [t for t in truth if t["kind"] == "normal"]
+
+    def item_of(ev):
+        return next((t for t in truth if t["frames"][0] <= ev["frame_index"] <= t["frames"][-1]), None)
+
+    caught = {item_of(ev)["item"] for ev in alarms if item_of(ev)["kind"] != "normal"}
+    false = [ev for ev in alarms if item_of(ev)["kind"] == "normal"]
+    # Asserted: at least 8 of the 10 anomalous items raise an alarm, at most 3 of 30 normal ones do,
+    # and no item raises two.
+    assert len(caught) >= 8, (len(caught), len(alarms))
+    assert len(false) <= 3
+    assert len(alarms) == len({item_of(ev)["item"] for ev in alarms})
+    # Boxes overlap the stain or hole they were raised for (frame coordinates, ROI undone).
+    defect_alarms = [ev for ev in alarms if item_of(ev)["kind"] in ("stain", "hole")]
+    hits = 0
+    for ev in defect_alarms:
+        t = item_of(ev)
+        gt = t["boxes"][ev["frame_index"] - t["frames"][0]]
+        hits += any(overlaps(b, gt) for b in ev["boxes"])
+    assert defect_alarms and hits >= 0.8 * len(defect_alarms), (hits, len(defect_alarms))
+    assert sub.last("ganomaly/test/cam1/status") == "offline"  # the file ended
+    stats = json.loads(sub.topics("/stats")[-1][1])
+    assert stats["cameras"]["cam1"]["frames_processed"] == 120 and stats["cameras"]["cam1"]["dropped"] == 0
+    sub.close()
+
+
+def test_image_folder_scanner(scene_bundle, broker, tmp_path):
+    from agent.scene import stream_items, write_folder
+
+    items = stream_items(24, anomaly_every=4, seed=12)
+    truth = write_folder(str(tmp_path / "scans"), items, corrupt=2)
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+                       {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
+                       camera="xray")
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log")
+    assert p.wait(120) == 0, open(tmp_path / "agent.log").read()
+    alarms = check_payloads(sub)
+    by_name = {t["name"]: t for t in truth}
+    caught = {ev["item"] for ev in alarms if by_name[ev["item"]]["kind"] != "normal"}
+    false = [ev for ev in alarms if by_name[ev["item"]]["kind"] == "normal"]
+    # Asserted: at least 5 of the 6 anomalous items, at most 2 of the 18 normal ones.
+    assert len(caught) >= 5 and len(false) <= 2, (caught, false)
+    log = open(tmp_path / "agent.log").read()
+    assert log.count("skipping unreadable or corrupt image") == 2
+    stats = json.loads(sub.topics("/stats")[-1][1])["cameras"]["xray"]
+    assert stats["skipped"] == 2 and stats["frames_processed"] == 24
+    sub.close()
+
+
+def test_will_on_kill_and_stopped_on_clean_exit(scene_bundle, broker, tmp_path):
+    from agent.scene import stream_items, write_video
+
+    write_video(str(tmp_path / "v.avi"), stream_items(8, seed=13))
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+                       {"kind": "file", "uri": str(tmp_path / "v.avi"), "loop": True, "fps": 10.0}, tmp_path / "ev.db")
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log")
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "online", 30)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "offline", 15)  # the Will
+    p = start_agent(cfg, tmp_path / "agent2.log")
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "online", 30)
+    assert sub.wait(lambda: sub.topics("/stats"), 10)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 0
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "stopped", 10)
+    sub.close()
+
+
+def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
+    from agent.scene import stream_items, write_video
+
+    write_video(str(tmp_path / "v.avi"), stream_items(60, anomaly_every=3, seed=14))
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+                       {"kind": "file", "uri": str(tmp_path / "v.avi"), "fps": 30.0}, tmp_path / "ev.db",
+                       decision="k = 2\nn = 3\ncooldown_s = 0.0")
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log", "--flush-timeout", "30")
+    assert sub.wait(lambda: len(sub.alarms()) >= 2, 30)
+    broker.stop()
+    time.sleep(2.5)  # alarms raised now wait in the agent's store
+    broker.start()
+    assert p.wait(120) == 0
+    ids = logged_alarm_ids(tmp_path / "agent.log")
+    assert len(ids) >= 10
+    assert sub.wait(lambda: {e["id"] for e in sub.alarms()} >= set(ids), 30)
+    got = [e["id"] for e in sub.alarms()]
+    assert set(got) == set(ids)  # exactly once after dropping redeliveries by id
+    assert "disconnected" in open(tmp_path / "agent.log").read()
+    sub.close()
+
+
+def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
+    from agent.broker import Mosquitto, free_port
+    from agent.scene import Item, stream_items, write_folder
+
+    port = free_port()  # nothing listens yet: the broker is "down"
+    items = [it for it in stream_items(40, anomaly_every=2, seed=15) if it.kind != "normal"][:8]
+    write_folder(str(tmp_path / "scans"), items)
+    store = tmp_path / "ev.db"
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, port, {"kind": "folder", "uri": str(tmp_path / "scans")}, store)
+    p = start_agent(cfg, tmp_path / "agent.log")
+
+    def stored():
+        try:
+            with sqlite3.connect(str(store)) as db:
+                return [r[0] for r in db.execute("SELECT id FROM events ORDER BY seq")]
+        except sqlite3.Error:
+            return []
+
+    deadline = time.monotonic() + 60
+    while len(stored()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    pending = stored()
+    assert len(pending) >= 4
+    with Mosquitto(port=port, workdir=str(tmp_path / "broker")) as b:
+        sub = Subscriber(b.port)
+        os.makedirs(tmp_path / "empty")
+        cfg2 = write_config(tmp_path / "b.toml", scene_bundle, port,
+                            {"kind": "folder", "uri": str(tmp_path / "empty"), "watch": False}, store)
+        p = start_agent(cfg2, tmp_path / "agent2.log")
+        assert p.wait(60) == 0
+        assert sub.wait(lambda: {e["id"] for e in sub.alarms()} >= set(pending), 20)
+        assert [e["id"] for e in sub.alarms()][: len(pending)] == pending  # in store order
+        assert stored() == []
+        sub.close()
+
+
+def test_invalid_config_and_missing_bundle(tmp_path, scene_bundle):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nbundle = "x"\n[[cameras]]\nname = "a"\ncolour = "red"\n[cameras.source]\nkind = "file"\nuri = "v"\n')
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(bad), "--check-config"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "cameras.0.colour" in r.stderr
+    cfg = write_config(tmp_path / "a.toml", str(tmp_path / "no-bundle"), 1883, {"kind": "file", "uri": "v.avi"}, tmp_path / "e.db")
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg, "--check-config"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist: build one with" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(tmp_path / "none.toml")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_unreadable_source_keeps_agent_running(scene_bundle, broker, tmp_path):
+    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+                       {"kind": "file", "uri": str(tmp_path / "missing.avi")}, tmp_path / "ev.db")
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log")
+    assert sub.wait(lambda: sub.topics("/stats") and json.loads(sub.topics("/stats")[-1][1])["cameras"]["cam1"]
+                    ["source_errors"] >= 2, 30)
+    assert p.poll() is None  # still running, retrying
+    assert "does not exist" in open(tmp_path / "agent.log").read()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 0
+    sub.close()

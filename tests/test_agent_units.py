@@ -1,0 +1,151 @@
+"""Agent parts on their own: decision, geometry, localisation, event store, configuration."""
+
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.config import ConfigError, LocalisationConfig, RoiConfig, Settings, load_settings
+from agent.decision import Debouncer
+from agent.geometry import View, model_input
+from agent.localise import boxes_in_frame, crops, overlay, regions
+from agent.store import EventStore
+from conftest import ROOT
+
+
+def test_k_of_n_raises_one_alarm_per_passing_defect():
+    d = Debouncer(threshold=1.0, k=2, n=3, cooldown_s=0.0)
+    scores = [0.1, 1.5, 0.2, 1.6, 1.7, 1.8, 1.9, 0.1, 0.2, 0.1, 2.0, 2.1]
+    fired = [i for i, s in enumerate(scores) if d.update(s, float(i), i) is not None]
+    assert fired == [3, 11]  # one alarm for frames 3..6, re-armed after the window cleared
+
+
+def test_alarm_carries_the_most_anomalous_frame_of_the_window():
+    d = Debouncer(1.0, 2, 3, 0.0)
+    d.update(3.0, 0.0, "a")
+    assert d.update(1.2, 1.0, "b") == "a"
+
+
+def test_cooldown():
+    d = Debouncer(1.0, 1, 1, cooldown_s=5.0)
+    assert d.update(2, 0.0, 1) is not None
+    assert d.update(2, 1.0, 2) is None  # inside the cooldown
+    assert d.update(2, 6.0, 3) is not None
+
+
+def test_single_frame_items_each_alarm():
+    d = Debouncer(1.0, 1, 1, 0.0)
+    assert [d.update(2.0, float(i), i) for i in range(3)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_boxes_map_back_through_roi_rotation_and_resize(rotate):
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[50:60, 70:90] = 255  # the "defect" in frame coordinates
+    roi = RoiConfig(x=40, y=20, w=100, h=80)
+    x, view = model_input(frame, roi, rotate, 32, 1)
+    ys, xs = np.nonzero(x[..., 0] > 60)
+    box = (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    X, Y, W, H = view.to_frame(box)
+    assert abs(X - 70) <= 4 and abs(Y - 50) <= 4 and abs(X + W - 90) <= 4 and abs(Y + H - 60) <= 4
+
+
+def test_roi_outside_frame_is_a_clear_error():
+    from agent.geometry import FrameSizeError
+
+    with pytest.raises(FrameSizeError, match="does not fit a 50x50 frame"):
+        model_input(np.zeros((50, 50, 3), np.uint8), RoiConfig(x=10, y=10, w=64, h=64), 0, 32, 3)
+
+
+def test_localisation_finds_the_planted_region():
+    rng = np.random.default_rng(0)
+    res = rng.uniform(0, 0.05, (32, 32)).astype(np.float32)
+    res[20:26, 5:11] = 0.8
+    res[3:5, 25:27] = 0.5
+    cfg = LocalisationConfig()
+    r = regions(res, cfg)
+    (x, y, w, h), s = r[0]
+    assert 3 <= x <= 6 and 18 <= y <= 21 and s > 0.3
+    view = View(0, 0, 64, 64, 0, 32)
+    boxes = boxes_in_frame(res, view, cfg)
+    assert boxes[0].x == pytest.approx(2 * x, abs=1) and boxes[0].w >= 10
+    frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    jpgs = crops(frame, boxes, cfg)
+    assert len(jpgs) == len(boxes) and cv2.imdecode(np.frombuffer(jpgs[0], np.uint8), cv2.IMREAD_COLOR) is not None
+    ov = cv2.imdecode(np.frombuffer(overlay(frame, res, view, boxes, cfg), np.uint8), cv2.IMREAD_COLOR)
+    assert ov.shape == (64, 64, 3)
+
+
+def test_store_keeps_order_across_reopen_and_evicts_oldest(tmp_path):
+    path = str(tmp_path / "ev.db")
+    st = EventStore(path, max_events=3)
+    for i in range(5):
+        st.add(f"id{i}", "cam", "t/alarm", {"i": i}, [("t/crop/0", b"\xff\xd8" + bytes([i]))])
+    assert st.depth()[0] == 3 and st.counter("evicted") == 2
+    st.close()
+    st = EventStore(path, max_events=3)
+    evs = st.pending()
+    assert [e.id for e in evs] == ["id2", "id3", "id4"]
+    assert evs[0].blobs == [("t/crop/0", b"\xff\xd8\x02")]
+    st.delete(evs[0].seq)
+    assert [e.id for e in st.pending()] == ["id3", "id4"]
+    assert st.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 2  # cascade
+    assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_evicts_by_age_and_size(tmp_path):
+    st = EventStore(str(tmp_path / "ev.db"), max_bytes=3000, max_age_s=60)
+    st.add("old", "c", "t", {}, [], created=time.time() - 120)
+    st.add("a", "c", "t", {}, [("x", b"0" * 2000)])
+    st.add("b", "c", "t", {}, [("x", b"0" * 2000)])
+    assert [e.id for e in st.pending()] == ["b"]
+
+
+def test_every_config_field_is_described_and_documented():
+    text = open(os.path.join(ROOT, "config.example.toml")).read()
+
+    def walk(model, path=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{path}{name} has no description"
+            ann = field.annotation
+            sub = getattr(ann, "model_fields", None)
+            args = getattr(ann, "__args__", ())
+            inner = [a for a in args if hasattr(a, "model_fields")]
+            if sub is None and inner:
+                ann, sub = inner[0], inner[0].model_fields
+            assert name in text, f"config.example.toml does not document {path}{name}"
+            if sub is not None:
+                walk(ann, f"{path}{name}.")
+
+    walk(Settings)
+
+
+def test_example_config_is_valid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(os.path.join(ROOT, "config.example.toml"))
+    assert s.prefix.startswith("ganomaly/") and s.cameras
+
+
+def test_unknown_keys_and_bad_values_are_rejected(tmp_path, monkeypatch):
+    p = tmp_path / "c.toml"
+    p.write_text('[model]\nbundle = "b"\nbogus = 1\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\nuri = "x"\n')
+    with pytest.raises(ConfigError, match=r"model\.bogus: Extra inputs are not permitted"):
+        load_settings(str(p))
+    p.write_text('[model]\nbundle = "b"\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\nuri = "x"\n')
+    monkeypatch.setenv("GANOMALY_MQTT__PORT", "notaport")
+    with pytest.raises(ConfigError, match=r"mqtt\.port"):
+        load_settings(str(p))
+    monkeypatch.setenv("GANOMALY_MQTT__PORT", "8883")
+    monkeypatch.setenv("GANOMALY_MQTT__HOST", "broker.example")
+    s = load_settings(str(p))
+    assert (s.mqtt.host, s.mqtt.port) == ("broker.example", 8883)
+
+
+def test_password_from_systemd_credentials(tmp_path, monkeypatch):
+    from agent.config import MqttConfig
+
+    (tmp_path / "mqtt-pass").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert MqttConfig(username="u", password_file="mqtt-pass").resolved_password() == "s3cret"
