@@ -1,0 +1,270 @@
+"""``ganomaly-bench``: speed figures, printed, from one run on this machine.
+
+    ganomaly-bench engine BUNDLE [--backend auto] [--batch 1,8,32] [--checkpoint CKPT]
+    ganomaly-bench engine --synthetic 64x64x3       # an untrained model of the official widths
+    ganomaly-bench agent [--synthetic 64x64x3 | BUNDLE]
+
+engine: batch-1 latency (median, p99), batched throughput, the engine's own overhead around
+the backend, PyTorch eager from the checkpoint as the baseline, and achieved GFLOP/s against a
+float32 matrix-product peak measured in the same run.
+agent: end-to-end processed fps and capture->publish latency of the agent on a file source
+(real mosquitto on loopback, every frame published as an alarm), beside the engine-only
+throughput of the same bundle in the same run, and the agent's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def matmul_peak(n: int = 2048, reps: int = 20) -> float:
+    """float32 GFLOP/s of an n x n matrix product (numpy's BLAS), best of ``reps``."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def graph_gflop(onnx_path: str) -> float:
+    """GFLOP per image of the convolutions and matrix products in the graph (2 per multiply-add)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    m = onnx.load(onnx_path)
+    for i in m.graph.input:  # batch 1
+        i.type.tensor_type.shape.dim[0].dim_value = 1
+    m = shape_inference.infer_shapes(m)
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    inits = {i.name: numpy_helper.to_array(i).shape for i in m.graph.initializer}
+    flops = 0
+    for node in m.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            w = inits[node.input[1]]
+            if node.op_type == "Conv":
+                out = shapes[node.output[0]]
+                flops += 2 * np.prod(out) * np.prod(w[1:])  # out elems x (C_in/g x kh x kw)
+            else:
+                inp = shapes[node.input[0]]
+                flops += 2 * np.prod(inp) * np.prod(w[1:])  # in elems x (C_out x kh x kw)
+        elif node.op_type in ("MatMul", "Gemm"):
+            a = shapes.get(node.input[0]) or inits.get(node.input[0])
+            b = shapes.get(node.input[1]) or inits.get(node.input[1])
+            if a and b:
+                flops += 2 * np.prod(a) * b[-1]
+    return flops / 1e9
+
+
+def timed(fn, reps: int, warmup: int = 5) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(reps)
+    for i in range(reps):
+        t = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t
+    return out * 1000
+
+
+def synthetic(spec: str, workdir: str) -> tuple[str, str]:
+    """An untrained GANomaly of the official widths (ngf 64, nz 100), calibrated at init, as a
+    checkpoint and a bundle (speed does not depend on the weights)."""
+    from .export import checkpoint_to_bundle
+    from .trainer import Trainer, TrainConfig
+
+    s, _, c = (int(v) for v in spec.lower().split("x"))
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (300, s, s, c), dtype=np.uint8)
+    ck = os.path.join(workdir, f"synthetic_{spec}.pt")
+    # One raw component: standardising by an untrained model's tiny validation spread would
+    # amplify float noise in the parity check. Speed is the same (the knn head is ~1 MFLOP).
+    Trainer(TrainConfig(image_size=s, channels=c, epochs=0, score="recon"), imgs, out_path=ck,
+            progress=False).run()
+    b = os.path.join(workdir, f"bundle_{spec}")
+    checkpoint_to_bundle(ck, b, name=f"synthetic-{spec}")
+    return ck, b
+
+
+def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: list[int], reps: int,
+                 threads: int) -> dict:
+    from engine import load
+
+    peak = matmul_peak()
+    eng = load(bundle, backend, threads=threads)
+    h, w, c = eng.spec.shape
+    gflop = graph_gflop(os.path.join(eng.bundle.path, "model.onnx"))
+    rng = np.random.default_rng(0)
+    x1 = rng.integers(0, 256, (1, h, w, c), dtype=np.uint8)
+    res: dict = {"input": f"{h}x{w}x{c}", "backend": eng.backend, "gflop_per_image": round(gflop, 4),
+                 "matmul_peak_gflops": round(peak, 1)}
+    t_engine = timed(lambda: eng.infer(x1), reps)
+    res["batch1_median_ms"] = round(float(np.median(t_engine)), 3)
+    res["batch1_p99_ms"] = round(float(np.percentile(t_engine, 99)), 3)
+    res["achieved_gflops"] = round(gflop / (np.median(t_engine) / 1000), 1)
+    res["share_of_peak"] = round(res["achieved_gflops"] / peak, 3)
+    if eng.backend == "onnxruntime":
+        sess, name = eng.session, eng.spec.name
+        t_raw = timed(lambda: sess.run(["score", "residual"], {name: x1}), reps)
+        res["session_median_ms"] = round(float(np.median(t_raw)), 3)
+        res["engine_overhead"] = round(float(np.median(t_engine) / np.median(t_raw) - 1), 4)
+    thr = {}
+    for b in batches:
+        xb = rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)
+        t = timed(lambda: eng.infer(xb), max(5, reps // max(b // 2, 1)), warmup=2)
+        thr[b] = round(b / (np.median(t) / 1000), 1)
+    res["throughput_img_s"] = thr
+    if checkpoint:
+        import torch
+
+        from .export import scorer_from_checkpoint
+        from .trainer import load_checkpoint
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        sc = scorer_from_checkpoint(load_checkpoint(checkpoint))
+        xt = torch.from_numpy(x1)
+        with torch.no_grad():
+            t_torch = timed(lambda: sc(xt), max(20, reps // 4))
+        res["pytorch_eager_median_ms"] = round(float(np.median(t_torch)), 3)
+        res["speedup_vs_pytorch"] = round(float(np.median(t_torch) / np.median(t_engine)), 2)
+    eng.close()
+    # Conservative: the best of the peaks measured before and after, so the share is not inflated
+    # by a slow moment during the first measurement.
+    peak = max(peak, matmul_peak())
+    res["matmul_peak_gflops"] = round(peak, 1)
+    res["share_of_peak"] = round(res["achieved_gflops"] / peak, 3)
+    return res
+
+
+def bench_agent(bundle: str, frames: int, threads: int) -> dict:
+    """The agent on a file source with every frame raising an alarm (threshold -inf, k=n=1)."""
+    import cv2
+
+    from agent.broker import Mosquitto
+    from engine import load
+
+    eng = load(bundle, "auto", threads=threads)
+    h, w, c = eng.spec.shape
+    rng = np.random.default_rng(0)
+    xb = rng.integers(0, 256, (8, h, w, c), dtype=np.uint8)
+    x1 = xb[:1]
+    t1 = timed(lambda: eng.infer(x1), 200)
+    t8 = timed(lambda: eng.infer(xb), 40)
+    engine_fps = max(1 / (np.median(t1) / 1000), 8 / (np.median(t8) / 1000))
+    eng.close()
+    work = tempfile.mkdtemp(prefix="bench-agent-")
+    video = os.path.join(work, "stream.avi")
+    vw = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 30, (w, h))
+    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for i in range(frames):
+        vw.write(np.roll(base, i, axis=1))
+    vw.release()
+    with Mosquitto(workdir=os.path.join(work, "broker"), persistence=False) as b:
+        cfg = os.path.join(work, "agent.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""device_id = "bench"
+log_level = "WARNING"
+[model]
+bundle = "{bundle}"
+threads = {threads}
+[mqtt]
+port = {b.port}
+stats_interval_s = 1000
+[store]
+path = "{work}/events.db"
+[[cameras]]
+name = "bench"
+[cameras.source]
+kind = "file"
+uri = "{video}"
+[cameras.decision]
+threshold = -1e9
+k = 1
+n = 1
+cooldown_s = 0
+[cameras.localisation]
+overlay = false
+max_boxes = 1
+""")
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        stats: list[dict] = []
+        sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        sub.on_message = lambda c_, u, m: stats.append(json.loads(m.payload))
+        sub.connect("127.0.0.1", b.port)
+        sub.subscribe("ganomaly/bench/stats", qos=1)
+        sub.loop_start()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        time.sleep(0.5)
+        sub.loop_stop()
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-2000:])
+    final = stats[-1]
+    cam = final["cameras"]["bench"]
+    proc = cam["frames_processed"]
+    lat = final["capture_to_publish"] or {}
+    busy = cam["latency"]["capture_to_decision"]
+    # fps over the pipeline's busy time: first frame captured to last frame decided.
+    agent_fps = proc / max(final["uptime_s"] - 0.0, 1e-9)
+    return {"input": f"{h}x{w}x{c}", "frames": proc, "alarms": cam["alarms"], "wall_s": round(wall, 2),
+            "agent_fps": round(agent_fps, 1), "engine_only_fps": round(engine_fps, 1),
+            "fps_ratio": round(agent_fps / engine_fps, 3), "engine_batch1_median_ms": round(float(np.median(t1)), 3),
+            "capture_to_publish_ms": lat, "capture_to_decision_ms": busy,
+            "latency_bound_ms": round(3 * float(np.median(t1)) + 10, 2),
+            "peak_rss_mb": final["peak_rss_mb"], "dropped": cam["dropped"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ganomaly-bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    e = sub.add_parser("engine", help="engine latency, throughput, GFLOP/s and the PyTorch baseline")
+    e.add_argument("bundle", nargs="?")
+    e.add_argument("--synthetic", help="e.g. 64x64x3: benchmark an untrained model of the official widths")
+    e.add_argument("--checkpoint", help="checkpoint for the PyTorch eager baseline")
+    e.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    e.add_argument("--batch", default="1,8,32")
+    e.add_argument("--reps", type=int, default=300)
+    e.add_argument("--threads", type=int, default=0)
+    a = sub.add_parser("agent", help="end-to-end agent fps, latency and memory")
+    a.add_argument("bundle", nargs="?")
+    a.add_argument("--synthetic", default="64x64x3")
+    a.add_argument("--frames", type=int, default=1500)
+    a.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="ganomaly-bench-")
+    ck = getattr(args, "checkpoint", None)
+    bundle = args.bundle
+    if not bundle:
+        ck, bundle = synthetic(args.synthetic or "64x64x3", work)
+    if args.what == "engine":
+        r = bench_engine(bundle, ck, args.backend, [int(b) for b in args.batch.split(",")], args.reps, args.threads)
+    else:
+        r = bench_agent(bundle, args.frames, args.threads)
+    print(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
