@@ -144,6 +144,8 @@ class ModelConfig(Strict):
     allow_mismatch: bool = Field(False, description="load even if the self-test against the bundle's "
                                                     "reference outputs fails (not recommended)")
     max_batch: int = Field(8, ge=1, le=256, description="largest micro-batch when frames are waiting")
+    spinning: bool = Field(False, description="let idle ONNX Runtime threads spin-wait (lower latency on "
+                                              "an otherwise idle machine, but they take CPU from capture)")
 
 
 class StoreConfig(Strict):

@@ -58,15 +58,23 @@ class CameraPipeline:
         self.captured, self.processed = Rate(now), Rate(now)
         self.dropped = self.skipped = self.bad_frames = self.reconnects = self.stalls = self.alarms = self.source_errors = 0
         self.last_frame = now
+        self.first_capture: float | None = None
+        self.last_done: float | None = None
         self.online = False
         self.lat_infer, self.lat_queue, self.lat_frame, self.lat_post = Latency(), Latency(), Latency(), Latency()
         self.source_obj = None
         self.capture_thread = threading.Thread(target=self._capture_loop, name=f"capture-{cam.name}", daemon=True)
         self.infer_thread = threading.Thread(target=self._infer_loop, name=f"infer-{cam.name}", daemon=True)
+        # Alarms (localisation, JPEG, SQLite) are built off the inference thread, which goes on
+        # scoring; the queue blocks when full, so no alarm is ever dropped.
+        self.alarm_q: queue.Queue = queue.Queue(maxsize=64)
+        self.alarm_thread = threading.Thread(target=self._alarm_loop, name=f"alarms-{cam.name}", daemon=True)
 
     def start(self) -> None:
-        self.capture_thread.start()
+        # Consumers before producers: a source that ends at once must find them running.
+        self.alarm_thread.start()
         self.infer_thread.start()
+        self.capture_thread.start()
 
     def stop(self) -> None:
         """Stop capturing; frames already queued are still processed."""
@@ -75,6 +83,7 @@ class CameraPipeline:
     def join(self, timeout: float | None = None) -> None:
         self.capture_thread.join(timeout)
         self.infer_thread.join(timeout)
+        self.alarm_thread.join(timeout)
 
     # -- capture ---------------------------------------------------------------------------------
     def _set_online(self, online: bool) -> None:
@@ -144,6 +153,8 @@ class CameraPipeline:
                     return False
                 continue
             self.last_frame = now
+            if self.first_capture is None:
+                self.first_capture = frame.mono
             self.captured.count += 1
             self._sync_skipped(src)
             try:
@@ -191,8 +202,20 @@ class CameraPipeline:
                     break
                 batch.append(nxt)
             self._process(batch)
+        self.alarm_q.put(_END)
+        self.alarm_thread.join()
         self._set_online(False)
         self.finished.set()
+
+    def _alarm_loop(self) -> None:
+        while True:
+            job = self.alarm_q.get()
+            if job is _END:
+                return
+            try:
+                self._alarm(*job)
+            except Exception:  # one bad alarm (e.g. a full disk) must not stop the camera
+                log.exception("camera %s: could not store an alarm", self.cam.name)
 
     def _process(self, batch: list[Item]) -> None:
         t0 = time.monotonic()
@@ -206,8 +229,9 @@ class CameraPipeline:
             self.processed.count += 1
             fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
             if fired is not None:
-                self._alarm(*fired)
+                self.alarm_q.put(fired)
         t2 = time.monotonic()
+        self.last_done = t2
         self.lat_post.add(t2 - t1)
         for it in batch:
             self.lat_frame.add(t2 - it.frame.mono)
@@ -258,6 +282,8 @@ class CameraPipeline:
             "stalls": self.stalls,
             "source_errors": self.source_errors,
             "queue_depth": self.q.qsize(),
+            # Throughput while working: first frame captured to last frame decided.
+            "busy_s": round(self.last_done - self.first_capture, 4) if self.last_done and self.first_capture else None,
             "latency": {"queue": self.lat_queue.summary(), "inference_batch": self.lat_infer.summary(),
                         "postprocess": self.lat_post.summary(), "capture_to_decision": self.lat_frame.summary()},
             "backend": self.engine.backend,

@@ -42,7 +42,8 @@ class Agent:
             if path not in self.engines:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, settings.model.backend, threads=settings.model.threads,
-                                          allow_mismatch=settings.model.allow_mismatch)
+                                          allow_mismatch=settings.model.allow_mismatch,
+                                          spinning=settings.model.spinning)
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]

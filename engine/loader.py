@@ -41,7 +41,8 @@ def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: st
 
 
 def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, precision: str | None = None,
-         allow_mismatch: bool = False, self_test: bool = True, providers: list[str] | None = None) -> Engine:
+         allow_mismatch: bool = False, self_test: bool = True, providers: list[str] | None = None,
+         spinning: bool = True) -> Engine:
     """Load a bundle on a backend and run its self-test against the reference outputs.
 
     ``auto`` takes a TensorRT plan built for this GPU and TensorRT version when there is one,
@@ -70,9 +71,9 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
         else:
             why = reason if gpu is None else f"no plan for {gpu} with TensorRT {trt_version} in the bundle"
             log.info("backend: ONNX Runtime (%s)", why)
-            engine = _onnxruntime(b, threads, providers)
+            engine = _onnxruntime(b, threads, providers, spinning)
     else:
-        engine = _onnxruntime(b, threads, providers)
+        engine = _onnxruntime(b, threads, providers, spinning)
     if self_test:
         try:
             engine.self_test(enforce=not allow_mismatch)
@@ -82,10 +83,10 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
     return engine
 
 
-def _onnxruntime(b: Bundle, threads: int, providers: list[str] | None) -> Engine:
+def _onnxruntime(b: Bundle, threads: int, providers: list[str] | None, spinning: bool = True) -> Engine:
     from .backends.onnxruntime import OnnxRuntimeEngine
 
-    return OnnxRuntimeEngine(b, threads=threads, providers=providers)
+    return OnnxRuntimeEngine(b, threads=threads, providers=providers, spinning=spinning)
 
 
 def describe_bundle(b: Bundle) -> dict[str, Any]:

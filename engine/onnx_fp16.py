@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-HALF_SCOPES = ("/generator/", "/discriminator/")
+# Scopes of the network modules in exported node names (Scorer calls the sub-networks directly).
+HALF_SCOPES = ("/generator/", "/discriminator/", "/encoder1/", "/encoder2/", "/decoder/")
 
 
 def to_fp16(onnx_bytes: bytes) -> bytes:

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, threads: int = 0, providers: list[str] | None = None):
+    def __init__(self, bundle: Bundle, threads: int = 0, providers: list[str] | None = None,
+                 spinning: bool = True):
         super().__init__(bundle)
         import onnxruntime as ort
 
@@ -26,6 +27,9 @@ class OnnxRuntimeEngine(Engine):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if not spinning:
+            # Idle intra-op threads otherwise spin-wait, taking CPU from capture and alarm threads.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
