@@ -161,3 +161,24 @@ def write_folder(out_dir: str, items: list[Item], seed: int = 3, corrupt: int = 
     with open(os.path.join(out_dir, "..", os.path.basename(out_dir) + "_truth.json"), "w") as f:
         json.dump(truth, f)
     return truth
+
+
+def write_eval_folders(out_dir: str, n: int = 300, seed: int = 21) -> None:
+    """Unseen normal and anomalous items as the camera's ROI sees them, for ganomaly-eval."""
+    rng = np.random.default_rng(seed)
+    x, y, w, h = ROI
+    items = stream_items(2 * n, anomaly_every=2, seed=seed)
+    for sub in ("normal", "abnormal"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    for i, it in enumerate(items):
+        frame, _ = render(it, rng)
+        frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])[1], cv2.IMREAD_COLOR)
+        sub = "normal" if it.kind == "normal" else "abnormal"
+        cv2.imwrite(os.path.join(out_dir, sub, f"{it.kind}_{i:05d}.png"), frame[y:y + h, x:x + w])
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_eval_folders(sys.argv[1] if len(sys.argv) > 1 else "demo/eval")
+    print("wrote normal/ and abnormal/ under", sys.argv[1] if len(sys.argv) > 1 else "demo/eval")

@@ -179,7 +179,7 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "peak": [("peak", 1.0)],
     "peak+knn": [("peak", 1.0), ("knn", 1.0)],
 }
-DEFAULT_SCORE = "knn+recon"
+DEFAULT_SCORE = "peak"
 
 
 def make_spec(name: str, val_components: dict[str, np.ndarray]) -> dict[str, Any]:
