@@ -84,7 +84,8 @@ class MqttPublisher:
     def stop(self, flush_timeout: float = 10.0) -> None:
         """Flush what is stored (up to ``flush_timeout``), publish ``stopped`` and disconnect."""
         deadline = time.monotonic() + flush_timeout
-        while time.monotonic() < deadline and self.connected.is_set() and self.store.depth()[0] > 0:
+        # Wait for the broker too: it may be coming back (a reconnect is pending).
+        while time.monotonic() < deadline and self.store.depth()[0] > 0:
             self.wake.set()
             time.sleep(0.05)
         left = self.store.depth()[0]

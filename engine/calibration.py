@@ -41,9 +41,12 @@ def calibrate(val_scores: np.ndarray, far: float = 0.01) -> dict:
         method = "robust-normal"
         mad = 1.4826 * float(np.median(np.abs(s - median)))
         threshold = median + _z(1.0 - far) * max(mad, 1e-12)
+    # A spread below 1 % of the score's own level is float noise (an untrained or collapsed
+    # model): calibrating on it would make rounding look like anomalies.
+    floor = max(0.01 * abs(median), 1e-12)
     scale = threshold - median
-    if scale <= 0:
-        scale = float(max(np.std(s), 1e-12))
+    if scale < floor:
+        scale = max(float(np.std(s)), floor)
         threshold = median + scale
     return {
         "n": int(s.size),
