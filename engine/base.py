@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ class FrameError(ValueError):
     """A batch handed to ``infer`` does not match the model input."""
 
 
-class Engine:
+class Engine(abc.ABC):
     """A loaded model: ``infer(uint8 [N, H, W, C]) -> (raw scores [N], residual maps [N, H, W])``."""
 
     backend = "none"
@@ -32,9 +33,9 @@ class Engine:
         self.max_batch: int | None = None
         self.selftest_report: dict[str, Any] = {}
 
-    # Subclasses implement _run on a validated, contiguous batch.
+    @abc.abstractmethod
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError  # abstract: each backend module overrides it
+        """The backend's inference on a validated, contiguous uint8 batch."""
 
     def check_frames(self, frames: np.ndarray) -> np.ndarray:
         if not isinstance(frames, np.ndarray):
