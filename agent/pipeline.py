@@ -173,16 +173,13 @@ class CameraPipeline:
                 self.q.put(item, timeout=0.1 if not live else 0)
                 return
             except queue.Full:
-                if live or force:
+                if live or force:  # files and folders keep waiting: they never drop a frame
                     try:
                         old = self.q.get_nowait()
                         if old is not _END:
                             self.dropped += 1
                     except queue.Empty:
                         pass
-                elif self.stop_capture.is_set() and not force:
-                    # Stopping: finish what is queued, but keep this frame too (never drop a file frame).
-                    continue
 
     # -- inference -------------------------------------------------------------------------------
     def _infer_loop(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -40,7 +40,6 @@ class Frame:
     mono: float  # monotonic capture time, for latency
     name: str = ""  # file name for folder items
     t_media: float = 0.0  # stream time for decisions: the video position for files, else monotonic
-    meta: dict = field(default_factory=dict)
 
 
 class VideoSource:
@@ -165,7 +164,7 @@ class FolderSource:
                     return None
                 self._scan()
                 if not self.pending:
-                    if not self.cfg.watch and not self.sizes_pending():
+                    if not self.cfg.watch and not self.sizes:
                         raise SourceEnded()
                     return None
             path = self.pending.pop(0)
@@ -180,9 +179,6 @@ class FolderSource:
             frame = Frame(img, self.index, time.time(), mono, name=os.path.relpath(path, self.cfg.uri), t_media=mono)
             self.index += 1
             return frame
-
-    def sizes_pending(self) -> bool:
-        return bool(self.sizes)
 
     def close(self) -> None:
         pass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 from .base import Engine
 from .bundle import Bundle, BundleError, open_bundle
 
@@ -87,8 +85,3 @@ def _onnxruntime(b: Bundle, threads: int, providers: list[str] | None, spinning:
     from .backends.onnxruntime import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(b, threads=threads, providers=providers, spinning=spinning)
-
-
-def describe_bundle(b: Bundle) -> dict[str, Any]:
-    return {"name": b.name, "path": b.path, "input": b.meta["input"], "score": b.meta["score"]["name"],
-            "plans": b.plans}

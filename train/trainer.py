@@ -20,7 +20,7 @@ from engine.preprocess import COLOR_ORDER, NORMALISATION
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
-from .scoring import DEFAULT_SCORE, apply_spec, components, encode, make_spec
+from .scoring import DEFAULT_SCORE, apply_spec, components, encode, make_spec, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def validation_loss(g: Generator, val: np.ndarray, device: torch.device, batch: 
     g.eval()
     total, n = 0.0, 0
     for i in range(0, len(val), batch):
-        x = torch.from_numpy(val[i:i + batch]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = to_model_input(torch.from_numpy(val[i:i + batch]).to(device))
         x_hat, _, _ = g(x)
         total += contextual_loss(x, x_hat).item() * len(x)
         n += len(x)
@@ -201,8 +201,7 @@ class Trainer:
                    disable=not self.progress, leave=False, unit="batch")
         for b in bar:
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = torch.from_numpy(self.train_images[idx]).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            x = to_model_input(torch.from_numpy(self.train_images[idx]).to(self.device, non_blocking=True))
             parts = self.step(x)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
