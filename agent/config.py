@@ -140,7 +140,11 @@ class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
     backend: Literal["auto", "tensorrt", "onnxruntime"] = Field(
         "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads (0 = all cores)")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads per inference worker (0 = the cores "
+                                              "divided among the workers)")
+    workers: int = Field(0, ge=0, le=64, description="inference threads per camera, each taking its own "
+                                                     "micro-batch; decisions stay in frame order (0 = auto: one "
+                                                     "per core on the ONNX Runtime CPU backend, 1 on a GPU)")
     allow_mismatch: bool = Field(False, description="load even if the self-test against the bundle's "
                                                     "reference outputs fails (not recommended)")
     max_batch: int = Field(8, ge=1, le=256, description="largest micro-batch when frames are waiting")
@@ -161,7 +165,8 @@ class Settings(BaseSettings):
     device_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "edge",
                            pattern=r"^[A-Za-z0-9_.-]+$", description="this device's id; default the host name")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")
-    queue_size: int = Field(8, ge=1, le=1024, description="frames buffered between capture and inference")
+    queue_size: int = Field(0, ge=0, le=1024, description="frames buffered between capture and inference per "
+                                                        "camera (0 = auto: a full micro-batch for every worker)")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the default model bundle and backend")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection")
     store: StoreConfig = Field(default_factory=StoreConfig, description="durable event store")

@@ -1,8 +1,10 @@
-"""One camera's pipeline: a supervised capture thread, a bounded queue, an inference thread.
+"""One camera's pipeline: a supervised capture thread, a bounded queue, inference workers.
 
 Live sources drop the oldest frame when inference falls behind (counted); files and folders
-block instead and never drop. The inference thread takes what is waiting as one micro-batch,
-scores it, decides, localises, and stores alarms for the publisher.
+block instead and never drop. An inference worker takes what is waiting as one micro-batch and
+scores it; with several workers (ONNX Runtime on a multi-core CPU) the batches run side by side
+and the decisions are then made strictly in frame order. Alarms (localisation, JPEG, SQLite) are
+built on their own thread and stored for the publisher.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ class Item:
 
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, prefix: str, queue_size: int,
-                 max_batch: int, on_status: Callable[[str, str], None] | None = None):
+                 max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1):
         self.cam, self.engine, self.store, self.publisher, self.prefix = cam, engine, store, publisher, prefix
         self.max_batch = min(max_batch, engine.max_batch or max_batch)
-        self.q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.workers = max(1, workers) if engine.concurrent else 1
+        # Room for a full micro-batch per worker: with less, one worker takes everything waiting
+        # and the others run small, inefficient batches.
+        self.q: queue.Queue = queue.Queue(maxsize=queue_size or self.max_batch * self.workers)
         self.on_status = on_status or (lambda cam, state: None)
         d = cam.decision.resolved(cam.source.kind)
         cal = engine.bundle.calibration
@@ -64,7 +69,13 @@ class CameraPipeline:
         self.lat_infer, self.lat_queue, self.lat_frame, self.lat_post = Latency(), Latency(), Latency(), Latency()
         self.source_obj = None
         self.capture_thread = threading.Thread(target=self._capture_loop, name=f"capture-{cam.name}", daemon=True)
-        self.infer_thread = threading.Thread(target=self._infer_loop, name=f"infer-{cam.name}", daemon=True)
+        self.take_lock = threading.Lock()  # a batch is taken (and numbered) by one worker at a time
+        self.order = threading.Condition()  # decisions in batch order
+        self.next_batch = self.next_decision = 0
+        self.ending = False
+        self.workers_left = self.workers
+        self.infer_threads = [threading.Thread(target=self._infer_loop, name=f"infer-{cam.name}-{i}", daemon=True)
+                              for i in range(self.workers)]
         # Alarms (localisation, JPEG, SQLite) are built off the inference thread, which goes on
         # scoring; the queue blocks when full, so no alarm is ever dropped.
         self.alarm_q: queue.Queue = queue.Queue(maxsize=64)
@@ -73,7 +84,8 @@ class CameraPipeline:
     def start(self) -> None:
         # Consumers before producers: a source that ends at once must find them running.
         self.alarm_thread.start()
-        self.infer_thread.start()
+        for t in self.infer_threads:
+            t.start()
         self.capture_thread.start()
 
     def stop(self) -> None:
@@ -82,7 +94,8 @@ class CameraPipeline:
 
     def join(self, timeout: float | None = None) -> None:
         self.capture_thread.join(timeout)
-        self.infer_thread.join(timeout)
+        for t in self.infer_threads:
+            t.join(timeout)
         self.alarm_thread.join(timeout)
 
     # -- capture ---------------------------------------------------------------------------------
@@ -182,12 +195,15 @@ class CameraPipeline:
                         pass
 
     # -- inference -------------------------------------------------------------------------------
-    def _infer_loop(self) -> None:
-        ending = False
-        while not ending:
+    def _take(self) -> tuple[int, list[Item]] | None:
+        """The next micro-batch (what is waiting, up to max_batch) and its number; None at the end."""
+        with self.take_lock:
+            if self.ending:
+                return None
             first = self.q.get()
             if first is _END:
-                break
+                self.ending = True
+                return None
             batch = [first]
             while len(batch) < self.max_batch:
                 try:
@@ -195,14 +211,24 @@ class CameraPipeline:
                 except queue.Empty:
                     break
                 if nxt is _END:
-                    ending = True
+                    self.ending = True
                     break
                 batch.append(nxt)
-            self._process(batch)
-        self.alarm_q.put(_END)
-        self.alarm_thread.join()
-        self._set_online(False)
-        self.finished.set()
+            n = self.next_batch
+            self.next_batch += 1
+            return n, batch
+
+    def _infer_loop(self) -> None:
+        while (taken := self._take()) is not None:
+            self._process(*taken)
+        with self.order:
+            self.workers_left -= 1
+            last = self.workers_left == 0
+        if last:  # every batch is decided: no alarm can follow
+            self.alarm_q.put(_END)
+            self.alarm_thread.join()
+            self._set_online(False)
+            self.finished.set()
 
     def _alarm_loop(self) -> None:
         while True:
@@ -214,19 +240,30 @@ class CameraPipeline:
             except Exception:  # one bad alarm (e.g. a full disk) must not stop the camera
                 log.exception("camera %s: could not store an alarm", self.cam.name)
 
-    def _process(self, batch: list[Item]) -> None:
+    def _process(self, n: int, batch: list[Item]) -> None:
         t0 = time.monotonic()
         for it in batch:
             self.lat_queue.add(t0 - it.frame.mono)
-        raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
+        try:
+            raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
+            scores = self.engine.calibrated(raw)
+        except Exception:  # e.g. a GPU error: the frames are lost, the camera goes on
+            log.exception("camera %s: inference failed on %d frame(s) from frame %d", self.cam.name,
+                          len(batch), batch[0].frame.index)
+            self.bad_frames += len(batch)
+            batch = []
         t1 = time.monotonic()
         self.lat_infer.add(t1 - t0)
-        scores = self.engine.calibrated(raw)
-        for i, it in enumerate(batch):
-            self.processed.count += 1
-            fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
-            if fired is not None:
-                self.alarm_q.put(fired)
+        with self.order:  # debounce and cooldown see the frames in capture order
+            while self.next_decision != n:
+                self.order.wait()
+            for i, it in enumerate(batch):
+                self.processed.count += 1
+                fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
+                if fired is not None:
+                    self.alarm_q.put(fired)
+            self.next_decision += 1
+            self.order.notify_all()
         t2 = time.monotonic()
         self.last_done = t2
         self.lat_post.add(t2 - t1)
@@ -284,5 +321,6 @@ class CameraPipeline:
             "latency": {"queue": self.lat_queue.summary(), "inference_batch": self.lat_infer.summary(),
                         "postprocess": self.lat_post.summary(), "capture_to_decision": self.lat_frame.summary()},
             "backend": self.engine.backend,
+            "workers": self.workers,
             "model": self.engine.bundle.name,
         }

@@ -26,6 +26,9 @@ class Engine(abc.ABC):
 
     backend = "none"
     precision = "fp32"
+    # True when infer() may be called from several threads at once (the agent then runs one
+    # inference worker per core); a TensorRT execution context is not, so it stays False there.
+    concurrent = False
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle

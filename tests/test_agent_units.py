@@ -78,6 +78,13 @@ def test_localisation_finds_the_planted_region():
     assert ov.shape == (64, 64, 3)
 
 
+def test_overlay_colour_table_matches_opencv_jet():
+    from agent.localise import _JET
+
+    heat = np.random.default_rng(1).integers(0, 256, (40, 52), dtype=np.uint8)
+    assert np.array_equal(_JET[heat], cv2.applyColorMap(heat, cv2.COLORMAP_JET))
+
+
 def test_store_keeps_order_across_reopen_and_evicts_oldest(tmp_path):
     path = str(tmp_path / "ev.db")
     st = EventStore(path, max_events=3)
@@ -93,6 +100,28 @@ def test_store_keeps_order_across_reopen_and_evicts_oldest(tmp_path):
     assert [e.id for e in st.pending()] == ["id3", "id4"]
     assert st.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 2  # cascade
     assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_checkpoints_off_the_hot_path(tmp_path):
+    """Inserts and deletes never run SQLite's automatic checkpoint (an fsync inside an alarm or a
+    PUBACK); the background thread keeps the log from growing and truncates it on close."""
+    path = str(tmp_path / "ev.db")
+    st = EventStore(path, checkpoint_s=0.05)
+    assert st.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(300):  # ~2,400 pages through the log, past the 1,000-page automatic mark
+        seq = st.add(f"id{i}", "cam", "t/alarm", {"i": i}, [("t/crop/0", os.urandom(8000))])
+        if i % 2:
+            st.delete(seq)
+    deadline = time.time() + 5
+    while st.checkpoints == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    assert st.checkpoints > 0
+    st.close()
+    wal = path + "-wal"
+    assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+    st = EventStore(path)
+    assert [e.id for e in st.pending(limit=3)] == ["id0", "id2", "id4"] and st.depth()[0] == 150
+    st.close()
 
 
 def test_store_evicts_by_age_and_size(tmp_path):
@@ -149,3 +178,32 @@ def test_password_from_systemd_credentials(tmp_path, monkeypatch):
     (tmp_path / "mqtt-pass").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert MqttConfig(username="u", password_file="mqtt-pass").resolved_password() == "s3cret"
+
+
+def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
+    """Several inference workers score batches side by side (ONNX Runtime on the CPU); debounce
+    and cooldown must still see every frame once, in capture order."""
+    from agent.config import CameraConfig
+    from agent.pipeline import CameraPipeline
+    from engine import load
+
+    video = str(tmp_path / "v.avi")
+    vw = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (48, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(90):
+        vw.write(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    vw.release()
+    eng = load(tiny_bundle, "onnxruntime", threads=1)
+    assert eng.concurrent
+    cam = CameraConfig(name="c", source={"kind": "file", "uri": video})
+    store = EventStore(str(tmp_path / "ev.db"))
+    p = CameraPipeline(cam, eng, store, None, "t", 0, max_batch=3, workers=3)
+    seen = []
+    update = p.debounce.update
+    p.debounce.update = lambda score, t, payload: (seen.append(payload[0].frame.index), update(score, t, payload))[1]
+    p.start()
+    assert p.finished.wait(60)
+    p.join(5)
+    store.close()
+    assert len(p.infer_threads) == 3 and p.q.maxsize == 9
+    assert seen == list(range(90)) and p.processed.count == 90

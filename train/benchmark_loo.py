@@ -70,17 +70,12 @@ def run_class(dataset: str, c: int, args: argparse.Namespace) -> dict:
     train_s = time.perf_counter() - t0
     bank = ck["bank"]
     comps = components(tr.g, tr.d, test_x, tr.device, bank=bank)
-    if args.save_dir:  # every component and encoding, so other scores can be studied without retraining
+    if args.save_dir:  # the trained networks and data split, so scores can be re-evaluated (--rescore)
         os.makedirs(args.save_dir, exist_ok=True)
-        from .scoring import encode, features
-        feats = {f"{part}_{k}": v.astype(np.float16) for part, imgs in
-                 (("test", test_x), ("val", tr.val_images), ("train", tr.train_images))
-                 for k, v in features(tr.g, tr.d, imgs, tr.device).items()}
-        np.savez_compressed(
-            os.path.join(args.save_dir, f"{dataset}_{c}.npz"), test_y=test_y,
-            **{f"test_{k}": v for k, v in comps.items()},
-            **{f"val_{k}": v for k, v in ck["val_components"].items()},
-            **feats, bank=bank, test_z=encode(tr.g, test_x, tr.device), val_z=encode(tr.g, tr.val_images, tr.device))
+        torch.save({"generator": ck["generator"], "discriminator": ck["discriminator"], "config": ck["config"],
+                    "train_images": tr.train_images, "val_images": tr.val_images, "history": ck["history"],
+                    "d_reinits": ck["d_reinits"], "train_s": train_s, "device": str(tr.device)},
+                   os.path.join(args.save_dir, f"{dataset}_{c}.pt"))
     val = {k: v.astype(np.float64) for k, v in ck["val_components"].items()}
     aucs = {}
     for name in CANDIDATES:

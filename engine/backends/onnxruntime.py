@@ -42,6 +42,9 @@ class OnnxRuntimeEngine(Engine):
             raise BundleError(f"ONNX Runtime cannot load {bundle.file(ONNX)}: {e}") from e
         self.providers = self.session.get_providers()
         self.threads = so.intra_op_num_threads
+        # InferenceSession.run is thread-safe; on the CPU, several callers each with their own
+        # core beat one caller whose every operator waits at a barrier for its slowest thread.
+        self.concurrent = self.providers[0] == "CPUExecutionProvider"
         self._in = bundle.input.name
         self._outs = ["score", "residual"]
         log.info("ONNX Runtime %s on %s, %d threads", ort.__version__, self.providers[0], self.threads)
