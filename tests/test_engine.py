@@ -37,6 +37,29 @@ def test_onnx_matches_pytorch(size, channels, tmp_path, capsys):
     assert np.abs(r - tr.numpy()).max() < 1e-4
 
 
+@pytest.mark.parametrize("score", ["latent", "features", "knn", "fknn", "fknn+latent"])
+def test_every_score_head_exports_with_parity(score, tmp_path):
+    """Each component's head (second encoder, discriminator, both memory banks) in the graph. (Sums
+    with peak are left out here: an untrained model's peak saturates near 1 with a spread of 1e-4,
+    and standardising by it turns float32 rounding into 1e-3.)"""
+    import torch
+
+    from train.export import checkpoint_to_bundle, scorer_from_checkpoint
+    from train.trainer import load_checkpoint
+
+    ck_path = make_checkpoint(tmp_path / "m.pt", size=16, epochs=1, score=score)
+    ck = load_checkpoint(ck_path)
+    assert ck["fbank"].shape == (len(ck["bank"]), 2 * 16)  # encoder + discriminator features (width 8 x 2)
+    b = checkpoint_to_bundle(ck_path, str(tmp_path / "b"))
+    assert b.meta["export_parity"]["max_rel_score"] <= 1e-4
+    eng = load(b.path, "onnxruntime")
+    frames = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+    with torch.no_grad():
+        ts, _ = scorer_from_checkpoint(ck)(torch.from_numpy(frames))
+    s, _ = eng.infer(frames)
+    assert np.abs(s - ts.numpy()).max() <= 1e-4 * max(1.0, np.abs(ts.numpy()).max())
+
+
 def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
     b = open_bundle(tiny_bundle)
     assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"

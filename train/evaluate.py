@@ -27,10 +27,13 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
     images = np.concatenate([normal, abnormal])
     labels = np.r_[np.zeros(len(normal), np.int64), np.ones(len(abnormal), np.int64)]
     with torch.no_grad():
-        comps = components(g, d, images, torch.device(device), bank=ck["bank"], with_images=plots)
+        comps = components(g, d, images, torch.device(device), bank=ck["bank"], with_images=plots,
+                           fbank=ck.get("fbank"))
     val = {k: np.asarray(v, np.float64) for k, v in ck["val_components"].items()}
     scores: dict[str, Any] = {}
-    for name in CANDIDATES:
+    # A checkpoint from before a component existed cannot score with it.
+    available = [n for n, terms in CANDIDATES.items() if all(c in comps and c in val for c, _ in terms)]
+    for name in available:
         s = apply_spec(make_spec(name, val), comps)
         scores[name] = {"roc_auc": roc_auc(labels, s), "average_precision": average_precision(labels, s)}
     default = ck["score"]
@@ -68,7 +71,7 @@ def _plots(out_dir: str, labels: np.ndarray, comps: dict, val: dict, cal: np.nda
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name in CANDIDATES:
+    for name in [n for n, terms in CANDIDATES.items() if all(c in comps and c in val for c, _ in terms)]:
         s = apply_spec(make_spec(name, val), comps)
         fpr, tpr, _ = roc_curve(labels, s)
         ax.plot(fpr, tpr, lw=2.5 if name == default else 1, label=f"{name} (AUC {roc_auc(labels, s):.3f})")

@@ -36,7 +36,8 @@ class ExportError(RuntimeError):
 def scorer_from_checkpoint(ck: dict[str, Any]) -> Scorer:
     g, d = models_from_checkpoint(ck, "cpu")
     bank = torch.from_numpy(np.asarray(ck["bank"], np.float32)) if ck.get("bank") is not None else None
-    return Scorer(g, d, ck["score"], bank).eval()
+    fbank = torch.from_numpy(np.asarray(ck["fbank"], np.float32)) if ck.get("fbank") is not None else None
+    return Scorer(g, d, ck["score"], bank, fbank).eval()
 
 
 def export_onnx(scorer: Scorer, size: int, channels: int) -> bytes:

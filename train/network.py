@@ -82,8 +82,11 @@ class Encoder(nn.Module):
         self.final = nn.Conv2d(ch, out_dim, base, 1, 0, bias=False)
         self.feature_channels = ch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final(self.features(x))
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """z [N, out_dim, 1, 1], or (z, features) when asked (one pass, for scoring)."""
+        f = self.features(x)
+        z = self.final(f)
+        return (z, f) if with_features else z
 
 
 class Decoder(nn.Module):

@@ -11,6 +11,10 @@ depends on the rest of its batch):
                small defects that barely move an image-wide mean still make a peak.
 - ``knn``      mean squared distance of z to its k nearest encodings of the training images
                (a memory bank stored with the model).
+- ``fknn``     the same nearest-neighbour distance on a richer description of x: the penultimate
+               feature maps of the encoder and of the discriminator, each averaged over positions
+               and scaled to unit length, side by side (``embed``). Class-level novelty (a new
+               kind of object, not a scratch) shows there; reconstruction residuals miss it.
 
 A score spec is a weighted sum of standardised components, ``sum w * (c - mean) / std``, whose
 means and standard deviations come from the held-out normal images. The spec, the bank and
@@ -29,7 +33,7 @@ from torch import nn
 
 from .network import Discriminator, Generator
 
-COMPONENTS = ("latent", "recon", "features", "knn", "peak")
+COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak")
 KNN_K = 5
 
 
@@ -45,17 +49,34 @@ def peak_residual(residual: torch.Tensor) -> torch.Tensor:
 
 
 def knn_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean squared distance (per latent dimension) of each row of z to its k nearest bank rows."""
+    """Mean squared distance (per dimension) of each row of z to its k nearest bank rows.
+
+    The neighbours are found with |z|^2 - 2 z.b + |b|^2 (one matrix product), but their distances
+    are then recomputed from the differences: for near neighbours the expanded form cancels
+    catastrophically (unit-length features: 2 - 2 cos), and exported graphs would disagree with
+    each other in the fourth digit."""
     d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ bank.t() + (bank * bank).sum(1)[None, :]
-    nearest = torch.topk(d2, k, dim=1, largest=False).values
-    return torch.clamp(nearest, min=0.0).mean(1) / z.shape[1]
+    idx = torch.topk(d2, k, dim=1, largest=False).indices
+    diff = z[:, None, :] - bank[idx]
+    return (diff * diff).sum(2).mean(1) / z.shape[1]
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    return v / (torch.sqrt((v * v).sum(1, keepdim=True)) + 1e-8)
+
+
+def embedding(generator: Generator, d_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[N, Fe + Fd]: unit-length, position-averaged penultimate features of the encoder and of the
+    discriminator (``d_features`` = the discriminator's features of x, often computed already)."""
+    e = generator.encoder1.features(x).mean((2, 3))
+    return torch.cat([unit(e), unit(d_features.mean((2, 3)))], 1)
 
 
 class Scorer(nn.Module):
     """Exportable scoring graph: uint8 frames -> (score, residual)."""
 
     def __init__(self, generator: Generator, discriminator: Discriminator, spec: dict[str, Any],
-                 bank: torch.Tensor | None = None):
+                 bank: torch.Tensor | None = None, fbank: torch.Tensor | None = None):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
@@ -72,24 +93,37 @@ class Scorer(nn.Module):
             self.register_buffer("bank", bank.float())
         else:
             self.bank = None
+        if "fknn" in needed:
+            if fbank is None:
+                raise ValueError("the fknn component needs the training images' embeddings (fbank)")
+            self.register_buffer("fbank", fbank.float())
+        else:
+            self.fbank = None
         self.needed = needed
 
     def forward(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_model_input(images_u8)
         g = self.generator
-        z = g.encoder1(x)
+        # Submodules are called as modules (not their parts), so exported node names keep their
+        # scopes (/encoder1/..., /discriminator/...): the FP16 pass selects layers by them.
+        z, feat = g.encoder1(x, True)
         x_hat = g.decoder(z)
         comps: dict[str, torch.Tensor] = {}
+        fr = None
         if "latent" in self.needed:  # the second encoder is a third of the FLOPs: only when scored
             comps["latent"] = torch.mean((z - g.encoder2(x_hat)) ** 2, dim=(1, 2, 3))
         if "recon" in self.needed:
             comps["recon"] = torch.mean((x - x_hat) ** 2, dim=(1, 2, 3))
-        if "features" in self.needed:
+        if "features" in self.needed or "fknn" in self.needed:
             _, fr = self.discriminator(x)
+        if "features" in self.needed:
             _, ff = self.discriminator(x_hat)
             comps["features"] = torch.mean((fr - ff) ** 2, dim=(1, 2, 3))
         if "knn" in self.needed:
             comps["knn"] = knn_distance(z.flatten(1), self.bank, self.k)
+        if "fknn" in self.needed:
+            emb = torch.cat([unit(feat.mean((2, 3))), unit(fr.mean((2, 3)))], 1)
+            comps["fknn"] = knn_distance(emb, self.fbank, self.k)
         residual = torch.mean(torch.abs(x - x_hat), dim=1)
         if "peak" in self.needed:
             comps["peak"] = peak_residual(residual)
@@ -109,6 +143,19 @@ def encode(generator: Generator, images_u8: np.ndarray, device: torch.device,
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
         out.append(generator.encoder1(x).flatten(1).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def embed(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray, device: torch.device,
+          batch_size: int = 256) -> np.ndarray:
+    """Training-set embeddings [N, Fe + Fd] for the fknn bank (eval mode)."""
+    generator.eval()
+    discriminator.eval()
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
+        out.append(embedding(generator, discriminator.features(x), x).cpu())
     return torch.cat(out).numpy()
 
 
@@ -136,11 +183,12 @@ def features(generator: Generator, discriminator: Discriminator, images_u8: np.n
 @torch.no_grad()
 def components(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
                device: torch.device, bank: np.ndarray | None = None, batch_size: int = 256,
-               with_images: bool = False) -> dict[str, np.ndarray]:
+               with_images: bool = False, fbank: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every score component for every image (eval mode), plus reconstructions if asked."""
     generator.eval()
     discriminator.eval()
     bank_t = torch.from_numpy(bank).to(device) if bank is not None else None
+    fbank_t = torch.from_numpy(fbank).to(device) if fbank is not None else None
     acc: dict[str, list[np.ndarray]] = {c: [] for c in COMPONENTS}
     recons, residuals = [], []
     for i in range(0, len(images_u8), batch_size):
@@ -153,6 +201,8 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
         acc["features"].append(torch.mean((fr - ff) ** 2, dim=(1, 2, 3)).cpu().numpy())
         if bank_t is not None:
             acc["knn"].append(knn_distance(z.flatten(1), bank_t, KNN_K).cpu().numpy())
+        if fbank_t is not None:
+            acc["fknn"].append(knn_distance(embedding(generator, fr, x), fbank_t, KNN_K).cpu().numpy())
         res = torch.mean(torch.abs(x - x_hat), dim=1)
         acc["peak"].append(peak_residual(res).cpu().numpy())
         if with_images:
@@ -178,6 +228,9 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "knn+recon+features": [("knn", 1.0), ("recon", 1.0), ("features", 1.0)],
     "peak": [("peak", 1.0)],
     "peak+knn": [("peak", 1.0), ("knn", 1.0)],
+    "fknn": [("fknn", 1.0)],
+    "fknn+peak": [("fknn", 1.0), ("peak", 1.0)],
+    "fknn+latent": [("fknn", 1.0), ("latent", 1.0)],
 }
 DEFAULT_SCORE = "peak"
 

@@ -20,7 +20,7 @@ from engine.preprocess import COLOR_ORDER, NORMALISATION
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
-from .scoring import DEFAULT_SCORE, apply_spec, components, encode, make_spec, to_model_input
+from .scoring import DEFAULT_SCORE, apply_spec, components, embed, encode, make_spec, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -304,14 +304,15 @@ class Trainer:
         if len(bank_src) > BANK_MAX:
             bank_src = bank_src[np.sort(rng.choice(len(bank_src), BANK_MAX, replace=False))]
         bank = encode(self.g, bank_src, self.device).astype(np.float32)
-        val_comps = components(self.g, self.d, self.val_images, self.device, bank=bank)
+        fbank = embed(self.g, self.d, bank_src, self.device).astype(np.float32)
+        val_comps = components(self.g, self.d, self.val_images, self.device, bank=bank, fbank=fbank)
         spec = make_spec(self.cfg.score, val_comps)
         val_scores = apply_spec(spec, val_comps)
         calib = calibrate(val_scores, self.cfg.target_far)
         log.info("calibrated score %r on %d held-out normal images: threshold %.5g (raw) for a %.2g%% "
                  "false-alarm rate", spec["name"], calib["n"], calib["threshold_raw"], 100 * self.cfg.target_far)
         ck = self.state(complete=True)
-        ck.update({"bank": bank, "reference_images": reference_images(self.val_images), "score": spec, "calibration": calib,
+        ck.update({"bank": bank, "fbank": fbank, "reference_images": reference_images(self.val_images), "score": spec, "calibration": calib,
                    "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}})
         ck.pop("opt_g")
         ck.pop("opt_d")
