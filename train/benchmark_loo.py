@@ -29,7 +29,7 @@ from engine.calibration import normalise
 
 from .datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
 from .metrics import roc_auc
-from .scoring import CANDIDATES, DEFAULT_SCORE, apply_spec, components, make_spec
+from .scoring import CANDIDATES, DEFAULT_SCORE, apply_spec, components, knn_distance, make_spec
 from .trainer import Trainer, TrainConfig
 
 log = logging.getLogger("benchmark")
@@ -51,6 +51,16 @@ def protocol(dataset: str, abnormal: int) -> tuple[np.ndarray, np.ndarray, np.nd
     else:
         raise ValueError(dataset)
     return pad_to(train, 32), pad_to(test_x, 32), test_y
+
+
+def pixel_knn(train_u8: np.ndarray, test_u8: np.ndarray, k: int = 5) -> np.ndarray:
+    """Baseline with no model at all: mean squared distance to the k nearest training images."""
+    tr = torch.from_numpy(train_u8.reshape(len(train_u8), -1)).float() / 127.5 - 1.0
+    out = []
+    for i in range(0, len(test_u8), 1000):
+        te = torch.from_numpy(test_u8[i:i + 1000].reshape(len(test_u8[i:i + 1000]), -1)).float() / 127.5 - 1.0
+        out.append(knn_distance(te, tr, k).numpy())
+    return np.concatenate(out)
 
 
 def run_class(dataset: str, c: int, args: argparse.Namespace) -> dict:
@@ -97,7 +107,8 @@ def run_class(dataset: str, c: int, args: argparse.Namespace) -> dict:
     cal = normalise(apply_spec(ck["score"], comps), ck["calibration"])
     alarms = cal > ck["calibration"]["threshold"]
     hist = ck["history"]
-    return {"class": c, "auc": aucs, "train_s": train_s,
+    return {"class": c, "auc": aucs, "pixel_knn_auc": roc_auc(test_y, pixel_knn(tr.train_images, test_x)),
+            "train_s": train_s,
             "s_per_epoch": float(np.mean([h["seconds"] for h in hist])),
             "s_per_batch": float(np.median([h["s_per_batch"] for h in hist])),
             "tpr_at_threshold": float(alarms[test_y == 1].mean()),
@@ -107,18 +118,18 @@ def run_class(dataset: str, c: int, args: argparse.Namespace) -> dict:
 
 def print_table(dataset: str, results: list[dict]) -> None:
     names = list(CANDIDATES)
-    head = "| class | " + " | ".join(names) + " | s/epoch |"
+    head = "| class | " + " | ".join(names) + " | pixel 5-NN (no model) | s/epoch |"
     print(f"\n{dataset.upper()}-LOO, last epoch, eval mode (ROC AUC per abnormal class)")
     print(head)
-    print("|" + "---|" * (len(names) + 2))
+    print("|" + "---|" * (len(names) + 3))
     for r in results:
         cells = " | ".join(f"{r['auc'][n]:.3f}" for n in names)
-        print(f"| {r['class']} | {cells} | {r['s_per_epoch']:.1f} |")
+        print(f"| {r['class']} | {cells} | {r['pixel_knn_auc']:.3f} | {r['s_per_epoch']:.1f} |")
     means = " | ".join(f"**{np.mean([r['auc'][n] for r in results]):.3f}**" for n in names)
-    print(f"| mean | {means} | |")
+    print(f"| mean | {means} | {np.mean([r['pixel_knn_auc'] for r in results]):.3f} | |")
     if len(results) == 10:
         nine = " | ".join(f"{np.mean([r['auc'][n] for r in results if r['class'] != 9]):.3f}" for n in names)
-        print(f"| mean 0-8 | {nine} | |")
+        print(f"| mean 0-8 | {nine} | {np.mean([r['pixel_knn_auc'] for r in results if r['class'] != 9]):.3f} | |")
     print(f"default score {DEFAULT_SCORE!r} at the calibrated threshold: mean TPR "
           f"{np.mean([r['tpr_at_threshold'] for r in results]):.3f}, mean false-alarm rate "
           f"{np.mean([r['far_at_threshold'] for r in results]):.4f}")
