@@ -65,11 +65,10 @@ def unit(v: torch.Tensor) -> torch.Tensor:
     return v / (torch.sqrt((v * v).sum(1, keepdim=True)) + 1e-8)
 
 
-def embedding(generator: Generator, d_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """[N, Fe + Fd]: unit-length, position-averaged penultimate features of the encoder and of the
-    discriminator (``d_features`` = the discriminator's features of x, often computed already)."""
-    e = generator.encoder1.features(x).mean((2, 3))
-    return torch.cat([unit(e), unit(d_features.mean((2, 3)))], 1)
+def embedding(e_features: torch.Tensor, d_features: torch.Tensor) -> torch.Tensor:
+    """[N, Fe + Fd]: the encoder's and the discriminator's penultimate feature maps of x,
+    averaged over positions, each scaled to unit length, side by side."""
+    return torch.cat([unit(e_features.mean((2, 3))), unit(d_features.mean((2, 3)))], 1)
 
 
 class Scorer(nn.Module):
@@ -122,8 +121,7 @@ class Scorer(nn.Module):
         if "knn" in self.needed:
             comps["knn"] = knn_distance(z.flatten(1), self.bank, self.k)
         if "fknn" in self.needed:
-            emb = torch.cat([unit(feat.mean((2, 3))), unit(fr.mean((2, 3)))], 1)
-            comps["fknn"] = knn_distance(emb, self.fbank, self.k)
+            comps["fknn"] = knn_distance(embedding(feat, fr), self.fbank, self.k)
         residual = torch.mean(torch.abs(x - x_hat), dim=1)
         if "peak" in self.needed:
             comps["peak"] = peak_residual(residual)
@@ -155,7 +153,8 @@ def embed(generator: Generator, discriminator: Discriminator, images_u8: np.ndar
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        out.append(embedding(generator, discriminator.features(x), x).cpu())
+        _, e = generator.encoder1(x, True)
+        out.append(embedding(e, discriminator.features(x)).cpu())
     return torch.cat(out).numpy()
 
 
@@ -193,7 +192,9 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
     recons, residuals = [], []
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        x_hat, z, z_hat = generator(x)
+        z, feat = generator.encoder1(x, True)  # as Generator.forward, keeping the encoder's features
+        x_hat = generator.decoder(z)
+        z_hat = generator.encoder2(x_hat)
         _, fr = discriminator(x)
         _, ff = discriminator(x_hat)
         acc["latent"].append(torch.mean((z - z_hat) ** 2, dim=(1, 2, 3)).cpu().numpy())
@@ -202,7 +203,7 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
         if bank_t is not None:
             acc["knn"].append(knn_distance(z.flatten(1), bank_t, KNN_K).cpu().numpy())
         if fbank_t is not None:
-            acc["fknn"].append(knn_distance(embedding(generator, fr, x), fbank_t, KNN_K).cpu().numpy())
+            acc["fknn"].append(knn_distance(embedding(feat, fr), fbank_t, KNN_K).cpu().numpy())
         res = torch.mean(torch.abs(x - x_hat), dim=1)
         acc["peak"].append(peak_residual(res).cpu().numpy())
         if with_images:
