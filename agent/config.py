@@ -152,6 +152,13 @@ class ModelConfig(Strict):
                                               "an otherwise idle machine, but they take CPU from capture)")
 
 
+    def parallelism(self, cores: int) -> tuple[int, int]:
+        """(inference workers per camera, ONNX Runtime threads per worker) on ``cores`` cores;
+        an engine that takes no concurrent calls runs one worker whatever this says."""
+        workers = self.workers or cores
+        return workers, self.threads or max(1, cores // workers)
+
+
 class StoreConfig(Strict):
     path: str = Field("/var/lib/ganomaly-edge/events.db", description="SQLite event store (WAL)")
     max_events: int = Field(10000, ge=1, description="keep at most this many unsent events (oldest evicted)")

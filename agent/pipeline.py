@@ -46,7 +46,10 @@ class CameraPipeline:
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1):
         self.cam, self.engine, self.store, self.publisher, self.prefix = cam, engine, store, publisher, prefix
         self.max_batch = min(max_batch, engine.max_batch or max_batch)
+        # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
         self.workers = max(1, workers) if engine.concurrent else 1
+        log.info("camera %s: %s, %d inference worker(s)%s", cam.name, engine.backend, self.workers,
+                 f" x {engine.threads} thread(s)" if hasattr(engine, "threads") else "")
         # Room for a full micro-batch per worker: with less, one worker takes everything waiting
         # and the others run small, inefficient batches.
         self.q: queue.Queue = queue.Queue(maxsize=queue_size or self.max_batch * self.workers)

@@ -38,20 +38,13 @@ class Agent:
         self.stop_event = threading.Event()
         self.engines: dict[str, Engine] = {}
         m = settings.model
-        cores = os.cpu_count() or 1
-        workers = m.workers or cores
-        threads = m.threads or max(1, cores // workers)
+        workers, threads = m.parallelism(os.cpu_count() or 1)
         for cam in settings.cameras:
             path = cam.bundle or m.bundle
             if path not in self.engines:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
                                           spinning=m.spinning)
-        # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
-        self.workers = {p: (workers if e.concurrent else 1) for p, e in self.engines.items()}
-        for p, e in self.engines.items():
-            log.info("model %s: %s, %d inference worker(s) per camera%s", e.bundle.name, e.backend, self.workers[p],
-                     f" x {getattr(e, 'threads', 1)} thread(s)" if e.backend == "onnxruntime" else "")
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]
@@ -65,7 +58,7 @@ class Agent:
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,
                            settings.prefix, settings.queue_size, m.max_batch, self._camera_status,
-                           workers=self.workers[cam.bundle or m.bundle])
+                           workers=workers)
             for cam in settings.cameras]
         self.stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 

@@ -243,9 +243,10 @@ def bench_agent(bundle: str, frames: int, threads: int, alarm_rate: float = 0.01
 
     from engine import load
 
+    from agent.config import ModelConfig
+
     cores = os.cpu_count() or 1
-    n_workers = workers or cores
-    per_worker = threads or max(1, cores // n_workers)
+    n_workers, per_worker = ModelConfig(workers=workers, threads=threads).parallelism(cores)  # as the agent
     eng_all = load(bundle, "auto", threads=threads or cores, spinning=spinning)  # one caller, every core
     eng_w = load(bundle, "auto", threads=per_worker, spinning=spinning)  # as each agent worker runs it
     if not eng_w.concurrent:
