@@ -232,6 +232,7 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "fknn": [("fknn", 1.0)],
     "fknn+peak": [("fknn", 1.0), ("peak", 1.0)],
     "fknn+latent": [("fknn", 1.0), ("latent", 1.0)],
+    "fknn+latent+peak": [("fknn", 1.0), ("latent", 1.0), ("peak", 1.0)],
 }
 DEFAULT_SCORE = "peak"
 
