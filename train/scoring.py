@@ -233,8 +233,9 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "fknn+peak": [("fknn", 1.0), ("peak", 1.0)],
     "fknn+latent": [("fknn", 1.0), ("latent", 1.0)],
     "fknn+latent+peak": [("fknn", 1.0), ("latent", 1.0), ("peak", 1.0)],
+    "knn+fknn+peak": [("knn", 1.0), ("fknn", 1.0), ("peak", 1.0)],
 }
-DEFAULT_SCORE = "peak"
+DEFAULT_SCORE = "knn+fknn+peak"
 
 
 def make_spec(name: str, val_components: dict[str, np.ndarray]) -> dict[str, Any]:
