@@ -126,7 +126,7 @@ def print_table(dataset: str, results: list[dict]) -> None:
 
     def row(name: str, vals: list[float]) -> None:
         cells = " | ".join(f"{v:.3f}" for v in vals)
-        tail = f" {np.mean(vals[:9]):.3f} |" if nine else ""
+        tail = f" {np.mean([v for c, v in zip(classes, vals) if c != 9]):.3f} |" if nine else ""
         print(f"| {name} | {cells} | {np.mean(vals):.3f} |{tail}")
 
     for n in CANDIDATES:
