@@ -42,7 +42,7 @@ def build_assets(args) -> dict:
             write_training_folder(train_dir, 1500)
         sh(tool("ganomaly-train"), "--data", train_dir, "--out", ckpt, "--image-size", "32",
            "--channels", "3", "--epochs", str(args.epochs), "--width", "32", "--batch-size", "32",
-           "--score", args.score)
+           "--score", args.score, "--far", str(args.far))
         sh(tool("ganomaly-build-engine"), ckpt, "--out", bundle, "--name", "tshirt-demo")
     video = os.path.join(HERE, "conveyor.avi")
     truth_path = os.path.join(HERE, "conveyor_truth.json")
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--score", default="peak", help="anomaly score of the demo model (see README)")
     ap.add_argument("--fps", type=float, default=15.0, help="playback rate of the demo stream")
+    ap.add_argument("--far", type=float, default=0.05,
+                    help="per-frame false-alarm target of the demo model's threshold; the agent alarms only "
+                         "when 2 of 3 frames of an item exceed it, so items alarm falsely far less often")
     args = ap.parse_args(argv)
 
     from .broker import Mosquitto
