@@ -27,10 +27,10 @@ $(BIN)/.installed: pyproject.toml
 setup: system-packages $(BIN)/.installed
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/pytest -q
 
 demo: setup
-	$(BIN)/python -m agent.demo
+	$(BIN)/python -m ganomaly_edge.tools.demo
 
 clean:
 	rm -rf $(VENV) demo runs

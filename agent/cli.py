@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
     if args.check_config:
-        from engine import BundleError, open_bundle
+        from ganomaly_edge.engine import BundleError, open_bundle
 
         for cam in settings.cameras:
             path = cam.bundle or settings.model.bundle
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration OK: {len(settings.cameras)} camera(s), prefix {settings.prefix}")
         return 0
 
-    from engine import BundleError
+    from ganomaly_edge.engine import BundleError
 
     from .service import Agent
 

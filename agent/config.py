@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from ganomaly_edge.engine.registry import BackendChoice
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -138,7 +140,7 @@ class CameraConfig(Strict):
 
 class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
-    backend: Literal["auto", "tensorrt", "onnxruntime"] = Field(
+    backend: BackendChoice = Field(
         "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per inference worker (0 = the cores "
                                               "divided among the workers)")

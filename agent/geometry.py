@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.preprocess import prepare
+from ganomaly_edge.engine.preprocess import prepare
 
 from .config import RoiConfig
 

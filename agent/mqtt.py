@@ -1,14 +1,6 @@
 """MQTT transport (paho-mqtt 2.x, callback API 2): availability, camera status, stats, and the
 durable publishing of stored events (an event is deleted only after every one of its messages
-got its PUBACK).
-
-Topics (prefix default ``ganomaly/<device_id>``):
-    <prefix>/available                       online | offline (the Will) | stopped, retained
-    <prefix>/<camera>/status                 online | offline, retained
-    <prefix>/<camera>/alarm                  JSON event (agent/alarm.schema.json)
-    <prefix>/<camera>/alarm/<id>/crop/<k>    JPEG
-    <prefix>/<camera>/alarm/<id>/overlay     JPEG
-    <prefix>/stats                           JSON, every stats_interval_s
+got its PUBACK). Topics: ``topics.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from .config import MqttConfig
 from .store import EventStore
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +25,16 @@ MAX_EVENTS_IN_FLIGHT = 16
 
 
 class MqttPublisher:
-    def __init__(self, cfg: MqttConfig, prefix: str, client_id: str, store: EventStore,
+    def __init__(self, cfg: MqttConfig, topics: Topics, client_id: str, store: EventStore,
                  on_ack: Callable[[int, float], None] | None = None):
-        self.cfg, self.prefix, self.store, self.on_ack = cfg, prefix, store, on_ack
+        self.cfg, self.topics, self.store, self.on_ack = cfg, topics, store, on_ack
         proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
                                   "protocol": proto}
         if proto == mqtt.MQTTv311:
             kwargs["clean_session"] = True
         self.client = mqtt.Client(**kwargs)
-        self.client.will_set(self.topic("available"), "offline", qos=1, retain=True)
+        self.client.will_set(topics.available(), "offline", qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.resolved_password())
         if cfg.tls:
@@ -69,9 +62,6 @@ class MqttPublisher:
         self.published = 0
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
 
-    def topic(self, *parts: str) -> str:
-        return "/".join([self.prefix, *parts])
-
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         log.info("MQTT: connecting to %s:%d as %s (MQTT %s%s)", self.cfg.host, self.cfg.port,
@@ -96,7 +86,7 @@ class MqttPublisher:
         self.wake.set()
         self.thread.join(timeout=5)
         if self.connected.is_set():
-            info = self.client.publish(self.topic("available"), "stopped", qos=1, retain=True)
+            info = self.client.publish(self.topics.available(), "stopped", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=3)
             except (RuntimeError, ValueError):
@@ -112,7 +102,7 @@ class MqttPublisher:
         self.connects += 1
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
-        client.publish(self.topic("available"), "online", qos=1, retain=True)
+        client.publish(self.topics.available(), "online", qos=1, retain=True)
         for topic, payload in list(self.retained.items()):
             client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
@@ -155,11 +145,13 @@ class MqttPublisher:
             self.published += 1
 
     # -- publishing ------------------------------------------------------------------------------
-    def track(self, seq: int, capture_mono: float) -> None:
+    def notify_stored(self, seq: int, capture_mono: float) -> None:
+        """An event was stored: remember its capture time (for latency) and publish it now."""
         with self.lock:
             self.capture_mono[seq] = capture_mono
             if len(self.capture_mono) > 10000:
                 self.capture_mono.pop(next(iter(self.capture_mono)))
+        self.wake.set()
 
     def set_retained(self, topic: str, payload: str) -> None:
         self.retained[topic] = payload

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from engine import Engine, load
+from ganomaly_edge.engine import Engine, load
 
 from . import systemd
 from .config import Settings
@@ -16,6 +16,7 @@ from .mqtt import MqttPublisher, dumps
 from .pipeline import CameraPipeline
 from .stats import Latency
 from .store import EventStore
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,13 @@ class Agent:
             log.info("event store %s holds %d unsent event(s) from before; they will be published first",
                      settings.store.path, depth)
         self.lat_publish = Latency()
-        self.publisher = MqttPublisher(settings.mqtt, settings.prefix, settings.mqtt.client_id or
+        self.topics = Topics(settings.prefix)
+        self.publisher = MqttPublisher(settings.mqtt, self.topics, settings.mqtt.client_id or
                                        f"ganomaly-{settings.device_id}", self.store,
                                        on_ack=lambda seq, dt: self.lat_publish.add(dt)) if connect else None
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,
-                           settings.prefix, settings.queue_size, m.max_batch, self._camera_status,
+                           self.topics, settings.queue_size, m.max_batch, self._camera_status,
                            workers=workers)
             for cam in settings.cameras]
         self.stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
@@ -65,7 +67,7 @@ class Agent:
     def _camera_status(self, camera: str, state: str) -> None:
         log.info("camera %s: %s", camera, state)
         if self.publisher:
-            self.publisher.set_retained(f"{self.s.prefix}/{camera}/status", state)
+            self.publisher.set_retained(self.topics.status(camera), state)
 
     def start(self) -> None:
         if self.publisher:
@@ -117,7 +119,7 @@ class Agent:
             "ts": time.time(),
             "uptime_s": round(now - self.started, 1),
             "device_id": self.s.device_id,
-            "cameras": {p.cam.name: p.stats(now) for p in self.pipelines},
+            "cameras": {p.cam.name: p.snapshot(now) for p in self.pipelines},
             "event_store": {"depth": n, "bytes": size, "evicted": self.store.counter("evicted")},
             "capture_to_publish": self.lat_publish.summary(),
             "peak_rss_mb": _rss_mb(),
@@ -129,7 +131,7 @@ class Agent:
 
     def publish_stats(self) -> None:
         if self.publisher:
-            self.publisher.publish_now(f"{self.s.prefix}/stats", dumps(self.stats()))
+            self.publisher.publish_now(self.topics.stats(), dumps(self.stats()))
 
     def _stats_loop(self) -> None:
         interval = self.s.mqtt.stats_interval_s

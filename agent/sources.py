@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.preprocess import read_image
+from ganomaly_edge.engine.preprocess import read_image
 
 from .config import SourceConfig
 
@@ -48,6 +48,7 @@ class VideoSource:
     def __init__(self, cfg: SourceConfig):
         self.cfg = cfg
         self.index = 0
+        self.skipped = 0  # a video has no unreadable items to skip (folders do)
         self._next_due = None
         self._last_pos = -1.0
         self._loop_offset = 0.0

@@ -40,3 +40,36 @@ class Rate:
         r = (self.count - self._last_count) / dt if dt > 0 else 0.0
         self._last_count, self._last_t = self.count, now
         return round(r, 2)
+
+
+class CameraStats:
+    """Every counter and latency of one camera's pipeline, in one place; the stages add to it and
+    ``snapshot`` reads it for the stats topic."""
+
+    COUNTERS = ("dropped", "skipped", "bad_frames", "reconnects", "stalls", "alarms", "source_errors")
+
+    def __init__(self, now: float):
+        self.captured, self.processed = Rate(now), Rate(now)
+        self.counts = {name: 0 for name in self.COUNTERS}
+        self.lock = threading.Lock()
+        self.latency = {"queue": Latency(), "inference_batch": Latency(), "postprocess": Latency(),
+                        "capture_to_decision": Latency()}
+        self.first_capture: float | None = None
+        self.last_done: float | None = None
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]
+
+    def snapshot(self, now: float) -> dict:
+        busy = (round(self.last_done - self.first_capture, 4)
+                if self.last_done and self.first_capture else None)
+        return {"fps_in": self.captured.rate(now), "fps_processed": self.processed.rate(now),
+                "frames_in": self.captured.count, "frames_processed": self.processed.count,
+                **self.counts,
+                # Throughput while working: first frame captured to last frame decided.
+                "busy_s": busy,
+                "latency": {k: v.summary() for k, v in self.latency.items()}}

@@ -58,8 +58,7 @@ class Engine(abc.ABC):
         return self._run(self.check_frames(frames))
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
-        c = self.bundle.calibration
-        return (np.asarray(raw, np.float64) - c["median"]) / c["scale"]
+        return self.bundle.calibration.normalise(raw)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "model": self.bundle.name,
@@ -83,7 +82,7 @@ class Engine(abc.ABC):
         n = len(x) if not self.max_batch else min(len(x), self.max_batch)
         got_s, got_r = self.infer(x[:n])
         single = np.array([self.infer(x[i:i + 1])[0][0] for i in range(n)], np.float64)
-        scale = self.bundle.calibration["scale"]
+        scale = self.bundle.calibration.scale
         d_score = max(np.abs(got_s - want_s[:n]).max(), np.abs(single - want_s[:n]).max()) / scale
         d_res = float(np.abs(got_r - want_r[:n]).max())
         tol = self.bundle.tolerance(self.precision)

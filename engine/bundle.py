@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from .calibration import check as check_calibration
+from .meta import BundleMeta, Calibration, InputMeta, PlanMeta, describe_errors
 
 log = logging.getLogger(__name__)
 
@@ -67,49 +68,34 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-@dataclass
-class InputSpec:
-    name: str
-    height: int
-    width: int
-    channels: int
-    color_order: str = "BGR"
-    normalisation: str = "x/127.5-1"
-    layout: str = "NHWC"
-    dtype: str = "uint8"
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width, self.channels)
+InputSpec = InputMeta  # the model's input, as recorded in the bundle
 
 
 @dataclass
 class Bundle:
     path: str
-    meta: dict[str, Any]
+    meta: BundleMeta
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
-    def input(self) -> InputSpec:
-        i = self.meta["input"]
-        return InputSpec(i["name"], i["height"], i["width"], i["channels"], i.get("color_order", "BGR"),
-                         i.get("normalisation", "x/127.5-1"))
+    def input(self) -> InputMeta:
+        return self.meta.input
 
     @property
     def name(self) -> str:
-        return self.meta.get("name", os.path.basename(self.path.rstrip("/")))
+        return self.meta.name or os.path.basename(self.path.rstrip("/"))
 
     @property
     def model_hash(self) -> str:
-        return self.meta["files"][ONNX][:16]
+        return self.meta.files[ONNX][:16]
 
     @property
-    def calibration(self) -> dict[str, Any]:
-        return self.meta["calibration"]
+    def calibration(self) -> Calibration:
+        return self.meta.calibration
 
     @property
-    def plans(self) -> list[dict[str, Any]]:
-        return list(self.meta.get("plans", []))
+    def plans(self) -> list[PlanMeta]:
+        return list(self.meta.plans)
 
     def file(self, rel: str) -> str:
         return os.path.join(self.path, rel)
@@ -119,14 +105,15 @@ class Bundle:
             return {k: z[k] for k in z.files}
 
     def tolerance(self, precision: str) -> dict[str, float]:
-        return self.meta.get("tolerance", DEFAULT_TOLERANCE).get(precision, DEFAULT_TOLERANCE["fp32"])
+        tol = self.meta.tolerance or DEFAULT_TOLERANCE
+        return tol.get(precision, DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"]))
 
     def verify_file(self, rel: str, expected: str | None = None) -> None:
         """Raise BundleError if ``rel`` is missing or its hash differs from the metadata."""
         path = self.file(rel)
         if not os.path.exists(path):
             raise BundleError(f"bundle {self.path}: {rel} is missing; copy the whole bundle directory again")
-        want = expected or self.meta["files"].get(rel)
+        want = expected or self.meta.files.get(rel)
         if want is None:
             raise BundleError(f"bundle {self.path}: {rel} has no recorded hash; rebuild the bundle")
         got = sha256_file(path)
@@ -139,10 +126,10 @@ class Bundle:
     def write_meta(self) -> None:
         tmp = self.file(META + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(self.meta, f, indent=2, sort_keys=True)
+            json.dump(self.meta.model_dump(mode="json", exclude_none=True), f, indent=2, sort_keys=True)
         os.replace(tmp, self.file(META))
 
-    def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> dict[str, Any]:
+    def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> PlanMeta:
         """Store a plan and its metadata, replacing any plan for the same GPU, TensorRT and precision."""
         os.makedirs(self.file(PLANS), exist_ok=True)
         safe_gpu = "".join(ch if ch.isalnum() else "-" for ch in info["gpu_name"]).strip("-")
@@ -150,12 +137,19 @@ class Bundle:
         with open(self.file(rel + ".tmp"), "wb") as f:
             f.write(plan_bytes)
         os.replace(self.file(rel + ".tmp"), self.file(rel))
-        entry = dict(info, file=rel, sha256=sha256_file(self.file(rel)), size=len(plan_bytes), built=now_iso())
-        plans = [p for p in self.plans if p["file"] != rel]
-        plans.append(entry)
-        self.meta["plans"] = plans
-        self.write_meta()
+        entry = PlanMeta(**info, file=rel, sha256=sha256_file(self.file(rel)), size=len(plan_bytes), built=now_iso())
+        self.put_plan(entry)
         return entry
+
+    def put_plan(self, entry: PlanMeta) -> None:
+        self.meta.plans = [p for p in self.meta.plans if p.file != entry.file] + [entry]
+        self.write_meta()
+
+    def drop_plan(self, entry: PlanMeta) -> None:
+        self.meta.plans = [p for p in self.meta.plans if p.file != entry.file]
+        self.write_meta()
+        if os.path.exists(self.file(entry.file)):
+            os.remove(self.file(entry.file))
 
 
 def _open_archive(path: str) -> tuple[str, tempfile.TemporaryDirectory]:
@@ -192,8 +186,9 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
             meta = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
-    if meta.get("format") != FORMAT:
-        raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format "
+                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     v = meta.get("format_version")
     if v != FORMAT_VERSION:
         newer = isinstance(v, int) and v > FORMAT_VERSION
@@ -206,9 +201,9 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         if key not in meta:
             raise BundleError(f"{meta_path} lacks {key!r}: the bundle is incomplete; rebuild it")
     try:
-        check_calibration(meta["calibration"])
-    except ValueError as e:
-        raise BundleError(f"{meta_path}: {e}; rebuild the bundle") from e
+        meta = BundleMeta.model_validate(meta)
+    except ValidationError as e:
+        raise BundleError(f"{meta_path}: {describe_errors(e)}; rebuild the bundle") from e
     b = Bundle(root, meta, tmp)
     if verify:
         b.verify_file(ONNX)
@@ -230,6 +225,7 @@ def write_bundle(out_dir: str, onnx_bytes: bytes, reference: dict[str, np.ndarra
     meta.setdefault("tolerance", DEFAULT_TOLERANCE)
     meta["files"] = {ONNX: sha256_file(os.path.join(out_dir, ONNX)),
                      REFERENCE: sha256_file(os.path.join(out_dir, REFERENCE))}
+    meta = BundleMeta.model_validate(meta)
     b = Bundle(out_dir, meta)
     b.write_meta()
     return b

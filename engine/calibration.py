@@ -21,6 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import ValidationError
+
+from .meta import Calibration, describe_errors
 
 MIN_VALIDATION_IMAGES = 10
 TAIL_SHARE = 0.2  # share of the held-out images whose excesses fit the tail
@@ -80,15 +83,20 @@ def _exponential_tail(s: np.ndarray, far: float) -> tuple[str, float]:
     return "exponential-tail", u + max(beta, 0.0) * math.log(p_u / far)
 
 
-def normalise(raw, calib: dict):
-    """Calibrated score: 0 = typical normal image, 1 = the alarm threshold."""
-    return (np.asarray(raw, dtype=np.float64) - calib["median"]) / calib["scale"]
+def as_calibration(calib) -> Calibration:
+    """A checked ``Calibration`` from a record (dict) or one already typed; ValueError if invalid."""
+    if isinstance(calib, Calibration):
+        return calib
+    try:
+        return Calibration.model_validate(calib)
+    except ValidationError as e:
+        raise ValueError(f"invalid calibration: {describe_errors(e)}") from None
 
 
-def check(calib: dict) -> None:
-    for key in ("median", "scale", "threshold"):
-        v = calib.get(key)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"calibration field {key!r} is missing or not a finite number")
-    if calib["scale"] <= 0:
-        raise ValueError("calibration scale must be positive")
+def normalise(raw, calib) -> np.ndarray:
+    """Calibrated score: 0 = typical normal image, 1 = the alarm threshold (``Calibration.normalise``)."""
+    return as_calibration(calib).normalise(raw)
+
+
+def check(calib) -> None:
+    as_calibration(calib)

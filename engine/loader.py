@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from .base import Engine
 from .bundle import Bundle, BundleError, open_bundle
+from .meta import PlanMeta
+from .registry import CHOICES, backend_class
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
 
 def tensorrt_status() -> tuple[str | None, str | None, str]:
@@ -28,13 +28,13 @@ def tensorrt_status() -> tuple[str | None, str | None, str]:
     return trt.__version__, info["gpu_name"], "ok"
 
 
-def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: str | None = None) -> dict | None:
+def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: str | None = None) -> PlanMeta | None:
     from .backends.tensorrt import plan_mismatch
 
     plans = [p for p in bundle.plans if plan_mismatch(p, trt_version, gpu_name) is None
-             and (precision is None or p.get("precision") == precision)]
+             and (precision is None or p.precision == precision)]
     # Prefer fp16 when both exist and no precision is asked for: it is what the build was for.
-    plans.sort(key=lambda p: p.get("precision") != "fp16")
+    plans.sort(key=lambda p: p.precision != "fp16")
     return plans[0] if plans else None
 
 
@@ -46,22 +46,20 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
     ``auto`` takes a TensorRT plan built for this GPU and TensorRT version when there is one,
     else ONNX Runtime, and logs which and why.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend not in CHOICES:
+        raise ValueError(f"backend must be one of {CHOICES}, not {backend!r}")
     b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
     engine: Engine
     if backend in ("auto", "tensorrt"):
         trt_version, gpu, reason = tensorrt_status()
         plan = matching_plan(b, trt_version, gpu, precision) if gpu else None
         if plan is not None:
-            from .backends.tensorrt import TensorRTEngine
-
-            log.info("backend: TensorRT (plan %s matches %s, TensorRT %s)", plan["file"], gpu, trt_version)
-            engine = TensorRTEngine(b, plan)
+            log.info("backend: TensorRT (plan %s matches %s, TensorRT %s)", plan.file, gpu, trt_version)
+            engine = backend_class("tensorrt")(b, plan)
         elif backend == "tensorrt":
             if gpu is None:
                 raise BundleError(f"TensorRT backend requested but unusable here: {reason}")
-            have = ", ".join(f"{p['gpu_name']}/TensorRT {p['tensorrt_version']}/{p['precision']}"
+            have = ", ".join(f"{p.gpu_name}/TensorRT {p.tensorrt_version}/{p.precision}"
                              for p in b.plans) or "none"
             raise BundleError(f"bundle {b.path} has no TensorRT plan for {gpu} with TensorRT {trt_version} "
                               f"(plans: {have}): build one on this device with 'ganomaly-build-engine "
@@ -82,6 +80,4 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
 
 
 def _onnxruntime(b: Bundle, threads: int, providers: list[str] | None, spinning: bool = True) -> Engine:
-    from .backends.onnxruntime import OnnxRuntimeEngine
-
-    return OnnxRuntimeEngine(b, threads=threads, providers=providers, spinning=spinning)
+    return backend_class("onnxruntime")(b, threads=threads, providers=providers, spinning=spinning)

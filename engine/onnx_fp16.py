@@ -18,7 +18,6 @@ HALF_SCOPES = ("/generator/", "/discriminator/", "/encoder1/", "/encoder2/", "/d
 
 def to_fp16(onnx_bytes: bytes) -> bytes:
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
     g = model.graph
@@ -28,59 +27,70 @@ def to_fp16(onnx_bytes: bytes) -> bytes:
     inits = {i.name: i for i in g.initializer}
     for name, init in inits.items():
         elem[name] = init.data_type
-
-    def is_half(node) -> bool:
-        return node.name.startswith(HALF_SCOPES)
-
-    half_inits: dict[str, str] = {}  # fp32 initializer name -> its fp16 copy
-    casts: dict[tuple[str, int], str] = {}
-    produced_half: set[str] = set()
+    pass_ = _HalfPass(elem, inits)
     new_nodes = []
-    new_inits = []
     for node in g.node:
-        half = is_half(node)
-        if half and node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
-        for j, name in enumerate(node.input):
-            if not name or elem.get(name) != TensorProto.FLOAT:
-                continue
-            if half and name in inits:
-                if name not in half_inits:
-                    arr = numpy_helper.to_array(inits[name]).astype(np.float16)
-                    half_inits[name] = name + "__fp16"
-                    new_inits.append(numpy_helper.from_array(arr, half_inits[name]))
-                node.input[j] = half_inits[name]
-                continue
-            src_half = name in produced_half
-            if half != src_half:
-                to = TensorProto.FLOAT16 if half else TensorProto.FLOAT
-                key = (name, to)
-                if key not in casts:
-                    casts[key] = f"{name}__to{'16' if half else '32'}"
-                    new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to,
-                                                      name=casts[key] + "_cast"))
-                node.input[j] = casts[key]
-        if half:
-            for out in node.output:
-                if elem.get(out) == TensorProto.FLOAT:
-                    produced_half.add(out)
-            if node.op_type == "Cast":
-                for a in node.attribute:
-                    if a.name == "to" and a.i == TensorProto.FLOAT:
-                        a.i = TensorProto.FLOAT16
-        new_nodes.append(node)
+        new_nodes.extend(pass_.rewrite(node))
     del g.node[:]
     g.node.extend(new_nodes)
     used = {i for n in g.node for i in n.input}
     kept = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
-    g.initializer.extend(kept + new_inits)
+    g.initializer.extend(kept + pass_.new_inits)
     del g.value_info[:]
     model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+class _HalfPass:
+    """Rewrites nodes one by one: network nodes to float16 (weights copied), Casts where a
+    float16 tensor meets a float32 one."""
+
+    def __init__(self, elem: dict[str, int], inits: dict):
+        self.elem, self.inits = elem, inits
+        self.half_inits: dict[str, str] = {}  # fp32 initializer name -> its fp16 copy
+        self.casts: dict[tuple[str, int], str] = {}
+        self.produced_half: set[str] = set()
+        self.new_inits: list = []
+
+    def rewrite(self, node) -> list:
+        from onnx import TensorProto, numpy_helper
+
+        half = node.name.startswith(HALF_SCOPES)
+        if half and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
+        out = []
+        for j, name in enumerate(node.input):
+            if name and self.elem.get(name) == TensorProto.FLOAT:
+                node.input[j] = self._input(name, half, out)
+        if half:
+            self.produced_half.update(o for o in node.output if self.elem.get(o) == TensorProto.FLOAT)
+            if node.op_type == "Cast":
+                for a in node.attribute:
+                    if a.name == "to" and a.i == TensorProto.FLOAT:
+                        a.i = TensorProto.FLOAT16
+        return out + [node]
+
+    def _input(self, name: str, half: bool, out: list) -> str:
+        from onnx import TensorProto, helper, numpy_helper
+
+        if half and name in self.inits:
+            if name not in self.half_inits:
+                arr = numpy_helper.to_array(self.inits[name]).astype(np.float16)
+                self.half_inits[name] = name + "__fp16"
+                self.new_inits.append(numpy_helper.from_array(arr, self.half_inits[name]))
+            return self.half_inits[name]
+        if half == (name in self.produced_half):
+            return name
+        to = TensorProto.FLOAT16 if half else TensorProto.FLOAT
+        key = (name, to)
+        if key not in self.casts:
+            self.casts[key] = f"{name}__to{'16' if half else '32'}"
+            out.append(helper.make_node("Cast", [name], [self.casts[key]], to=to, name=self.casts[key] + "_cast"))
+        return self.casts[key]
 
 
 def is_fp16_graph(onnx_bytes: bytes) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bundle import ONNX, Bundle, BundleError
+from .meta import PlanMeta
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +105,7 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
             if not parser.parse(onnx_bytes):
                 errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
                 raise BuildError("TensorRT cannot parse the bundle's ONNX graph: " + "; ".join(errs))
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
-            if opts.precision == "fp16" and via_flag:
-                config.set_flag(trt.BuilderFlag.FP16)
-            h, w, c = spec.shape
-            opt = opts.opt_batch or max(1, opts.max_batch // 2)
-            profile = builder.create_optimization_profile()
-            profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch, h, w, c))
-            config.add_optimization_profile(profile)
-            cache_bytes = b""
-            if opts.timing_cache and os.path.exists(opts.timing_cache):
-                with open(opts.timing_cache, "rb") as f:
-                    cache_bytes = f.read()
-                log.info("timing cache: read %d bytes from %s", len(cache_bytes), opts.timing_cache)
-            cache = config.create_timing_cache(cache_bytes)
-            if not config.set_timing_cache(cache, False):
-                log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one",
-                            opts.timing_cache)
-                config.set_timing_cache(config.create_timing_cache(b""), True)
+            config = _configure(trt, builder, spec, opts, via_flag)
             with _Spinner(f"building {opts.precision} TensorRT plan for {dev.name()}", opts.progress):
                 plan = builder.build_serialized_network(network, config)
             if plan is None:
@@ -137,7 +120,7 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
                 log.info("timing cache: wrote %d bytes to %s", len(data), opts.timing_cache)
             info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
                     "compute_capability": dev.compute_capability(), "precision": opts.precision,
-                    "max_batch": opts.max_batch, "opt_batch": opt,
+                    "max_batch": opts.max_batch, "opt_batch": opts.opt_batch or max(1, opts.max_batch // 2),
                     "fp16_mode": ("builder-flag" if via_flag else "fp16-typed-graph")
                     if opts.precision == "fp16" else None}
             return bytes(plan), info
@@ -145,7 +128,31 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
         dev.close()
 
 
-def build_into_bundle(bundle: Bundle, opts: BuildOptions) -> dict[str, Any]:
+def _configure(trt, builder, spec, opts: BuildOptions, via_flag: bool):
+    """Builder config: workspace, precision, one optimisation profile 1..max_batch, timing cache."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
+    if opts.precision == "fp16" and via_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    h, w, c = spec.shape
+    opt = opts.opt_batch or max(1, opts.max_batch // 2)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch, h, w, c))
+    config.add_optimization_profile(profile)
+    cache_bytes = b""
+    if opts.timing_cache and os.path.exists(opts.timing_cache):
+        with open(opts.timing_cache, "rb") as f:
+            cache_bytes = f.read()
+        log.info("timing cache: read %d bytes from %s", len(cache_bytes), opts.timing_cache)
+    cache = config.create_timing_cache(cache_bytes)
+    if not config.set_timing_cache(cache, False):
+        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one",
+                    opts.timing_cache)
+        config.set_timing_cache(config.create_timing_cache(b""), True)
+    return config
+
+
+def build_into_bundle(bundle: Bundle, opts: BuildOptions) -> PlanMeta:
     """Build, prove the plan against the reference outputs, then add it to the bundle."""
     from .backends.tensorrt import TensorRTEngine
 
@@ -158,12 +165,8 @@ def build_into_bundle(bundle: Bundle, opts: BuildOptions) -> dict[str, Any]:
         finally:
             eng.close()
     except BundleError:
-        # Never leave a plan that does not score like the model in the bundle.
-        bundle.meta["plans"] = [p for p in bundle.plans if p["file"] != entry["file"]]
-        bundle.write_meta()
-        os.remove(bundle.file(entry["file"]))
+        bundle.drop_plan(entry)  # never leave a plan that does not score like the model in the bundle
         raise
-    entry["parity"] = {k: rep[k] for k in ("max_score_diff_calibrated", "max_residual_diff", "n")}
-    bundle.meta["plans"] = [p for p in bundle.plans if p["file"] != entry["file"]] + [entry]
-    bundle.write_meta()
+    entry.parity = {k: rep[k] for k in ("max_score_diff_calibrated", "max_residual_diff", "n")}
+    bundle.put_plan(entry)
     return entry

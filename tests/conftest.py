@@ -1,13 +1,10 @@
 import os
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def digits_u8(size: int = 16):
@@ -37,7 +34,7 @@ def digits():
 
 def make_checkpoint(path, size=16, channels=1, epochs=2, width=8, latent=8, images=None, seed=0, score="recon"):
     """A real checkpoint: trained ``epochs`` (0 = calibrated at initialisation) on digits."""
-    from train.trainer import Trainer, TrainConfig
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
     if images is None:
         x, _ = digits_u8(size)
@@ -57,7 +54,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_bundle_src(tiny_checkpoint, tmp_path_factory):
-    from train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.export import checkpoint_to_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     checkpoint_to_bundle(tiny_checkpoint, str(out))

@@ -26,10 +26,10 @@ SCHEMA = json.load(open(os.path.join(ROOT, "agent", "alarm.schema.json")))
 @pytest.fixture(scope="session")
 def scene_bundle(tmp_path_factory):
     """The demo's model: GANomaly (width 32) trained on 1,500 plain T-shirts as the camera sees them."""
-    from agent.scene import write_training_folder
-    from train.data import load_folder
-    from train.export import checkpoint_to_bundle
-    from train.trainer import Trainer, TrainConfig
+    from ganomaly_edge.tools.scene import write_training_folder
+    from ganomaly_edge.train.data import load_folder
+    from ganomaly_edge.train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
     d = tmp_path_factory.mktemp("scene")
     write_training_folder(str(d / "train"), 1500)
@@ -44,7 +44,7 @@ def scene_bundle(tmp_path_factory):
 
 @pytest.fixture
 def broker(tmp_path):
-    from agent.broker import Mosquitto
+    from ganomaly_edge.tools.broker import Mosquitto
 
     b = Mosquitto(workdir=str(tmp_path / "broker")).start()
     yield b
@@ -128,7 +128,7 @@ retry_max_s = 1.0
 
 
 def start_agent(config, log_path, *args):
-    return subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", config, *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
 
 
@@ -162,7 +162,7 @@ def overlaps(box, gt):
 
 
 def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
-    from agent.scene import stream_items, write_video
+    from ganomaly_edge.tools.scene import stream_items, write_video
 
     truth = write_video(str(tmp_path / "v.avi"), stream_items(40, anomaly_every=4, seed=11))
     cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port, {"kind": "file", "uri": str(tmp_path / "v.avi")},
@@ -200,7 +200,7 @@ def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
 
 
 def test_image_folder_scanner(scene_bundle, broker, tmp_path):
-    from agent.scene import stream_items, write_folder
+    from ganomaly_edge.tools.scene import stream_items, write_folder
 
     items = stream_items(24, anomaly_every=4, seed=12)
     truth = write_folder(str(tmp_path / "scans"), items, corrupt=2)
@@ -224,7 +224,7 @@ def test_image_folder_scanner(scene_bundle, broker, tmp_path):
 
 
 def test_will_on_kill_and_stopped_on_clean_exit(scene_bundle, broker, tmp_path):
-    from agent.scene import stream_items, write_video
+    from ganomaly_edge.tools.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(8, seed=13))
     cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
@@ -245,7 +245,7 @@ def test_will_on_kill_and_stopped_on_clean_exit(scene_bundle, broker, tmp_path):
 
 
 def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
-    from agent.scene import stream_items, write_video
+    from ganomaly_edge.tools.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(60, anomaly_every=3, seed=14))
     cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
@@ -268,8 +268,8 @@ def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
 
 
 def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
-    from agent.broker import Mosquitto, free_port
-    from agent.scene import Item, stream_items, write_folder
+    from ganomaly_edge.tools.broker import Mosquitto, free_port
+    from ganomaly_edge.tools.scene import Item, stream_items, write_folder
 
     port = free_port()  # nothing listens yet: the broker is "down"
     items = [it for it in stream_items(40, anomaly_every=2, seed=15) if it.kind != "normal"][:8]
@@ -308,16 +308,16 @@ def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
 def test_invalid_config_and_missing_bundle(tmp_path, scene_bundle):
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\nbundle = "x"\n[[cameras]]\nname = "a"\ncolour = "red"\n[cameras.source]\nkind = "file"\nuri = "v"\n')
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(bad), "--check-config"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(bad), "--check-config"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "cameras.0.colour" in r.stderr
     cfg = write_config(tmp_path / "a.toml", str(tmp_path / "no-bundle"), 1883, {"kind": "file", "uri": "v.avi"}, tmp_path / "e.db")
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg, "--check-config"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist: build one with" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(tmp_path / "none.toml")], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(tmp_path / "none.toml")], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
 

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import ConfigError, LocalisationConfig, RoiConfig, Settings, load_settings
-from agent.decision import Debouncer
-from agent.geometry import View, model_input
-from agent.localise import boxes_in_frame, crops, overlay, regions
-from agent.store import EventStore
+from ganomaly_edge.agent.config import ConfigError, LocalisationConfig, RoiConfig, Settings, load_settings
+from ganomaly_edge.agent.decision import Debouncer
+from ganomaly_edge.agent.geometry import View, model_input
+from ganomaly_edge.agent.localise import boxes_in_frame, crops, overlay, regions
+from ganomaly_edge.agent.store import EventStore
 from conftest import ROOT
 
 
@@ -53,7 +53,7 @@ def test_boxes_map_back_through_roi_rotation_and_resize(rotate):
 
 
 def test_roi_outside_frame_is_a_clear_error():
-    from agent.geometry import FrameSizeError
+    from ganomaly_edge.agent.geometry import FrameSizeError
 
     with pytest.raises(FrameSizeError, match="does not fit a 50x50 frame"):
         model_input(np.zeros((50, 50, 3), np.uint8), RoiConfig(x=10, y=10, w=64, h=64), 0, 32, 3)
@@ -79,7 +79,7 @@ def test_localisation_finds_the_planted_region():
 
 
 def test_overlay_colour_table_matches_opencv_jet():
-    from agent.localise import _JET
+    from ganomaly_edge.agent.localise import _JET
 
     heat = np.random.default_rng(1).integers(0, 256, (40, 52), dtype=np.uint8)
     assert np.array_equal(_JET[heat], cv2.applyColorMap(heat, cv2.COLORMAP_JET))
@@ -173,7 +173,7 @@ def test_unknown_keys_and_bad_values_are_rejected(tmp_path, monkeypatch):
 
 
 def test_password_from_systemd_credentials(tmp_path, monkeypatch):
-    from agent.config import MqttConfig
+    from ganomaly_edge.agent.config import MqttConfig
 
     (tmp_path / "mqtt-pass").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
@@ -183,9 +183,10 @@ def test_password_from_systemd_credentials(tmp_path, monkeypatch):
 def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
     """Several inference workers score batches side by side (ONNX Runtime on the CPU); debounce
     and cooldown must still see every frame once, in capture order."""
-    from agent.config import CameraConfig
-    from agent.pipeline import CameraPipeline
-    from engine import load
+    from ganomaly_edge.agent.config import CameraConfig
+    from ganomaly_edge.agent.pipeline import CameraPipeline
+    from ganomaly_edge.agent.topics import Topics
+    from ganomaly_edge.engine import load
 
     video = str(tmp_path / "v.avi")
     vw = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (48, 48))
@@ -197,13 +198,31 @@ def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
     assert eng.concurrent
     cam = CameraConfig(name="c", source={"kind": "file", "uri": video})
     store = EventStore(str(tmp_path / "ev.db"))
-    p = CameraPipeline(cam, eng, store, None, "t", 0, max_batch=3, workers=3)
+    p = CameraPipeline(cam, eng, store, None, Topics("t"), 0, max_batch=3, workers=3)
     seen = []
-    update = p.debounce.update
-    p.debounce.update = lambda score, t, payload: (seen.append(payload[0].frame.index), update(score, t, payload))[1]
+    deb = p.inference.debounce
+    update = deb.update
+    deb.update = lambda score, t, payload: (seen.append(payload[0].frame.index), update(score, t, payload))[1]
     p.start()
     assert p.finished.wait(60)
     p.join(5)
     store.close()
-    assert len(p.infer_threads) == 3 and p.q.maxsize == 9
-    assert seen == list(range(90)) and p.processed.count == 90
+    assert len(p.inference.threads) == 3 and p.q.maxsize == 9
+    assert seen == list(range(90)) and p.stats.processed.count == 90
+
+
+def test_alarm_schema_file_is_generated_from_the_typed_event():
+    from ganomaly_edge.agent.alarm import SCHEMA_PATH, schema_text
+
+    assert open(SCHEMA_PATH).read() == schema_text(), \
+        "agent/alarm.schema.json is stale: run python -m ganomaly_edge.agent.alarm"
+
+
+def test_every_topic_comes_from_one_helper():
+    from ganomaly_edge.agent.topics import Topics
+
+    t = Topics("plant/line1")
+    assert t.available() == "plant/line1/available" and t.stats() == "plant/line1/stats"
+    assert t.crop("cam", "ab12", 2) == "plant/line1/cam/alarm/ab12/crop/2"
+    assert t.overlay("cam", "ab12") == "plant/line1/cam/alarm/ab12/overlay"
+    assert t.status("cam") == "plant/line1/cam/status" and t.alarm("cam") == "plant/line1/cam/alarm"

@@ -4,7 +4,7 @@ against what the files must contain, since a mis-parsed file still yields arrays
 import numpy as np
 import pytest
 
-from train.datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
+from ganomaly_edge.tools.datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
 
 
 def test_mnist_5k_has_500_digits_per_class_and_labels_from_the_last_column():
@@ -41,8 +41,8 @@ def test_fashion_mnist_splits_and_protocol_helpers():
 
 
 def test_benchmark_table_has_a_row_per_score_and_the_means(capsys):
-    from train.benchmark_loo import print_table
-    from train.scoring import CANDIDATES, DEFAULT_SCORE
+    from ganomaly_edge.tools.benchmark_loo import print_table
+    from ganomaly_edge.train.scoring import CANDIDATES, DEFAULT_SCORE
     names = list(CANDIDATES)
     other = names[0] if names[0] != DEFAULT_SCORE else names[1]
     # every score 0.5 + 0.05 c, except one that is 0.1 higher on class 3 only

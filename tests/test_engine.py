@@ -10,22 +10,22 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_checkpoint
-from engine import BundleError, FrameError, SelfTestError, load, open_bundle
-from engine.bundle import archive, sha256_file
+from ganomaly_edge.engine import BundleError, FrameError, SelfTestError, load, open_bundle
+from ganomaly_edge.engine.bundle import archive, sha256_file
 
 
 @pytest.mark.parametrize("size,channels", [(16, 1), (28, 1), (32, 3), (48, 3), (64, 1)])
 def test_onnx_matches_pytorch(size, channels, tmp_path, capsys):
     import torch
 
-    from train.export import checkpoint_to_bundle, scorer_from_checkpoint
-    from train.trainer import load_checkpoint
+    from ganomaly_edge.train.export import checkpoint_to_bundle, scorer_from_checkpoint
+    from ganomaly_edge.train.checkpoint import load_checkpoint
 
     ck_path = make_checkpoint(tmp_path / "m.pt", size=size, channels=channels, epochs=0)
     b = checkpoint_to_bundle(ck_path, str(tmp_path / "b"))
     printed = capsys.readouterr().out
     assert "parity ONNX Runtime vs PyTorch" in printed
-    assert b.meta["export_parity"]["max_rel_score"] <= 1e-4
+    assert b.meta.export_parity["max_rel_score"] <= 1e-4
     eng = load(b.path, "onnxruntime")
     rng = np.random.default_rng(size)
     frames = rng.integers(0, 256, (5, size, size, channels), dtype=np.uint8)
@@ -44,14 +44,14 @@ def test_every_score_head_exports_with_parity(score, tmp_path):
     and standardising by it turns float32 rounding into 1e-3.)"""
     import torch
 
-    from train.export import checkpoint_to_bundle, scorer_from_checkpoint
-    from train.trainer import load_checkpoint
+    from ganomaly_edge.train.export import checkpoint_to_bundle, scorer_from_checkpoint
+    from ganomaly_edge.train.checkpoint import load_checkpoint
 
     ck_path = make_checkpoint(tmp_path / "m.pt", size=16, epochs=1, score=score)
     ck = load_checkpoint(ck_path)
     assert ck["fbank"].shape == (len(ck["bank"]), 2 * 16)  # encoder + discriminator features (width 8 x 2)
     b = checkpoint_to_bundle(ck_path, str(tmp_path / "b"))
-    assert b.meta["export_parity"]["max_rel_score"] <= 1e-4
+    assert b.meta.export_parity["max_rel_score"] <= 1e-4
     eng = load(b.path, "onnxruntime")
     frames = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
     with torch.no_grad():
@@ -63,12 +63,12 @@ def test_every_score_head_exports_with_parity(score, tmp_path):
 def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
     b = open_bundle(tiny_bundle)
     assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"
-    assert b.meta["format_version"] == 1 and b.meta["score"]["name"]
-    assert set(b.meta["files"]) == {"model.onnx", "reference.npz"}
-    assert b.meta["checkpoint"]["sha256"] and len(b.reference()["inputs"]) == 8
+    assert b.meta.format_version == 1 and b.meta.score.name
+    assert set(b.meta.files) == {"model.onnx", "reference.npz"}
+    assert b.meta.checkpoint["sha256"] and len(b.reference()["inputs"]) == 8
     arch = archive(tiny_bundle, str(tmp_path / "b.tar.gz"))
     b2 = open_bundle(arch)
-    assert b2.meta["files"] == b.meta["files"]
+    assert b2.meta.files == b.meta.files
     e1, e2 = load(b.path, "onnxruntime"), load(arch, "onnxruntime")
     x = b.reference()["inputs"]
     assert np.array_equal(e1.infer(x)[0], e2.infer(x)[0])
@@ -133,7 +133,7 @@ def test_corrupt_metadata(tiny_bundle):
 def test_self_test_refuses_a_model_that_scores_differently(tiny_bundle):
     ref_path = os.path.join(tiny_bundle, "reference.npz")
     ref = dict(np.load(ref_path))
-    ref["score"] = ref["score"] + 0.5 * open_bundle(tiny_bundle).calibration["scale"]
+    ref["score"] = ref["score"] + 0.5 * open_bundle(tiny_bundle).calibration.scale
     np.savez(ref_path, **ref)
     meta = json.load(open(os.path.join(tiny_bundle, "bundle.json")))
     meta["files"]["reference.npz"] = sha256_file(ref_path)
@@ -168,7 +168,7 @@ def test_inference_from_worker_threads(tiny_bundle):
 def test_fp16_graph_pass_keeps_scores(tiny_bundle):
     import onnxruntime as ort
 
-    from engine.onnx_fp16 import is_fp16_graph, to_fp16
+    from ganomaly_edge.engine.onnx_fp16 import is_fp16_graph, to_fp16
 
     data = open(os.path.join(tiny_bundle, "model.onnx"), "rb").read()
     half = to_fp16(data)
@@ -176,7 +176,7 @@ def test_fp16_graph_pass_keeps_scores(tiny_bundle):
     ref = open_bundle(tiny_bundle).reference()
     s, r = ort.InferenceSession(half, providers=["CPUExecutionProvider"]).run(None, {"images": ref["inputs"]})
     assert s.dtype == np.float32 and r.dtype == np.float32  # fp32 outputs
-    scale = open_bundle(tiny_bundle).calibration["scale"]
+    scale = open_bundle(tiny_bundle).calibration.scale
     assert np.abs(s - ref["score"]).max() / scale < 0.05
 
 
@@ -203,7 +203,7 @@ def test_agent_and_engine_run_without_torch(tiny_bundle):
 
 
 def _build_cli(*args):
-    return subprocess.run([sys.executable, "-m", "train.build_engine", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ganomaly_edge.train.build_engine", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -213,11 +213,11 @@ def test_build_engine_cli_without_tensorrt(tiny_checkpoint, tmp_path):
     assert "only the ONNX Runtime backend will be available" in r.stdout
     assert load(str(tmp_path / "b.tar.gz")).backend == "onnxruntime"
     # From a bundle, without torch (the Jetson case).
-    code = BLOCK_TORCH + ("from train.build_engine import main; import sys\n"
+    code = BLOCK_TORCH + ("from ganomaly_edge.train.build_engine import main; import sys\n"
                           f"sys.exit(main([{str(tmp_path / 'b')!r}, '--out', {str(tmp_path / 'c')!r}]))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert open_bundle(str(tmp_path / "c")).meta["files"] == open_bundle(str(tmp_path / "b")).meta["files"]
+    assert open_bundle(str(tmp_path / "c")).meta.files == open_bundle(str(tmp_path / "b")).meta.files
 
 
 def test_build_engine_cli_errors(tmp_path):

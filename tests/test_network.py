@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.loss import LossWeights, adversarial_loss, contextual_loss, discriminator_loss, encoder_loss, generator_loss
-from train.network import Discriminator, Generator, UnsupportedSizeError, check_image_size, supported_sizes
-from train.trainer import Trainer, TrainConfig
+from ganomaly_edge.train.loss import LossWeights, adversarial_loss, contextual_loss, discriminator_loss, encoder_loss, generator_loss
+from ganomaly_edge.train.network import Discriminator, Generator, UnsupportedSizeError, check_image_size, supported_sizes
+from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
 
 @pytest.mark.parametrize("size", [16, 28, 32, 48, 64, 96, 128])
@@ -67,7 +67,7 @@ def test_discriminator_reinitialised_when_its_loss_collapses(digits, monkeypatch
     before = [p.detach().clone() for p in tr.d.parameters()]
     tr.step(batch)
     assert tr.d_reinits == 0
-    import train.trainer as trainer_mod
+    import ganomaly_edge.train.trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod, "D_COLLAPSE", 1e9)  # every loss now counts as collapsed
     tr.step(batch)
@@ -87,7 +87,7 @@ def test_training_is_reproducible_for_a_seed(digits):
 
 
 def test_resume_equals_uninterrupted(digits, tmp_path):
-    from train.trainer import load_checkpoint
+    from ganomaly_edge.train.checkpoint import load_checkpoint
 
     x, _ = digits
     straight = Trainer(_tiny(epochs=2), x[:300], progress=False).run()
@@ -102,7 +102,7 @@ def test_resume_equals_uninterrupted(digits, tmp_path):
 
 
 def test_resume_refuses_other_data(digits, tmp_path):
-    from train.trainer import load_checkpoint
+    from ganomaly_edge.train.checkpoint import load_checkpoint
 
     x, _ = digits
     path = str(tmp_path / "ck.pt")
@@ -113,7 +113,7 @@ def test_resume_refuses_other_data(digits, tmp_path):
 
 
 def test_score_of_an_image_does_not_depend_on_its_batch(digits):
-    from train.scoring import components
+    from ganomaly_edge.train.scoring import components
 
     x, _ = digits
     ck = Trainer(_tiny(epochs=1), x[:300], progress=False)

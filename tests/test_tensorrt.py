@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fakes
-from engine import BundleError, load, open_bundle
+from ganomaly_edge.engine import BundleError, load, open_bundle
 
 SERIES = ["10.3", "10.13", "11"]
 
@@ -25,7 +25,7 @@ def trt_fake(request, monkeypatch):
 
 
 def _build(bundle_path, precision="fp32", max_batch=4, cache=None):
-    from engine.trt_build import BuildOptions, build_into_bundle
+    from ganomaly_edge.engine.trt_build import BuildOptions, build_into_bundle
 
     return build_into_bundle(open_bundle(bundle_path),
                              BuildOptions(precision=precision, max_batch=max_batch, timing_cache=cache,
@@ -55,16 +55,16 @@ def test_build_and_run(trt_fake, tiny_bundle, precision, tmp_path):
     series, trt, state = trt_fake
     cache = str(tmp_path / "timing.cache")
     entry = _build(tiny_bundle, precision, max_batch=4, cache=cache)
-    assert entry["tensorrt_version"] == trt.__version__ and entry["gpu_name"] == "NVIDIA Orin"
-    assert entry["compute_capability"] == "8.7" and entry["precision"] == precision
-    assert entry["parity"]["max_score_diff_calibrated"] <= (0.05 if precision == "fp16" else 2e-3)
+    assert entry.tensorrt_version == trt.__version__ and entry.gpu_name == "NVIDIA Orin"
+    assert entry.compute_capability == "8.7" and entry.precision == precision
+    assert entry.parity["max_score_diff_calibrated"] <= (0.05 if precision == "fp16" else 2e-3)
     assert ("create_network", 0) in trt.calls  # explicit batch, no flag
     if precision == "fp16":
         if series == "11":
-            assert entry["fp16_mode"] == "fp16-typed-graph"
+            assert entry.fp16_mode == "fp16-typed-graph"
             assert ("set_flag", "FP16") not in trt.calls
         else:
-            assert entry["fp16_mode"] == "builder-flag" and ("set_flag", "FP16") in trt.calls
+            assert entry.fp16_mode == "builder-flag" and ("set_flag", "FP16") in trt.calls
     assert os.path.getsize(cache) > 0
     # The timing cache is read back on the next build.
     before = os.path.getsize(cache)
@@ -116,7 +116,7 @@ def test_context_stack_is_empty_after_close(trt_fake, tiny_bundle):
 
 
 def test_batch_beyond_profile_is_refused(trt_fake, tiny_bundle):
-    from engine import FrameError
+    from ganomaly_edge.engine import FrameError
 
     _build(tiny_bundle, max_batch=2)
     eng = load(tiny_bundle, "tensorrt")
@@ -132,7 +132,7 @@ def test_plan_for_another_gpu(monkeypatch, tiny_bundle):
     assert eng.backend == "onnxruntime"
     with pytest.raises(BundleError, match="no TensorRT plan for NVIDIA Orin.*build one on this device"):
         load(tiny_bundle, "tensorrt")
-    from engine.backends.tensorrt import TensorRTEngine
+    from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
 
     b = open_bundle(tiny_bundle)
     with pytest.raises(BundleError, match="built for NVIDIA H100.*rebuild on this device with"):
@@ -143,7 +143,7 @@ def test_plan_for_another_tensorrt_version(monkeypatch, tiny_bundle):
     fakes.install(monkeypatch, "10.13")
     _build(tiny_bundle)
     fakes.install(monkeypatch, "11")
-    from engine.backends.tensorrt import TensorRTEngine
+    from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
 
     b = open_bundle(tiny_bundle)
     with pytest.raises(BundleError, match="built with TensorRT 10.13.3.9, this device has TensorRT 11.1.0.7"):
@@ -152,7 +152,7 @@ def test_plan_for_another_tensorrt_version(monkeypatch, tiny_bundle):
 
 def test_truncated_plan(trt_fake, tiny_bundle):
     entry = _build(tiny_bundle)
-    p = os.path.join(tiny_bundle, entry["file"])
+    p = os.path.join(tiny_bundle, entry.file)
     data = open(p, "rb").read()
     open(p, "wb").write(data[:100])
     with pytest.raises(BundleError, match="does not match its recorded hash"):
@@ -161,10 +161,10 @@ def test_truncated_plan(trt_fake, tiny_bundle):
 
 def test_plan_that_does_not_deserialise(trt_fake, tiny_bundle):
     """A plan whose hash matches but that TensorRT rejects: a clear error, never a crash."""
-    from engine.bundle import sha256_file
+    from ganomaly_edge.engine.bundle import sha256_file
 
     entry = _build(tiny_bundle)
-    p = os.path.join(tiny_bundle, entry["file"])
+    p = os.path.join(tiny_bundle, entry.file)
     open(p, "wb").write(b"garbage" * 10)
     meta = json.load(open(os.path.join(tiny_bundle, "bundle.json")))
     meta["plans"][0]["sha256"] = sha256_file(p)
@@ -174,7 +174,7 @@ def test_plan_that_does_not_deserialise(trt_fake, tiny_bundle):
 
 
 def test_build_engine_cli_with_tensorrt(trt_fake, tiny_bundle, capsys):
-    from train.build_engine import main
+    from ganomaly_edge.train.build_engine import main
 
     assert main([tiny_bundle, "--out", tiny_bundle, "--precision", "fp16", "--max-batch", "8", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ from conftest import ROOT, write_images
 
 
 def run(*args, timeout=600):
-    return subprocess.run([sys.executable, "-c", "import sys; from train.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))", *args[1:]],
+    return subprocess.run([sys.executable, "-c", "import sys; from ganomaly_edge.train.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))", *args[1:]],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

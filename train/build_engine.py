@@ -14,7 +14,7 @@ import shutil
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ganomaly-build-engine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="checkpoint (.pt) from ganomaly-train, or a bundle directory/archive")
@@ -27,65 +27,83 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-tensorrt", action="store_true", help="write the bundle only (ONNX Runtime)")
     ap.add_argument("--archive", help="also pack the bundle as this .tar.gz")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return ap
 
-    from engine.bundle import BundleError, archive, open_bundle
 
-    def fail(msg: str) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+class _Failed(Exception):
+    pass
 
-    if not os.path.exists(args.source):
-        return fail(f"{args.source!r} does not exist: pass a checkpoint from ganomaly-train or a bundle")
-    is_bundle = os.path.isdir(args.source) or args.source.endswith((".tar", ".tar.gz", ".tgz"))
+
+def _bundle_from(source: str, out: str, name: str | None):
+    """The bundle to build into: a copy of a bundle (no torch needed), or a checkpoint exported."""
+    from ganomaly_edge.engine.bundle import open_bundle
+
+    is_bundle = os.path.isdir(source) or source.endswith((".tar", ".tar.gz", ".tgz"))
+    if is_bundle:
+        src = open_bundle(source)
+        if os.path.abspath(src.path) != os.path.abspath(out):
+            if os.path.exists(out):
+                shutil.rmtree(out)
+            shutil.copytree(src.path, out)
+        return open_bundle(out)
     try:
-        if is_bundle:
-            src = open_bundle(args.source)
-            if os.path.abspath(src.path) != os.path.abspath(args.out):
-                if os.path.exists(args.out):
-                    shutil.rmtree(args.out)
-                shutil.copytree(src.path, args.out)
-            bundle = open_bundle(args.out)
-        else:
-            try:
-                from .export import ExportError, checkpoint_to_bundle
-            except ImportError as e:
-                return fail(f"exporting a checkpoint needs PyTorch and onnx ({e}); install "
-                            "'ganomaly-edge[train]' or build from a bundle made elsewhere")
-            try:
-                bundle = checkpoint_to_bundle(args.source, args.out, name=args.name)
-            except (ExportError, ValueError, FileNotFoundError) as e:
-                return fail(str(e))
-    except BundleError as e:
-        return fail(str(e))
+        from .export import ExportError, checkpoint_to_bundle
+    except ImportError as e:
+        raise _Failed(f"exporting a checkpoint needs PyTorch and onnx ({e}); install "
+                      "'ganomaly-edge[train]' or build from a bundle made elsewhere") from e
+    try:
+        return checkpoint_to_bundle(source, out, name=name)
+    except (ExportError, ValueError, FileNotFoundError) as e:
+        raise _Failed(str(e)) from e
 
-    from engine.loader import tensorrt_status
+
+def _build_plan(bundle, args) -> None:
+    from ganomaly_edge.engine.bundle import BundleError
+    from ganomaly_edge.engine.loader import tensorrt_status
 
     trt_version, gpu, reason = tensorrt_status()
     if args.no_tensorrt or gpu is None:
         why = "--no-tensorrt" if args.no_tensorrt else reason
         print(f"no TensorRT plan built ({why}): only the ONNX Runtime backend will be available "
               f"for {args.out}. Build the plan on the device: ganomaly-build-engine {args.out} --out {args.out}")
-    else:
-        from engine.trt_build import BuildError, BuildOptions, build_into_bundle
+        return
+    from ganomaly_edge.engine.trt_build import BuildError, BuildOptions, build_into_bundle
 
-        try:
-            entry = build_into_bundle(bundle, BuildOptions(
-                precision=args.precision, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
-                timing_cache=args.timing_cache, progress=not args.quiet))
-        except (BuildError, BundleError) as e:
-            return fail(str(e))
-        p = entry["parity"]
-        print(f"TensorRT {entry['tensorrt_version']} {entry['precision']} plan for {entry['gpu_name']} "
-              f"(sm {entry['compute_capability']}): {entry['file']}, parity vs reference: score "
-              f"{p['max_score_diff_calibrated']:.3g} calibrated units, residual {p['max_residual_diff']:.3g}")
+    try:
+        entry = build_into_bundle(bundle, BuildOptions(
+            precision=args.precision, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
+            timing_cache=args.timing_cache, progress=not args.quiet))
+    except (BuildError, BundleError) as e:
+        raise _Failed(str(e)) from e
+    p = entry.parity
+    print(f"TensorRT {entry.tensorrt_version} {entry.precision} plan for {entry.gpu_name} "
+          f"(sm {entry.compute_capability}): {entry.file}, parity vs reference: score "
+          f"{p['max_score_diff_calibrated']:.3g} calibrated units, residual {p['max_residual_diff']:.3g}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ganomaly_edge.engine.bundle import BundleError, archive
+
+    if not os.path.exists(args.source):
+        return _fail(f"{args.source!r} does not exist: pass a checkpoint from ganomaly-train or a bundle")
+    try:
+        bundle = _bundle_from(args.source, args.out, args.name)
+        _build_plan(bundle, args)
+    except (_Failed, BundleError) as e:
+        return _fail(str(e))
     if args.archive:
         archive(args.out, args.archive)
         print(f"archive: {args.archive}")
     print(f"bundle: {args.out}")
     return 0
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

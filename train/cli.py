@@ -20,7 +20,7 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def _train_parser() -> argparse.ArgumentParser:
     from .scoring import CANDIDATES, DEFAULT_SCORE
 
     ap = argparse.ArgumentParser(
@@ -49,6 +49,11 @@ def train_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return ap
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    ap = _train_parser()
     args = ap.parse_args(argv)
     _setup_logging(args.quiet)
 
@@ -66,7 +71,8 @@ def train_main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     log.info("%d images loaded from %s (%d unreadable, skipped)", len(data.images), args.data, len(data.skipped))
 
-    from .trainer import Trainer, TrainConfig, load_checkpoint
+    from .checkpoint import load_checkpoint
+    from .trainer import Trainer, TrainConfig
 
     cfg = TrainConfig(image_size=args.image_size, channels=args.channels, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, device=args.device,
@@ -104,7 +110,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     _setup_logging()
 
     from .data import DataError, load_folder
-    from .trainer import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     try:
         ck = load_checkpoint(args.checkpoint)

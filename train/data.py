@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.preprocess import prepare, read_image
+from ganomaly_edge.engine.preprocess import prepare, read_image
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.calibration import normalise
+from ganomaly_edge.engine.calibration import normalise
 
-from .metrics import average_precision, roc_auc, roc_curve
+from sklearn.metrics import average_precision_score as average_precision
+from sklearn.metrics import roc_auc_score as roc_auc
+from sklearn.metrics import roc_curve
 from .scoring import CANDIDATES, apply_spec, components, make_spec
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,7 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
              device: str = "cpu", plots: bool = True) -> dict[str, Any]:
     import torch
 
-    from .trainer import models_from_checkpoint
+    from .checkpoint import models_from_checkpoint
 
     g, d = models_from_checkpoint(ck, device)
     images = np.concatenate([normal, abnormal])

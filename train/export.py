@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.bundle import DEFAULT_TOLERANCE, Bundle, write_bundle
+from ganomaly_edge.engine.bundle import DEFAULT_TOLERANCE, Bundle, write_bundle
 
 from .scoring import Scorer
-from .trainer import load_checkpoint, models_from_checkpoint, versions
+from .checkpoint import load_checkpoint, models_from_checkpoint, versions
 
 log = logging.getLogger(__name__)
 

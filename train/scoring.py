@@ -102,34 +102,42 @@ class Scorer(nn.Module):
 
     def forward(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_model_input(images_u8)
-        g = self.generator
-        # Submodules are called as modules (not their parts), so exported node names keep their
-        # scopes (/encoder1/..., /discriminator/...): the FP16 pass selects layers by them.
-        z, feat = g.encoder1(x, True)
-        x_hat = g.decoder(z)
-        comps: dict[str, torch.Tensor] = {}
-        fr = None
-        if "latent" in self.needed:  # the second encoder is a third of the FLOPs: only when scored
-            comps["latent"] = torch.mean((z - g.encoder2(x_hat)) ** 2, dim=(1, 2, 3))
-        if "recon" in self.needed:
-            comps["recon"] = torch.mean((x - x_hat) ** 2, dim=(1, 2, 3))
-        if "features" in self.needed or "fknn" in self.needed:
-            _, fr = self.discriminator(x)
-        if "features" in self.needed:
-            _, ff = self.discriminator(x_hat)
-            comps["features"] = torch.mean((fr - ff) ** 2, dim=(1, 2, 3))
-        if "knn" in self.needed:
-            comps["knn"] = knn_distance(z.flatten(1), self.bank, self.k)
-        if "fknn" in self.needed:
-            comps["fknn"] = knn_distance(embedding(feat, fr), self.fbank, self.k)
-        residual = torch.mean(torch.abs(x - x_hat), dim=1)
-        if "peak" in self.needed:
-            comps["peak"] = peak_residual(residual)
+        comps, residual, _ = score_components(self.generator, self.discriminator, x, self.needed,
+                                              self.bank, self.fbank, self.k)
         score = None
         for name, w, m, s in self.terms:
             term = (comps[name] - m) * (w / s)
             score = term if score is None else score + term
         return score, residual
+
+
+def score_components(g: Generator, d: Discriminator, x: torch.Tensor, needed: set[str],
+                     bank: torch.Tensor | None, fbank: torch.Tensor | None, k: int = KNN_K):
+    """The one definition of every component: ({name: [N]}, residual [N, H, W], x_hat), computing
+    only what ``needed`` asks for. The exported graph and the evaluation both call it."""
+    # Submodules are called as modules (not their parts), so exported node names keep their
+    # scopes (/encoder1/..., /discriminator/...): the FP16 pass selects layers by them.
+    z, feat = g.encoder1(x, True)
+    x_hat = g.decoder(z)
+    comps: dict[str, torch.Tensor] = {}
+    fr = None
+    if "latent" in needed:  # the second encoder is a third of the FLOPs: only when scored
+        comps["latent"] = torch.mean((z - g.encoder2(x_hat)) ** 2, dim=(1, 2, 3))
+    if "recon" in needed:
+        comps["recon"] = torch.mean((x - x_hat) ** 2, dim=(1, 2, 3))
+    if "features" in needed or "fknn" in needed:
+        _, fr = d(x)
+    if "features" in needed:
+        _, ff = d(x_hat)
+        comps["features"] = torch.mean((fr - ff) ** 2, dim=(1, 2, 3))
+    if "knn" in needed:
+        comps["knn"] = knn_distance(z.flatten(1), bank, k)
+    if "fknn" in needed:
+        comps["fknn"] = knn_distance(embedding(feat, fr), fbank, k)
+    residual = torch.mean(torch.abs(x - x_hat), dim=1)
+    if "peak" in needed:
+        comps["peak"] = peak_residual(residual)
+    return comps, residual, x_hat
 
 
 @torch.no_grad()
@@ -159,27 +167,6 @@ def embed(generator: Generator, discriminator: Discriminator, images_u8: np.ndar
 
 
 @torch.no_grad()
-def features(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
-             device: torch.device, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Global-average-pooled features of x: the discriminator's penultimate layer ("dfeat") and
-    every layer of the first encoder ("efeat"), for nearest-neighbour scores."""
-    generator.eval()
-    discriminator.eval()
-    d_out, e_out = [], []
-    for i in range(0, len(images_u8), batch_size):
-        x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        _, f = discriminator(x)
-        d_out.append(f.mean((2, 3)).cpu().numpy())
-        pooled, h = [], x
-        for layer in generator.encoder1.features:
-            h = layer(h)
-            if isinstance(layer, nn.LeakyReLU):
-                pooled.append(h.mean((2, 3)))
-        e_out.append(torch.cat(pooled, 1).cpu().numpy())
-    return {"dfeat": np.concatenate(d_out), "efeat": np.concatenate(e_out)}
-
-
-@torch.no_grad()
 def components(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
                device: torch.device, bank: np.ndarray | None = None, batch_size: int = 256,
                with_images: bool = False, fbank: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -188,24 +175,14 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
     discriminator.eval()
     bank_t = torch.from_numpy(bank).to(device) if bank is not None else None
     fbank_t = torch.from_numpy(fbank).to(device) if fbank is not None else None
-    acc: dict[str, list[np.ndarray]] = {c: [] for c in COMPONENTS}
+    needed = {c for c in COMPONENTS if not (c == "knn" and bank_t is None) and not (c == "fknn" and fbank_t is None)}
+    acc: dict[str, list[np.ndarray]] = {c: [] for c in needed}
     recons, residuals = [], []
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        z, feat = generator.encoder1(x, True)  # as Generator.forward, keeping the encoder's features
-        x_hat = generator.decoder(z)
-        z_hat = generator.encoder2(x_hat)
-        _, fr = discriminator(x)
-        _, ff = discriminator(x_hat)
-        acc["latent"].append(torch.mean((z - z_hat) ** 2, dim=(1, 2, 3)).cpu().numpy())
-        acc["recon"].append(torch.mean((x - x_hat) ** 2, dim=(1, 2, 3)).cpu().numpy())
-        acc["features"].append(torch.mean((fr - ff) ** 2, dim=(1, 2, 3)).cpu().numpy())
-        if bank_t is not None:
-            acc["knn"].append(knn_distance(z.flatten(1), bank_t, KNN_K).cpu().numpy())
-        if fbank_t is not None:
-            acc["fknn"].append(knn_distance(embedding(feat, fr), fbank_t, KNN_K).cpu().numpy())
-        res = torch.mean(torch.abs(x - x_hat), dim=1)
-        acc["peak"].append(peak_residual(res).cpu().numpy())
+        comps, res, x_hat = score_components(generator, discriminator, x, needed, bank_t, fbank_t)
+        for name, v in comps.items():
+            acc[name].append(v.cpu().numpy())
         if with_images:
             recons.append(((x_hat.permute(0, 2, 3, 1) + 1.0) * 127.5).clamp(0, 255).byte().cpu().numpy())
             residuals.append(res.cpu().numpy())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -14,20 +12,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.calibration import calibrate
-from engine.preprocess import COLOR_ORDER, NORMALISATION
+from ganomaly_edge.engine.preprocess import COLOR_ORDER, NORMALISATION
 
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
-from .scoring import DEFAULT_SCORE, apply_spec, components, embed, encode, make_spec, to_model_input
+from .scoring import DEFAULT_SCORE, to_model_input
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "ganomaly-edge-checkpoint"
-CHECKPOINT_VERSION = 1
 D_COLLAPSE = 1e-5
-BANK_MAX = 8192
 
 
 @dataclass
@@ -76,13 +71,6 @@ def fingerprint(images: np.ndarray) -> str:
     return hashlib.sha256(images.tobytes()).hexdigest()[:16]
 
 
-def versions() -> dict[str, str]:
-    import cv2
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__}
-
-
 def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Discriminator]:
     check_image_size(cfg.image_size)
     g = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.width).to(device)
@@ -90,13 +78,6 @@ def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Dis
     g.apply(init_weights)
     d.apply(init_weights)
     return g, d
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -280,7 +261,7 @@ class Trainer:
                      self.epoch, cfg.epochs, rec["g"], rec["g_adv"], rec["g_con"], rec["g_enc"], rec["d"],
                      rec["val_con"], rec["seconds"], rec["s_per_batch"])
             if self.out_path:
-                _atomic_save(self.state(), self.out_path)
+                atomic_save(self.state(), self.out_path)
             if self.on_epoch:
                 self.on_epoch(self.epoch, self)
             if cfg.patience and stale >= cfg.patience:
@@ -293,72 +274,14 @@ class Trainer:
             log.info("selected epoch %d (lowest validation loss on normal images)", self.best["epoch"])
         ck = self.finish()
         if self.out_path:
-            _atomic_save(ck, self.out_path)
+            atomic_save(ck, self.out_path)
             log.info("wrote %s", self.out_path)
         return ck
 
     def finish(self) -> dict[str, Any]:
-        """Encode the training images (knn bank), score the held-out images, calibrate."""
-        rng = np.random.default_rng(self.cfg.seed)
-        bank_src = self.train_images
-        if len(bank_src) > BANK_MAX:
-            bank_src = bank_src[np.sort(rng.choice(len(bank_src), BANK_MAX, replace=False))]
-        bank = encode(self.g, bank_src, self.device).astype(np.float32)
-        fbank = embed(self.g, self.d, bank_src, self.device).astype(np.float32)
-        val_comps = components(self.g, self.d, self.val_images, self.device, bank=bank, fbank=fbank)
-        spec = make_spec(self.cfg.score, val_comps)
-        val_scores = apply_spec(spec, val_comps)
-        calib = calibrate(val_scores, self.cfg.target_far)
-        log.info("calibrated score %r on %d held-out normal images: threshold %.5g (raw) for a %.2g%% "
-                 "false-alarm rate", spec["name"], calib["n"], calib["threshold_raw"], 100 * self.cfg.target_far)
+        """The final checkpoint: banks, score and calibration on the held-out images (checkpoint.finalise)."""
         ck = self.state(complete=True)
-        ck.update({"bank": bank, "fbank": fbank, "reference_images": reference_images(self.val_images), "score": spec, "calibration": calib,
-                   "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}})
-        ck.pop("opt_g")
-        ck.pop("opt_d")
-        ck["resume_state"] = {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        ck.update(finalise(self.g, self.d, self.train_images, self.val_images, self.cfg.score,
+                           self.cfg.target_far, self.device, self.cfg.seed))
+        ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d")}
         return ck
-
-
-def reference_images(val: np.ndarray, n_normal: int = 6) -> np.ndarray:
-    """A few held-out normal images plus copies with an inverted square patch: inputs whose
-    expected outputs the bundle stores, so every backend can prove itself on normal and
-    anomalous-looking frames alike."""
-    normal = val[:n_normal]
-    patched = normal[:2].copy()
-    s = val.shape[1]
-    a, b = s // 4, s // 4 + max(s // 3, 2)
-    patched[:, a:b, a:b] = 255 - patched[:, a:b, a:b]
-    return np.ascontiguousarray(np.concatenate([normal, patched]))
-
-
-def check_checkpoint(ck: Any) -> None:
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError("not a ganomaly-edge checkpoint (written by ganomaly-train)")
-    v = ck.get("format_version")
-    if v != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint format version {v} is not supported by this version "
-                         f"(which reads version {CHECKPOINT_VERSION}); use the matching ganomaly-edge release")
-
-
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise ValueError(f"cannot read checkpoint {path!r}: {e} (truncated or not a checkpoint?)") from e
-    check_checkpoint(ck)
-    if "opt_g" not in ck and "resume_state" in ck:
-        ck["opt_g"] = ck["resume_state"]["opt_g"]
-        ck["opt_d"] = ck["resume_state"]["opt_d"]
-    return ck
-
-
-def models_from_checkpoint(ck: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Generator, Discriminator]:
-    c = ck["config"]
-    g = Generator(c["image_size"], c["channels"], c["latent_dim"], c["width"])
-    d = Discriminator(c["image_size"], c["channels"], c["width"])
-    g.load_state_dict(ck["generator"])
-    d.load_state_dict(ck["discriminator"])
-    return g.to(device).eval(), d.to(device).eval()

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..base import Engine
 from ..bundle import Bundle, BundleError
+from ..meta import PlanMeta
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,14 @@ def rebuild_hint(bundle: Bundle, precision: str = "fp32") -> str:
             f"--precision {precision}")
 
 
-def plan_mismatch(plan: dict[str, Any], trt_version: str, gpu_name: str) -> str | None:
+def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str) -> str | None:
     """Why ``plan`` cannot run here, or None. A plan is valid only for the GPU model and the
     TensorRT version that built it."""
-    if plan.get("tensorrt_version") != trt_version:
-        return (f"plan {plan.get('file')} was built with TensorRT {plan.get('tensorrt_version')}, "
+    if plan.tensorrt_version != trt_version:
+        return (f"plan {plan.file} was built with TensorRT {plan.tensorrt_version}, "
                 f"this device has TensorRT {trt_version}")
-    if plan.get("gpu_name") != gpu_name:
-        return f"plan {plan.get('file')} was built for {plan.get('gpu_name')}, this device is {gpu_name}"
+    if plan.gpu_name != gpu_name:
+        return f"plan {plan.file} was built for {plan.gpu_name}, this device is {gpu_name}"
     return None
 
 
@@ -59,13 +60,13 @@ class TrtLogger:
 class TensorRTEngine(Engine):
     backend = "tensorrt"
 
-    def __init__(self, bundle: Bundle, plan: dict[str, Any], device_index: int = 0):
+    def __init__(self, bundle: Bundle, plan: PlanMeta, device_index: int = 0):
         super().__init__(bundle)
         import tensorrt as trt
 
         from ..cuda import CudaDevice
 
-        self.precision = plan.get("precision", "fp32")
+        self.precision = plan.precision
         self.plan_info = plan
         self.dev = CudaDevice(device_index)
         self._buffers: list[Any] = []
@@ -73,8 +74,8 @@ class TensorRTEngine(Engine):
             why = plan_mismatch(plan, trt.__version__, self.dev.name())
             if why:
                 raise BundleError(f"{why}: {rebuild_hint(bundle, self.precision)}")
-            bundle.verify_file(plan["file"], plan["sha256"])
-            with open(bundle.file(plan["file"]), "rb") as f:
+            bundle.verify_file(plan.file, plan.sha256)
+            with open(bundle.file(plan.file), "rb") as f:
                 data = f.read()
             self.logger = TrtLogger.make(trt)
             with self.dev.activate():
@@ -82,7 +83,7 @@ class TensorRTEngine(Engine):
                 self.engine = self.runtime.deserialize_cuda_engine(data)
                 if self.engine is None:
                     detail = "; ".join(self.logger.errors[-3:]) or "no detail from TensorRT"
-                    raise BundleError(f"TensorRT could not deserialise {plan['file']} ({detail}): "
+                    raise BundleError(f"TensorRT could not deserialise {plan.file} ({detail}): "
                                       f"{rebuild_hint(bundle, self.precision)}")
                 self.context = self.engine.create_execution_context()
                 self._setup(trt)
@@ -112,7 +113,7 @@ class TensorRTEngine(Engine):
             self._buffers.append(self.device_mem[name])
             if not self.context.set_tensor_address(name, int(self.device_mem[name])):
                 raise BundleError(f"TensorRT refused the address of tensor {name}")
-        log.info("TensorRT %s plan %s on %s (%s), max batch %d", self.precision, self.plan_info["file"],
+        log.info("TensorRT %s plan %s on %s (%s), max batch %d", self.precision, self.plan_info.file,
                  self.dev.name(), self.dev.compute_capability(), self.max_batch)
 
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +132,8 @@ class TensorRTEngine(Engine):
             return self.host["score"][:n].copy(), self.host["residual"][:n].copy()
 
     def describe(self) -> dict:
-        return dict(super().describe(), gpu=self.dev.name(), plan=self.plan_info.get("file"),
-                    tensorrt=self.plan_info.get("tensorrt_version"))
+        return dict(super().describe(), gpu=self.dev.name(), plan=self.plan_info.file,
+                    tensorrt=self.plan_info.tensorrt_version)
 
     def close(self) -> None:
         dev = getattr(self, "dev", None)

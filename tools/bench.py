@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from ganomaly_edge.engine.registry import CHOICES
+
 
 def matmul_peak(n: int = 2048, reps: int = 20) -> float:
     """float32 GFLOP/s of an n x n matrix product (numpy's BLAS), best of ``reps``."""
@@ -84,8 +86,8 @@ def timed(fn, reps: int, warmup: int = 5) -> np.ndarray:
 def synthetic(spec: str, workdir: str, score: str = "recon") -> tuple[str, str]:
     """An untrained GANomaly of the official widths (ngf 64, nz 100), calibrated at init, as a
     checkpoint and a bundle (speed does not depend on the weights; it does on the score)."""
-    from .export import checkpoint_to_bundle
-    from .trainer import Trainer, TrainConfig
+    from ganomaly_edge.train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
     s, _, c = (int(v) for v in spec.lower().split("x"))
     rng = np.random.default_rng(0)
@@ -101,7 +103,7 @@ def synthetic(spec: str, workdir: str, score: str = "recon") -> tuple[str, str]:
 
 def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: list[int], reps: int,
                  threads: int) -> dict:
-    from engine import load
+    from ganomaly_edge.engine import load
 
     peak = matmul_peak()
     eng = load(bundle, backend, threads=threads)
@@ -130,8 +132,8 @@ def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: lis
     if checkpoint:
         import torch
 
-        from .export import scorer_from_checkpoint
-        from .trainer import load_checkpoint
+        from ganomaly_edge.train.export import scorer_from_checkpoint
+        from ganomaly_edge.train.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         sc = scorer_from_checkpoint(load_checkpoint(checkpoint))
@@ -154,7 +156,7 @@ def _agent_run(bundle: str, video: str, work: str, threads: int, threshold: floa
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent.broker import Mosquitto
+    from ganomaly_edge.tools.broker import Mosquitto
 
     with Mosquitto(workdir=os.path.join(work, "broker"), persistence=False) as b:
         cfg = os.path.join(work, "agent.toml")
@@ -192,7 +194,7 @@ cooldown_s = 0
         sub.subscribe("ganomaly/bench/stats", qos=1)
         sub.loop_start()
         time.sleep(0.3)
-        p = subprocess.run([sys.executable, "-m", "agent.cli", "--config", cfg], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], capture_output=True, text=True)
         time.sleep(0.5)
         sub.loop_stop()
     if p.returncode != 0 or not stats:
@@ -240,9 +242,9 @@ def bench_agent(bundle: str, frames: int, threads: int, alarm_rate: float = 0.01
     to the PUBACK."""
     import cv2
 
-    from engine import load
+    from ganomaly_edge.engine import load
 
-    from agent.config import ModelConfig
+    from ganomaly_edge.agent.config import ModelConfig
 
     cores = os.cpu_count() or 1
     n_workers, per_worker = ModelConfig(workers=workers, threads=threads).parallelism(cores)  # as the agent
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("bundle", nargs="?")
     e.add_argument("--synthetic", help="e.g. 64x64x3: benchmark an untrained model of the official widths")
     e.add_argument("--checkpoint", help="checkpoint for the PyTorch eager baseline")
-    e.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    e.add_argument("--backend", default="auto", choices=CHOICES)
     e.add_argument("--batch", default="1,8,32")
     e.add_argument("--reps", type=int, default=300)
     e.add_argument("--threads", type=int, default=0)

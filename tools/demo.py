@@ -125,7 +125,7 @@ cooldown_s = 0.5
     time.sleep(0.3)
     print(f"\nsubscriber on ganomaly/demo/# ; running: ganomaly-agent --config {config}\n", flush=True)
     try:
-        subprocess.run([sys.executable, "-m", "agent.cli", "--config", config], check=True)
+        subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", config], check=True)
         time.sleep(1.0)
     finally:
         sub.loop_stop()

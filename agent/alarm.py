@@ -1,0 +1,76 @@
+"""The alarm event as published on ``<prefix>/<camera>/alarm``: one typed model, from which
+``agent/alarm.schema.json`` is generated (``python -m ganomaly_edge.agent.alarm``; a test checks
+the committed file is current)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alarm.schema.json")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Box(_Strict):
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(ge=1)
+    h: int = Field(ge=1)
+    score: float = Field(description="mean residual in the region")
+
+
+class FrameSize(_Strict):
+    w: int
+    h: int
+
+
+class ModelRef(_Strict):
+    name: str
+    hash: str
+
+
+class AlarmEvent(_Strict):
+    """Published on <prefix>/<camera>/alarm with QoS 1. Crops and the overlay are raw JPEG on their
+    own topics. Redeliveries carry the same id: drop ids already seen."""
+
+    model_config = ConfigDict(extra="forbid", title="ganomaly-edge alarm event (schema 1)")
+
+    id: str = Field(pattern="^[0-9a-f]{32}$", description="unique event id")
+    ts: float = Field(description="capture time of the frame, seconds since the Unix epoch")
+    camera: str = Field(pattern="^[A-Za-z0-9_-]+$")
+    frame_index: int = Field(ge=0, description="index of the frame (or folder item) since the source opened")
+    score: float = Field(description="calibrated anomaly score; the bundle's calibration puts the threshold at 1.0")
+    threshold: float
+    boxes: list[Box] = Field(description="anomalous regions in original-frame pixels, most anomalous first")
+    crops: list[str] = Field(description="topics of the JPEG crops, one per box, in order")
+    overlay: Optional[str] = Field(None, description="topic of the heat-map overlay JPEG")
+    frame_size: Optional[FrameSize] = None
+    item: Optional[str] = Field(None, description="file name of the item (folder sources)")
+    model: ModelRef
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+
+    def payload(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def json_schema() -> dict:
+    s = AlarmEvent.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://github.com/ganomaly-edge/ganomaly-edge/agent/alarm.schema.json", **s}
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1] if len(sys.argv) > 1 else SCHEMA_PATH, "w") as f:
+        f.write(schema_text())

@@ -1,0 +1,80 @@
+"""Alarms: from a fired decision to a stored event. Localisation (boxes in frame pixels), JPEG
+crops and overlay, the typed event, the SQLite store, and a word to the publisher. Runs on its
+own thread, so inference goes on scoring; its queue blocks when full, so no alarm is dropped."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+
+from ganomaly_edge.engine import Engine
+
+from .alarm import AlarmEvent
+from .capture import Item
+from .config import CameraConfig
+from .localise import boxes_in_frame, crops, overlay
+from .stats import CameraStats
+from .topics import Topics
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class Alarms:
+    def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, threshold: float,
+                 stats: CameraStats):
+        self.cam, self.engine, self.store, self.publisher, self.topics = cam, engine, store, publisher, topics
+        self.threshold, self.stats = threshold, stats
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.thread = threading.Thread(target=self._loop, name=f"alarms-{cam.name}", daemon=True)
+
+    def put(self, job: tuple[Item, np.ndarray, float]) -> None:
+        self.q.put(job)
+
+    def finish(self) -> None:
+        """No more alarms: store what is queued, then end the thread."""
+        self.q.put(_END)
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while (job := self.q.get()) is not _END:
+            try:
+                self._alarm(*job)
+            except Exception:  # one bad alarm (e.g. a full disk) must not stop the camera
+                log.exception("camera %s: could not store an alarm", self.cam.name)
+
+    def event(self, it: Item, res: np.ndarray, score: float) -> tuple[AlarmEvent, list[tuple[str, bytes]]]:
+        """The typed event and its JPEG messages (topic, bytes) for one fired frame."""
+        loc, name = self.cam.localisation, self.cam.name
+        boxes = boxes_in_frame(res, it.view, loc)
+        event_id = uuid.uuid4().hex
+        blobs = [(self.topics.crop(name, event_id, k), data)
+                 for k, data in enumerate(crops(it.frame.image, boxes, loc))]
+        if loc.overlay:
+            blobs.append((self.topics.overlay(name, event_id), overlay(it.frame.image, res, it.view, boxes, loc)))
+        ev = AlarmEvent(
+            id=event_id, ts=round(it.frame.ts, 6), camera=name, frame_index=it.frame.index, score=round(score, 5),
+            threshold=self.threshold, boxes=[b.as_dict() for b in boxes],
+            crops=[t for t, _ in blobs if "/crop/" in t],
+            overlay=self.topics.overlay(name, event_id) if loc.overlay else None,
+            frame_size={"w": int(it.frame.image.shape[1]), "h": int(it.frame.image.shape[0])},
+            item=it.frame.name or None,
+            model={"name": self.engine.bundle.name, "hash": self.engine.bundle.model_hash})
+        return ev, blobs
+
+    def _alarm(self, it: Item, res: np.ndarray, score: float) -> Any:
+        ev, blobs = self.event(it, res, score)
+        seq = self.store.add(ev.id, self.cam.name, self.topics.alarm(self.cam.name), ev.payload(), blobs,
+                             created=it.frame.ts)
+        self.stats.add("alarms")
+        if self.publisher is not None:
+            self.publisher.notify_stored(seq, it.frame.mono)
+        log.info("camera %s: ALARM %s frame %d%s score %.3f, %d box(es)", self.cam.name, ev.id,
+                 it.frame.index, f" ({it.frame.name})" if it.frame.name else "", ev.score, len(ev.boxes))
+        return seq

@@ -1,0 +1,104 @@
+"""Inference: micro-batches off the queue, one or more workers, decisions in frame order.
+
+A worker takes what is waiting (up to ``max_batch``) as one batch. With several workers (ONNX
+Runtime on a multi-core CPU) the batches run side by side, and the decisions (debounce,
+cooldown) are then made strictly in capture order. A fired decision goes to the alarm stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from ganomaly_edge.engine import Engine
+
+from .capture import END, Item
+from .decision import Debouncer
+from .stats import CameraStats
+
+log = logging.getLogger(__name__)
+
+
+class Inference:
+    def __init__(self, name: str, engine: Engine, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
+                 max_batch: int, workers: int, on_alarm: Callable[[tuple], None], on_end: Callable[[], None]):
+        self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
+        self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
+        self.take_lock = threading.Lock()  # a batch is taken (and numbered) by one worker at a time
+        self.order = threading.Condition()  # decisions in batch order
+        self.next_batch = self.next_decision = 0
+        self.ending = False
+        self.workers_left = workers
+        self.threads = [threading.Thread(target=self._loop, name=f"infer-{name}-{i}", daemon=True)
+                        for i in range(workers)]
+
+    def _take(self) -> tuple[int, list[Item]] | None:
+        """The next micro-batch (what is waiting, up to max_batch) and its number; None at the end."""
+        with self.take_lock:
+            if self.ending:
+                return None
+            first = self.q.get()
+            if first is END:
+                self.ending = True
+                return None
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is END:
+                    self.ending = True
+                    break
+                batch.append(nxt)
+            n = self.next_batch
+            self.next_batch += 1
+            return n, batch
+
+    def _loop(self) -> None:
+        while (taken := self._take()) is not None:
+            self._process(*taken)
+        with self.order:
+            self.workers_left -= 1
+            last = self.workers_left == 0
+        if last:  # every batch is decided: no alarm can follow
+            self.on_end()
+
+    def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray]:
+        try:
+            raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
+            return batch, self.engine.calibrated(raw), residual
+        except Exception:  # e.g. a GPU error: the frames are lost, the camera goes on
+            log.exception("camera %s: inference failed on %d frame(s) from frame %d", self.name,
+                          len(batch), batch[0].frame.index)
+            self.stats.add("bad_frames", len(batch))
+            return [], np.zeros(0), np.zeros(0)
+
+    def _process(self, n: int, batch: list[Item]) -> None:
+        t0 = time.monotonic()
+        lat = self.stats.latency
+        for it in batch:
+            lat["queue"].add(t0 - it.frame.mono)
+        batch, scores, residual = self._score(batch)
+        t1 = time.monotonic()
+        lat["inference_batch"].add(t1 - t0)
+        with self.order:  # debounce and cooldown see the frames in capture order
+            while self.next_decision != n:
+                self.order.wait()
+            for i, it in enumerate(batch):
+                self.stats.processed.count += 1
+                fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
+                if fired is not None:
+                    self.on_alarm(fired)
+            self.next_decision += 1
+            self.order.notify_all()
+        t2 = time.monotonic()
+        self.stats.last_done = t2
+        lat["postprocess"].add(t2 - t1)
+        for it in batch:
+            lat["capture_to_decision"].add(t2 - it.frame.mono)

@@ -1,0 +1,120 @@
+"""Typed bundle metadata: what ``bundle.json`` holds, checked when a bundle is opened.
+
+Each model rejects unknown keys, so a misspelt or foreign field is an error rather than a
+silently ignored one; the format version (``bundle.FORMAT_VERSION``) changes whenever a field
+does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def __getitem__(self, key: str) -> Any:  # old dict-style readers (plugins, notebooks)
+        return getattr(self, key)
+
+
+class InputMeta(_Meta):
+    name: str
+    dtype: Literal["uint8"] = "uint8"
+    layout: Literal["NHWC"] = "NHWC"
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[1, 3]
+    color_order: str = "BGR"
+    normalisation: str = "x/127.5-1"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+class Calibration(_Meta):
+    """Where normal scores sit: the calibrated score is (raw - median) / scale, and alarms above
+    ``threshold`` (1.0: the raw threshold, set for ``target_far`` on held-out normal images)."""
+
+    median: float
+    scale: float
+    threshold: float = 1.0
+    threshold_raw: Optional[float] = None
+    target_far: Optional[float] = None
+    n: Optional[int] = None
+    method: Optional[str] = None
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    val_far: Optional[float] = None
+    far_resolution: Optional[float] = None
+
+    @field_validator("median", "scale", "threshold", "threshold_raw", "mean", "std")
+    @classmethod
+    def _finite(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Calibration":
+        if self.scale <= 0:
+            raise ValueError("calibration scale must be positive")
+        if self.threshold_raw is not None and self.threshold_raw < self.median:
+            raise ValueError(f"calibration inverts: raw threshold {self.threshold_raw:g} lies below the "
+                             f"median of normal scores {self.median:g}")
+        return self
+
+    def normalise(self, raw) -> np.ndarray:
+        """Calibrated score: 0 = typical normal image, 1 = the alarm threshold."""
+        return (np.asarray(raw, dtype=np.float64) - self.median) / self.scale
+
+
+class ScoreMeta(_Meta):
+    name: str
+    terms: list[dict[str, Any]]
+    k: Optional[int] = None
+
+
+class PlanMeta(_Meta):
+    """One TensorRT plan: valid only on the GPU model and TensorRT version that built it."""
+
+    file: str
+    sha256: str
+    size: int = 0
+    built: str = ""
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str = ""
+    precision: Literal["fp32", "fp16"] = "fp32"
+    max_batch: int = Field(gt=0)
+    opt_batch: int = 1
+    fp16_mode: Optional[str] = None
+    parity: Optional[dict[str, float]] = None
+
+
+class BundleMeta(_Meta):
+    format: Literal["ganomaly-edge-bundle"]
+    format_version: int
+    name: str = ""
+    created: str = ""
+    input: InputMeta
+    outputs: dict[str, Any]
+    opset: Optional[int] = None
+    score: ScoreMeta
+    calibration: Calibration
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
+    export_parity: dict[str, float] = Field(default_factory=dict)
+    files: dict[str, str]
+    tolerance: dict[str, dict[str, float]] = Field(default_factory=dict)
+    plans: list[PlanMeta] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+def describe_errors(e) -> str:
+    """A pydantic ValidationError as 'field.path: message' lines."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                     for err in e.errors())

@@ -1,0 +1,27 @@
+"""The one list of inference backends: the loader, the agent's config and the bench read it.
+
+A backend is an ``Engine`` subclass in ``engine/backends/``, imported only when chosen, so a
+device without TensorRT (or without ONNX Runtime) still loads the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Literal, get_args
+
+BACKENDS = {
+    "tensorrt": "ganomaly_edge.engine.backends.tensorrt:TensorRTEngine",
+    "onnxruntime": "ganomaly_edge.engine.backends.onnxruntime:OnnxRuntimeEngine",
+}
+# "auto": a TensorRT plan built for this GPU and TensorRT version if the bundle has one, else ONNX Runtime.
+BackendChoice = Literal["auto", "tensorrt", "onnxruntime"]
+CHOICES: tuple[str, ...] = get_args(BackendChoice)
+assert set(CHOICES) == {"auto", *BACKENDS}, "BackendChoice and BACKENDS must name the same backends"
+
+
+def backend_class(name: str):
+    """The Engine class registered under ``name`` (imported on demand)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {CHOICES}")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,126 @@
+"""The project's shape, checked from the source: the dependency rule, one import namespace and
+short functions.
+
+The rule (DESIGN.md): agent -> engine <- train; tools -> the product, never the reverse; torch
+only in train (and tools). Every import counts, including those inside functions, since a lazy
+import still runs on the device that lacks the package.
+"""
+
+import ast
+import os
+import shutil
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGES = ("agent", "engine", "train", "tools")
+NAMESPACE = "ganomaly_edge"
+# package -> what it may import from the project
+ALLOWED = {"engine": {"engine"}, "agent": {"agent", "engine"}, "train": {"train", "engine"},
+           "tools": {"tools", "agent", "engine", "train"}}
+TORCH_ALLOWED = {"train", "tools"}
+MAX_FUNCTION_LINES = 60
+
+
+def modules(root):
+    """(package, dotted module name, path) of every Python file of the four packages."""
+    for pkg in PACKAGES:
+        for dirpath, _, files in os.walk(os.path.join(root, pkg)):
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    path = os.path.join(dirpath, f)
+                    rel = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+                    if rel.endswith(".__init__"):
+                        rel = rel[: -len(".__init__")]
+                    yield pkg, f"{NAMESPACE}.{rel}", path
+
+
+def imports(path, module):
+    """Absolute names imported anywhere in the file (relative imports resolved)."""
+    tree = ast.parse(open(path).read(), path)
+    is_pkg = path.endswith("__init__.py")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_pkg else 0)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            yield node.lineno, name
+
+
+def violations(root):
+    out = []
+    for pkg, module, path in modules(root):
+        rel = os.path.relpath(path, root)
+        for line, name in imports(path, module):
+            top = name.split(".")[0]
+            if top in PACKAGES:
+                out.append(f"{rel}:{line}: imports {name!r}: use the {NAMESPACE}.{top} namespace")
+            elif top == NAMESPACE:
+                target = name.split(".")[1] if "." in name else ""
+                if target not in ALLOWED[pkg]:
+                    out.append(f"{rel}:{line}: {pkg} imports {name} (allowed: {sorted(ALLOWED[pkg])})")
+            elif top == "torch" and pkg not in TORCH_ALLOWED:
+                out.append(f"{rel}:{line}: {pkg} imports torch (only train may: a Jetson has no torch)")
+    return out
+
+
+def long_functions(root, limit=MAX_FUNCTION_LINES):
+    out = []
+    for pkg, _, path in modules(root):
+        if pkg == "tools":
+            continue
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    out.append(f"{os.path.relpath(path, root)}:{node.lineno} {node.name}: {n} lines")
+    return out
+
+
+def test_dependency_rule_holds():
+    assert violations(ROOT) == []
+
+
+def _copy_tree(tmp_path):
+    dst = tmp_path / "tree"
+    for pkg in PACKAGES:
+        shutil.copytree(os.path.join(ROOT, pkg), dst / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+@pytest.mark.parametrize("where,line,expect", [
+    ("agent/decision.py", "    from ganomaly_edge.train import scoring\n", "agent imports ganomaly_edge.train"),
+    ("engine/bundle.py", "from ..agent import config\n", "engine imports ganomaly_edge.agent"),
+    ("train/loss.py", "from ganomaly_edge.tools import scene\n", "train imports ganomaly_edge.tools"),
+    ("engine/preprocess.py", "    import torch\n", "engine imports torch"),
+    ("agent/stats.py", "import engine\n", "use the ganomaly_edge.engine namespace"),
+])
+def test_dependency_check_catches_a_wrong_way_import(tmp_path, where, line, expect):
+    tree = _copy_tree(tmp_path)
+    path = tree / where
+    src = path.read_text()
+    # Indented lines go into a function (a lazy import), the others at the top.
+    src = src + "\n\ndef _lazy():\n" + line if line.startswith(" ") else line + src
+    path.write_text(src)
+    found = violations(str(tree))
+    assert any(expect in v for v in found), found
+
+
+def test_no_function_in_the_product_is_longer_than_60_lines():
+    assert long_functions(ROOT) == []
+
+
+def test_product_imports_as_one_namespace():
+    import importlib
+
+    for name in ("agent.cli", "engine", "train.cli", "tools.demo"):
+        importlib.import_module(f"{NAMESPACE}.{name}")
+    with pytest.raises(ImportError):
+        importlib.import_module("agent.cli")  # no generic top-level name in site-packages
