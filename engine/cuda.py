@@ -1,17 +1,25 @@
 """Every CUDA call the project makes, through pycuda, in one place.
 
 A cuda-python (``cuda.bindings``) variant could replace this module without touching the rest.
-Contexts are per thread: ``pycuda.autoinit`` would make one current only in the importing
-thread, and inference in a worker thread would then fail with "invalid device context". So the
-device's primary context is retained once and pushed/popped around every piece of work
-(``activate``), which works from any thread, and is detached on close.
+
+Contexts are per thread: ``pycuda.autoinit`` makes one current only in the importing thread, and
+inference in a worker thread then fails with "invalid device context". So each device's primary
+context is retained once per process (``device()``) and pushed/popped around every piece of work
+(``activate``), which works from any thread.
+
+It is never detached, as ``pycuda.autoprimaryctx`` never detaches it: pycuda's ``detach()`` of a
+primary context that is not current pushes it without a pop (context.detach in pycuda's
+cuda.hpp), and a retain/release per engine would churn the context on every reload. Everything
+an engine allocates (pinned host buffers, device buffers, streams) is released inside
+``activate()``: pycuda frees pinned memory and destroys streams only while their context lives,
+and skips both silently, leaking them, once it is gone.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,13 +28,31 @@ class CudaUnavailable(RuntimeError):
     pass
 
 
+_devices: dict[int, "CudaDevice"] = {}
+_devices_lock = threading.Lock()
+
+
+def device(index: int = 0) -> "CudaDevice":
+    """The process-wide handle of GPU ``index`` (its primary context retained once)."""
+    with _devices_lock:
+        dev = _devices.get(index)
+        if dev is None or dev.cuda is not _driver():  # a new driver module (tests swap fakes)
+            dev = _devices[index] = CudaDevice(index)
+        return dev
+
+
+def _driver():
+    try:
+        import pycuda.driver as cuda
+    except ImportError as e:
+        raise CudaUnavailable("pycuda is not installed (pip install 'ganomaly-edge[tensorrt]' with CUDA on "
+                              "PATH; on a Jetson see deploy/JETSON.md)") from e
+    return cuda
+
+
 class CudaDevice:
     def __init__(self, index: int = 0):
-        try:
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise CudaUnavailable("pycuda is not installed (pip install 'ganomaly-edge[tensorrt]'; on a "
-                                  "Jetson see deploy/JETSON.md)") from e
+        cuda = _driver()
         try:
             cuda.init()
             if cuda.Device.count() <= index:
@@ -38,6 +64,7 @@ class CudaDevice:
         self.cuda = cuda
         self.index = index
         self.lock = threading.RLock()
+        self.pinned_bytes = 0  # live pinned host memory allocated through this module
 
     def name(self) -> str:
         return self.device.name()
@@ -56,8 +83,27 @@ class CudaDevice:
             finally:
                 self.cuda.Context.pop()
 
+    def memory(self) -> tuple[int, int]:
+        """(free, total) device memory in bytes."""
+        with self.activate():
+            return self.cuda.mem_get_info()
+
+    def versions(self) -> dict[str, str]:
+        def v(n: int) -> str:
+            return f"{n // 1000}.{n % 1000 // 10}"
+
+        return {"cuda_driver": v(self.cuda.get_driver_version()), "cuda_pycuda_built_for": ".".join(
+            str(x) for x in self.cuda.get_version())}
+
+    # -- resources: create and release inside activate() --------------------------------------
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return self.cuda.pagelocked_empty(shape, dtype)
+        arr = self.cuda.pagelocked_empty(shape, dtype)
+        self.pinned_bytes += arr.nbytes
+        return arr
+
+    def free_pinned(self, arr: np.ndarray) -> None:
+        arr.base.free()  # pycuda's PagelockedHostAllocation
+        self.pinned_bytes -= arr.nbytes
 
     def alloc(self, nbytes: int):
         return self.cuda.mem_alloc(max(int(nbytes), 1))
@@ -71,17 +117,31 @@ class CudaDevice:
     def to_host(self, dest: np.ndarray, src, stream) -> None:
         self.cuda.memcpy_dtoh_async(dest, src, stream)
 
-    def close(self) -> None:
-        try:
-            self.context.detach()
-        except self.cuda.Error:
-            pass
+
+class Buffers:
+    """Pinned host and device buffers and one stream, all released together by ``release`` (call it
+    inside ``activate()``)."""
+
+    def __init__(self, dev: CudaDevice):
+        self.dev = dev
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, Any] = {}
+        self.stream = dev.stream()
+
+    def add(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.host[name] = self.dev.pinned(shape, dtype)
+        self.device[name] = self.dev.alloc(self.host[name].nbytes)
+
+    def release(self) -> None:
+        for mem in self.device.values():
+            mem.free()
+        for arr in self.host.values():
+            self.dev.free_pinned(arr)
+        self.device, self.host = {}, {}
+        self.stream = None  # pycuda destroys the stream now, while the context is current
 
 
 def device_info(index: int = 0) -> dict[str, str]:
     """Name and compute capability of a GPU, for keying plans."""
-    dev = CudaDevice(index)
-    try:
-        return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability()}
-    finally:
-        dev.close()
+    dev = device(index)
+    return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability()}

@@ -17,13 +17,13 @@ def tensorrt_status() -> tuple[str | None, str | None, str]:
         import tensorrt as trt
     except ImportError:
         return None, None, "TensorRT is not installed"
-    try:
-        from .cuda import CudaUnavailable, device_info
+    from .cuda import CudaUnavailable, device_info
+    from .trt_compat import UnsupportedTensorRT, series_of
 
+    try:
+        series_of(trt.__version__)
         info = device_info(0)
-    except ImportError:
-        return trt.__version__, None, "pycuda is not installed"
-    except CudaUnavailable as e:
+    except (CudaUnavailable, UnsupportedTensorRT) as e:
         return trt.__version__, None, str(e)
     return trt.__version__, info["gpu_name"], "ok"
 
@@ -66,7 +66,9 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
                               f"{b.path} --out {b.path}'")
         else:
             why = reason if gpu is None else f"no plan for {gpu} with TensorRT {trt_version} in the bundle"
-            log.info("backend: ONNX Runtime (%s)", why)
+            # TensorRT present but unusable (no pycuda, no GPU, an old release) is a fault to fix,
+            # not a quiet CPU fallback.
+            (log.warning if trt_version else log.info)("backend: ONNX Runtime on the CPU (%s)", why)
             engine = _onnxruntime(b, threads, providers, spinning)
     else:
         engine = _onnxruntime(b, threads, providers, spinning)

@@ -27,9 +27,17 @@ def to_fp16(onnx_bytes: bytes) -> bytes:
     inits = {i.name: i for i in g.initializer}
     for name, init in inits.items():
         elem[name] = init.data_type
+    # The exporter shares repeated weights through Identity nodes: read through them, so every
+    # network weight becomes a float16 initializer rather than a Cast of a float32 tensor.
+    alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.input[0] in inits}
+    outputs = {o.name for o in g.output}
     pass_ = _HalfPass(elem, inits)
     new_nodes = []
     for node in g.node:
+        if node.op_type == "Identity" and node.output[0] in alias and node.output[0] not in outputs:
+            continue
+        for j, name in enumerate(node.input):
+            node.input[j] = alias.get(name, name)
         new_nodes.extend(pass_.rewrite(node))
     del g.node[:]
     g.node.extend(new_nodes)

@@ -1,10 +1,18 @@
 """Compile a bundle's ONNX graph into a TensorRT plan, on the device that will run it.
 
-Works with the TensorRT 10.x and 11.x Python APIs (see shared/TENSORRT_API.md): explicit
-batch (``create_network(0)``), one optimisation profile 1..max_batch, FP16 through
-``BuilderFlag.FP16`` where that flag exists (10.x) and through an FP16-typed graph with fp32
-outputs where it does not (11.x: strong typing only). Which API is present is detected from
-the module itself, never guessed from the version string.
+Works with the TensorRT 8.6, 10.x and 11.x Python APIs (shared/TENSORRT_API.md and NVIDIA's
+bindings per release branch):
+- 10.x and 11.x: a strongly typed network (``STRONGLY_TYPED``; always so on 11.x). FP16 comes
+  from the FP16-typed graph (``onnx_fp16.to_fp16``), whose score head stays in fp32: the kNN
+  distance cancels catastrophically in half precision, and a weakly typed network with the FP16
+  flag would be free to run it there.
+- 8.6 (JetPack 6.0): an explicit-batch network (``EXPLICIT_BATCH``; 8.x networks are implicit
+  batch otherwise and the ONNX parser refuses them). FP16 through the builder flag, with
+  ``OBEY_PRECISION_CONSTRAINTS`` and every layer outside the networks pinned to fp32.
+- fp32 plans clear TF32 (on by default), which would cost the self-test its 2e-3 tolerance.
+Older series are refused (``trt_compat.series_of``). Which API is present is detected from the
+module, never guessed from the version string. Before TensorRT sees the graph,
+``trt_compat.check_graph`` reports what it would reject.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 
 from .bundle import ONNX, Bundle, BundleError
 from .meta import PlanMeta
+from .trt_compat import SERIES, UnsupportedTensorRT, check_graph, graph_for, series_of
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +46,12 @@ class BuildOptions:
     progress: bool = True
 
 
-def fp16_via_flag(trt) -> bool:
-    """True where the builder takes FP16 as a flag (10.x); False where only strong typing exists (11.x)."""
-    return hasattr(trt.BuilderFlag, "FP16")
+def network_flags(trt) -> int:
+    """Strongly typed where TensorRT has it (10.x, 11.x); explicit batch on 8.x."""
+    flags = trt.NetworkDefinitionCreationFlag
+    if hasattr(flags, "STRONGLY_TYPED"):
+        return 1 << int(flags.STRONGLY_TYPED)
+    return 1 << int(flags.EXPLICIT_BATCH)
 
 
 class _Spinner:
@@ -77,79 +89,122 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     """Build a plan for ``bundle`` on this machine's GPU; returns the plan and its metadata."""
     import tensorrt as trt
 
-    from .backends.tensorrt import TrtLogger
-    from .cuda import CudaDevice
+    from .backends.tensorrt import trt_logger
+    from .cuda import device
 
     if opts.precision not in ("fp32", "fp16"):
         raise BuildError(f"precision must be fp32 or fp16, not {opts.precision!r}")
     if opts.max_batch < 1:
         raise BuildError("--max-batch must be at least 1")
-    spec = bundle.input
-    with open(bundle.file(ONNX), "rb") as f:
-        onnx_bytes = f.read()
-    via_flag = fp16_via_flag(trt)
-    if opts.precision == "fp16" and not via_flag:
-        from .onnx_fp16 import to_fp16
-
-        log.info("TensorRT %s has no FP16 builder flag (strongly typed): building from an FP16-typed graph",
-                 trt.__version__)
-        onnx_bytes = to_fp16(onnx_bytes)
-
-    dev = CudaDevice(0)
     try:
-        with dev.activate():
-            logger = TrtLogger.make(trt)
-            builder = trt.Builder(logger)
-            network = builder.create_network(0)  # explicit batch is the only mode since 10.0
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse(onnx_bytes):
-                errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-                raise BuildError("TensorRT cannot parse the bundle's ONNX graph: " + "; ".join(errs))
-            config = _configure(trt, builder, spec, opts, via_flag)
-            with _Spinner(f"building {opts.precision} TensorRT plan for {dev.name()}", opts.progress):
-                plan = builder.build_serialized_network(network, config)
-            if plan is None:
-                detail = "; ".join(logger.errors[-3:]) or "see the TensorRT log above"
-                raise BuildError(f"TensorRT failed to build the plan: {detail}")
-            if opts.timing_cache:
-                data = bytes(config.get_timing_cache().serialize())
-                tmp = opts.timing_cache + ".tmp"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, opts.timing_cache)
-                log.info("timing cache: wrote %d bytes to %s", len(data), opts.timing_cache)
-            info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
-                    "compute_capability": dev.compute_capability(), "precision": opts.precision,
-                    "max_batch": opts.max_batch, "opt_batch": opts.opt_batch or max(1, opts.max_batch // 2),
-                    "fp16_mode": ("builder-flag" if via_flag else "fp16-typed-graph")
-                    if opts.precision == "fp16" else None}
-            return bytes(plan), info
-    finally:
-        dev.close()
+        series = series_of(trt.__version__)
+    except UnsupportedTensorRT as e:
+        raise BuildError(str(e)) from None
+    with open(bundle.file(ONNX), "rb") as f:
+        onnx_bytes = graph_for(f.read(), series, opts.precision)
+    problems = check_graph(onnx_bytes, series, strongly_typed=SERIES[series].strongly_typed)
+    if problems:
+        raise BuildError(f"TensorRT {trt.__version__} would reject the bundle's graph: " + "; ".join(problems[:5]))
+    dev = device(0)
+    logger = trt_logger(trt)
+    with dev.activate():
+        mark = logger.sink.mark()
+        builder = trt.Builder(logger)
+        network = builder.create_network(network_flags(trt))
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_bytes):
+            errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+            raise BuildError("TensorRT cannot parse the bundle's ONNX graph: " + "; ".join(errs))
+        config = _configure(trt, builder, network, bundle.input, opts, series)
+        with _Spinner(f"building {opts.precision} TensorRT plan for {dev.name()}", opts.progress):
+            plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            detail = "; ".join(logger.sink.errors_since(mark)[-3:]) or "see the TensorRT log above"
+            raise BuildError(f"TensorRT failed to build the plan: {detail}")
+        if opts.timing_cache:
+            _save_timing_cache(config, opts.timing_cache)
+    fp16_mode = None
+    if opts.precision == "fp16":
+        fp16_mode = "fp16-typed-graph" if SERIES[series].strongly_typed else "builder-flag, fp32 score head"
+    info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
+            "compute_capability": dev.compute_capability(), "precision": opts.precision,
+            "max_batch": opts.max_batch, "opt_batch": opts.opt_batch or max(1, opts.max_batch // 2),
+            "fp16_mode": fp16_mode}
+    return bytes(plan), info
 
 
-def _configure(trt, builder, spec, opts: BuildOptions, via_flag: bool):
+def _configure(trt, builder, network, spec, opts: BuildOptions, series: str):
     """Builder config: workspace, precision, one optimisation profile 1..max_batch, timing cache."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
-    if opts.precision == "fp16" and via_flag:
+    if opts.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+    elif not SERIES[series].strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        _pin_score_head(trt, network)
     h, w, c = spec.shape
     opt = opts.opt_batch or max(1, opts.max_batch // 2)
     profile = builder.create_optimization_profile()
     profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch, h, w, c))
     config.add_optimization_profile(profile)
-    cache_bytes = b""
-    if opts.timing_cache and os.path.exists(opts.timing_cache):
-        with open(opts.timing_cache, "rb") as f:
-            cache_bytes = f.read()
-        log.info("timing cache: read %d bytes from %s", len(cache_bytes), opts.timing_cache)
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, False):
-        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one",
-                    opts.timing_cache)
-        config.set_timing_cache(config.create_timing_cache(b""), True)
+    if opts.timing_cache:
+        _use_timing_cache(config, opts.timing_cache, trt.__version__)
     return config
+
+
+def _pin_score_head(trt, network) -> int:
+    """Weakly typed FP16 (8.6): every float layer outside the networks runs and outputs fp32."""
+    from .onnx_fp16 import HALF_SCOPES
+
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name.startswith(HALF_SCOPES):
+            continue
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if outs and all(o.dtype in (trt.float32, trt.float16) for o in outs):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    log.info("FP16 with the builder flag: %d score-head layer(s) pinned to fp32", pinned)
+    return pinned
+
+
+def _use_timing_cache(config, path: str, version: str) -> None:
+    """Read the timing cache at ``path`` into the config; a corrupt or foreign one is replaced by a
+    new, empty cache with a warning. TensorRT may return None or refuse a cache (trtexec checks)."""
+    data = b""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            data = f.read()
+        log.info("timing cache: read %d bytes from %s", len(data), path)
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        log.warning("timing cache %s cannot be read by TensorRT %s (corrupt, or written by another "
+                    "version): starting a new one", path, version)
+        cache = config.create_timing_cache(b"")
+    if cache is not None and not config.set_timing_cache(cache, False):
+        log.warning("timing cache %s was made on another GPU or TensorRT version: starting a new one", path)
+        cache = config.create_timing_cache(b"")
+        if cache is not None and not config.set_timing_cache(cache, False):
+            cache = None
+    if cache is None:
+        raise BuildError(f"TensorRT {version} could not create a timing cache; build without "
+                         f"--timing-cache, or delete {path}")
+
+
+def _save_timing_cache(config, path: str) -> None:
+    cache = config.get_timing_cache()
+    if cache is None:
+        log.warning("TensorRT returned no timing cache: %s not updated", path)
+        return
+    data = bytes(cache.serialize())
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+    log.info("timing cache: wrote %d bytes to %s", len(data), path)
 
 
 def build_into_bundle(bundle: Bundle, opts: BuildOptions) -> PlanMeta:

@@ -69,3 +69,28 @@ def tiny_bundle(tiny_bundle_src, tmp_path):
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_src, dst)
     return str(dst)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_exported_graph_passes_the_tensorrt_check():
+    """Every bundle any test exports must be one TensorRT would build, on every supported series,
+    for fp32 and fp16 (engine/trt_compat.py)."""
+    try:
+        import ganomaly_edge.train.export as export
+    except ImportError:  # no torch (pytest -m gpu on a device): nothing is exported
+        yield []
+        return
+    from ganomaly_edge.engine.trt_compat import check_bundle_graph
+
+    original = export.write_bundle
+    checked = []
+
+    def write_checked(out_dir, onnx_bytes, reference, meta):
+        problems = {k: v for k, v in check_bundle_graph(onnx_bytes).items() if v}
+        assert not problems, f"exported graph would fail in TensorRT: {problems}"
+        checked.append(out_dir)
+        return original(out_dir, onnx_bytes, reference, meta)
+
+    export.write_bundle = write_checked
+    yield checked
+    export.write_bundle = original

@@ -1,6 +1,7 @@
-"""Faithful fakes of the ``tensorrt`` (10.3, 10.13+, 11.x) and ``pycuda`` Python APIs.
+"""Faithful fakes of the ``tensorrt`` (8.6, 10.3, 10.13+, 11.x) and ``pycuda`` Python APIs.
 
-Built from shared/TENSORRT_API.md: a member the real API of a version lacks is absent here
+Built from shared/TENSORRT_API.md and, for 8.6, NVIDIA's release/8.6 bindings (pyCore.cpp, pyGraph.cpp,
+pyOnnx.cpp): a member the real API of a version lacks is absent here
 (AttributeError), signatures take the same arguments, and failures return None where the real
 bindings do. The fake builder serialises the parsed ONNX graph with the build's settings; the
 fake runtime executes it with ONNX Runtime on the bytes in fake device memory, so parity checks
@@ -24,22 +25,36 @@ import numpy as np
 
 
 class _CudaState:
+    TOTAL = 8 << 30
+
     def __init__(self, gpu_name: str, cc: tuple[int, int]):
         self.gpu_name, self.cc = gpu_name, cc
         self.memory: dict[int, bytearray] = {}
         self.next_ptr = itertools.count(0x7F0000000000, 0x100000)
         self.tls = threading.local()
         self.initialised = False
-        self.retained = 0
+        self.retained = 0  # references to the primary context (retain_primary_context - release)
         self.freed = 0
+        self.pinned_live = 0  # bytes of pinned host memory not yet freed
+        self.streams_live = 0
+        self.leaks: list[str] = []  # what pycuda would have skipped silently (a real leak)
 
     def stack(self) -> list:
         if not hasattr(self.tls, "stack"):
             self.tls.stack = []
         return self.tls.stack
 
+    def context_alive(self) -> bool:
+        return self.retained > 0
+
+    def device_used(self) -> int:
+        return sum(len(b) for b in self.memory.values())
+
 
 def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
+    """pycuda 2026.1 (src/cpp/cuda.hpp, src/wrapper/wrap_cudadrv.cpp). Freeing pinned memory or
+    destroying a stream once the context is gone is skipped without a word, as pycuda does
+    (CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT): the fake records it in ``leaks``."""
     st = _CudaState(gpu_name, cc)
     drv = types.ModuleType("pycuda.driver")
 
@@ -66,17 +81,18 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
 
     class Context:
         def __init__(self):
-            self.detached = False
+            self.valid = True
+            self.thread = threading.get_ident()
 
         def push(self):
-            if self.detached:
-                raise LogicError("context was detached")
+            if not self.valid:
+                raise LogicError("cannot activate dead context")
             st.stack().append(self)
 
         @staticmethod
         def pop():
             if not st.stack():
-                raise LogicError("cuCtxPopCurrent failed: invalid device context")
+                raise LogicError("context::pop failed: cannot pop non-current context")
             st.stack().pop()
 
         @staticmethod
@@ -84,8 +100,17 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
             need_context("cuCtxSynchronize")
 
         def detach(self):
-            self.detached = True
+            if not self.valid:
+                raise LogicError("context::detach: cannot detach from invalid context")
+            active = bool(st.stack()) and st.stack()[-1] is self
+            if not active:
+                if self.thread != threading.get_ident():
+                    st.leaks.append("context detached from another thread: never released")
+                    self.valid = False
+                    return
+                st.stack().append(self)  # cuCtxPushCurrent, then release: no pop (cuda.hpp)
             st.retained -= 1
+            self.valid = False
 
     class Device:
         def __init__(self, n):
@@ -107,7 +132,7 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
             return st.cc
 
         def total_memory(self):
-            return 8 << 30
+            return st.TOTAL
 
         def retain_primary_context(self):
             st.retained += 1
@@ -134,17 +159,42 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
         st.memory[ptr] = bytearray(int(nbytes))
         return DeviceAllocation(ptr, int(nbytes))
 
+    class PagelockedHostAllocation(bytearray):
+        """The ``.base`` of a pinned array; ``free()`` needs the context that allocated it alive."""
+
+        valid = True
+
+        def free(self):
+            if not self.valid:
+                raise LogicError("pagelocked_host_allocation::free: invalid handle")
+            self.valid = False
+            if not st.context_alive():
+                st.leaks.append(f"pinned host buffer of {len(self)} bytes freed after its context was "
+                                "detached: cuMemFreeHost skipped")
+                return
+            st.pinned_live -= len(self)
+
     def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
         need_context("cuMemHostAlloc")
-        return np.empty(shape, dtype)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        alloc = PagelockedHostAllocation(max(nbytes, 1))
+        st.pinned_live += len(alloc)
+        return np.ndarray(shape, dtype, buffer=alloc)
 
     class Stream:
         def __init__(self, flags=0):
             need_context("cuStreamCreate")
             self.handle = next(st.next_ptr)
+            st.streams_live += 1
 
         def synchronize(self):
             need_context("cuStreamSynchronize")
+
+        def __del__(self):
+            if st.context_alive():
+                st.streams_live -= 1
+            else:
+                st.leaks.append("stream destroyed after its context was detached: cuStreamDestroy skipped")
 
     def _check_stream(stream):
         if stream is not None and not isinstance(stream, Stream):
@@ -168,15 +218,17 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
 
     def mem_get_info():
         need_context("cuMemGetInfo")
-        return (6 << 30, 8 << 30)
+        return (st.TOTAL - (1 << 30) - st.device_used(), st.TOTAL)
 
     for name, obj in dict(init=init, Context=Context, Device=Device, mem_alloc=mem_alloc,
                           pagelocked_empty=pagelocked_empty, Stream=Stream, memcpy_htod_async=memcpy_htod_async,
                           memcpy_dtoh_async=memcpy_dtoh_async, mem_get_info=mem_get_info,
-                          DeviceAllocation=DeviceAllocation).items():
+                          DeviceAllocation=DeviceAllocation, get_driver_version=lambda: 12060,
+                          get_version=lambda: (12, 6, 0)).items():
         setattr(drv, name, obj)
     pkg = types.ModuleType("pycuda")
     pkg.driver = drv
+    pkg.VERSION = (2026, 1)
     pkg._state = st
     return pkg, drv
 
@@ -186,39 +238,59 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
 # --------------------------------------------------------------------------------------------
 
 PLAN_MAGIC = b"FAKETRTPLAN1\n"
-VERSIONS = {"10.3": "10.3.0", "10.13": "10.13.3.9", "11": "11.1.0.7"}
+CACHE_MAGIC = b"FAKETIMINGCACHE1\n"
+VERSIONS = {"8.6": "8.6.2.3", "10.3": "10.3.0", "10.13": "10.13.3.9", "11": "11.1.0.7"}
+SERIES = list(VERSIONS)
+
+
+def _round_half(onnx_bytes: bytes, keep: set[str]) -> bytes:
+    """The graph with every float node output rounded to float16 (Cast there and back), except the
+    outputs of nodes in ``keep``: what half-precision kernels store between layers."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.value_info) + list(m.graph.output)}
+    graph_outputs = {o.name for o in m.graph.output}
+    nodes = []
+    for node in m.graph.node:
+        nodes.append(node)
+        if node.name in keep or node.op_type in ("Constant", "Shape"):
+            continue
+        for j, out in enumerate(node.output):
+            if elem.get(out) != TensorProto.FLOAT:
+                continue
+            raw = out + "__unrounded"
+            node.output[j] = raw
+            nodes.append(helper.make_node("Cast", [raw], [raw + "__h"], to=TensorProto.FLOAT16))
+            nodes.append(helper.make_node("Cast", [raw + "__h"], [out], to=TensorProto.FLOAT))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.value_info[:]
+    return m.SerializeToString()
 
 
 def make_tensorrt(series: str, cuda_state: _CudaState):
-    """A fake ``tensorrt`` module of one API series: "10.3", "10.13" or "11"."""
+    """A fake ``tensorrt`` module of one API series: "8.6", "10.3", "10.13" or "11"."""
+    v86 = series == "8.6"
     v11 = series == "11"
     v1013 = series in ("10.13", "11")
     trt = types.ModuleType("tensorrt")
     trt.__version__ = VERSIONS[series]
     trt.calls = []  # what the code under test did, for assertions
+    trt.loggers = []  # every ILogger handed to a Builder or Runtime
 
-    class DataType(enum.IntEnum):
-        FLOAT = 0
-        HALF = 1
-        INT8 = 2
-        INT32 = 3
-        BOOL = 4
-        UINT8 = 5
-        FP8 = 6
-        BF16 = 7
-        INT64 = 8
-        INT4 = 9
-
+    names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"] + ([] if v86 else ["BF16", "INT64", "INT4"])
+    DataType = enum.IntEnum("DataType", {n: i for i, n in enumerate(names)})
     trt.DataType = DataType
-    trt.float32, trt.float16, trt.uint8 = DataType.FLOAT, DataType.HALF, DataType.UINT8
+    trt.float32, trt.float16, trt.uint8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.UINT8, DataType.INT32
 
     def nptype(dt):
-        table = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
-                 DataType.INT32: np.int32, DataType.INT64: np.int64, DataType.BOOL: np.bool_,
-                 DataType.UINT8: np.uint8}
-        if dt not in table:
+        table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+                 "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
+        if dt.name not in table:
             raise TypeError(f"Could not resolve TensorRT datatype to an equivalent numpy datatype. {dt}")
-        return table[dt]
+        return table[dt.name]
 
     trt.nptype = nptype
     trt.volume = lambda it: int(np.prod(list(it))) if len(list(it)) else 1
@@ -248,27 +320,41 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def __init__(self, min_severity=Severity.WARNING):
             self.min_severity = min_severity
 
-    for s in Severity:
-        setattr(ILogger, s.name, s)
+    for sv in Severity:
+        setattr(ILogger, sv.name, sv)
     trt.ILogger, trt.Logger = ILogger, Logger
+
+    def use_logger(logger):
+        """TensorRT keeps one logger per process: the first one it was given gets every message."""
+        trt.loggers.append(logger)
+
+    def emit(severity, msg):
+        if trt.loggers:
+            trt.loggers[0].log(severity, msg)
 
     def require_context(what):
         if not cuda_state.stack():
             raise RuntimeError(f"[TRT] {what}: CUDA error 201 invalid device context")
 
-    # Builder flags per series (TENSORRT_API.md).
-    flags = ["TF32", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "SPARSE_WEIGHTS",
-             "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS", "STRIP_PLAN",
-             "WEIGHT_STREAMING"]
-    if not v11:
-        flags += ["FP16", "BF16", "INT8", "FP8", "INT4", "OBEY_PRECISION_CONSTRAINTS",
-                  "PREFER_PRECISION_CONSTRAINTS"]
-        if v1013:
-            flags += ["FP4"]
+    if v86:  # release/8.6 python/src/infer/pyCore.cpp
+        flags = ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "STRICT_TYPES", "REFIT", "DISABLE_TIMING_CACHE", "TF32",
+                 "SPARSE_WEIGHTS", "SAFETY_SCOPE", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
+                 "DIRECT_IO", "REJECT_EMPTY_ALGORITHMS", "ENABLE_TACTIC_HEURISTIC", "VERSION_COMPATIBLE",
+                 "EXCLUDE_LEAN_RUNTIME", "FP8"]
+    else:
+        flags = ["TF32", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "SPARSE_WEIGHTS",
+                 "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS", "STRIP_PLAN",
+                 "WEIGHT_STREAMING"]
+        if not v11:
+            flags += ["FP16", "BF16", "INT8", "FP8", "INT4", "OBEY_PRECISION_CONSTRAINTS",
+                      "PREFER_PRECISION_CONSTRAINTS"] + (["FP4"] if v1013 else [])
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", {f: i for i, f in enumerate(flags)})
-    ndf = {"STRONGLY_TYPED": 0 if v11 else 1}
-    if not v11:
-        ndf["EXPLICIT_BATCH"] = 0
+    if v86:
+        ndf = {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1}
+    elif v11:
+        ndf = {"STRONGLY_TYPED": 0}
+    else:
+        ndf = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ndf)
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
     trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
@@ -279,11 +365,40 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         hcl["SAME_COMPUTE_CAPABILITY"] = 2
     trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", hcl)
 
+    class ITensor:
+        def __init__(self, name, dtype):
+            self.name, self.dtype = name, dtype
+
+    class ILayer:
+        def __init__(self, name, outputs):
+            self.name, self._outputs = name, outputs
+            self._precision = None
+
+        num_outputs = property(lambda self: len(self._outputs))
+
+        def get_output(self, i):
+            return self._outputs[i]
+
+    if not v11:  # precision controls: gone in 11 (release/11.1 pyGraph.cpp)
+        def _set_precision(self, dt):
+            self._precision = dt
+
+        ILayer.precision = property(lambda self: self._precision or DataType.FLOAT, _set_precision)
+        ILayer.set_output_type = lambda self, i, dt: setattr(self._outputs[i], "pinned", dt)
+
     class INetworkDefinition:
         def __init__(self, flags):
             self.flags = flags
+            self.explicit_batch = not v86 or bool(flags & (1 << ndf["EXPLICIT_BATCH"]))
+            self.strongly_typed = v11 or (not v86 and bool(flags & (1 << ndf["STRONGLY_TYPED"])))
             self.onnx: bytes | None = None
             self.inputs: list[tuple[str, tuple, int]] = []
+            self.layers: list[ILayer] = []
+
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_layer(self, i):
+            return self.layers[i]
 
     class IOptimizationProfile:
         def __init__(self):
@@ -296,15 +411,15 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self.shapes[name] = (mn, op, mx)
 
     class ITimingCache:
-        def __init__(self, data: bytes):
-            self.data = bytearray(data or b"")
+        def __init__(self, gpu: str, data: bytes):
+            self.gpu, self.data = gpu, bytearray(data)
 
         def serialize(self):
-            return memoryview(bytes(self.data) + b"[timing:" + cuda_state.gpu_name.encode() + b"]")
+            return memoryview(CACHE_MAGIC + self.gpu.encode() + b"\n" + bytes(self.data))
 
     class IBuilderConfig:
         def __init__(self):
-            self._flags = set()
+            self._flags = {trt.BuilderFlag.TF32}  # TF32 is on by default
             self.pools = {}
             self.profiles = []
             self.timing_cache = None
@@ -321,6 +436,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self._flags.add(flag)
 
         def clear_flag(self, flag):
+            trt.calls.append(("clear_flag", flag.name))
             self._flags.discard(flag)
 
         def get_flag(self, flag):
@@ -331,10 +447,21 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             return len(self.profiles) - 1
 
         def create_timing_cache(self, buffer):
-            return ITimingCache(bytes(buffer))
+            data = bytes(buffer)
+            if not data:
+                return ITimingCache("", b"")
+            if not data.startswith(CACHE_MAGIC):
+                emit(Severity.ERROR, "Error Code 1: Serialization (timing cache: magic tag does not match)")
+                return None  # as the real call may: trtexec checks for it
+            gpu, _, rest = data[len(CACHE_MAGIC):].partition(b"\n")
+            return ITimingCache(gpu.decode(), rest)
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            trt.calls.append(("set_timing_cache", len(cache.data)))
+            trt.calls.append(("set_timing_cache", len(bytes(cache.serialize())) if cache.gpu else 0))
+            if cache.gpu and cache.gpu != cuda_state.gpu_name and not ignore_mismatch:
+                emit(Severity.WARNING, "timing cache was created on a different device")
+                return False
+            cache.gpu = cuda_state.gpu_name
             self.timing_cache = cache
             return True
 
@@ -348,7 +475,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
 
     class Builder:
         def __init__(self, logger):
-            self.logger = logger
+            use_logger(logger)
 
         def create_network(self, flags=0):
             require_context("createNetwork")
@@ -364,27 +491,30 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def build_serialized_network(self, network, config):
             require_context("buildSerializedNetwork")
             if network.onnx is None:
-                self.logger.log(Severity.ERROR, "Network must have at least one output")
+                emit(Severity.ERROR, "Network must have at least one output")
+                return None
+            fp16_flag = any(f.name == "FP16" for f in config._flags)
+            if network.strongly_typed and fp16_flag:
+                emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kFP16 cannot be set for a "
+                                     "strongly typed network)")
                 return None
             for name, shape, dt in network.inputs:
-                if -1 in shape:
-                    prof = [p.shapes.get(name) for p in config.profiles]
-                    if not prof or prof[0] is None:
-                        self.logger.log(Severity.ERROR, f"Network has dynamic input {name} but no optimization profile")
-                        return None
-            import onnx
-            from onnx import TensorProto
-
-            model = onnx.load_from_string(network.onnx)
-            half_weights = any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
-            fp16_flag = any(f.name == "FP16" for f in config._flags)
-            precision = "fp16" if (half_weights or fp16_flag) else "fp32"
+                if -1 in shape and not any(p.shapes.get(name) for p in config.profiles):
+                    emit(Severity.ERROR, f"Network has dynamic input {name} but no optimization profile")
+                    return None
+            header = {"trt": trt.__version__, "gpu": cuda_state.gpu_name, "round": None,
+                      "profiles": {k: v for k, v in config.profiles[0].shapes.items()} if config.profiles else {}}
+            if fp16_flag:  # weak typing: every float layer may run in half unless pinned and obeyed
+                obey = any(f.name == "OBEY_PRECISION_CONSTRAINTS" for f in config._flags)
+                header["round"] = sorted(l.name for l in network.layers
+                                         if obey and l._precision == DataType.FLOAT)
             if config.timing_cache is not None:
                 config.timing_cache.data += b"+"
-            header = {"trt": trt.__version__, "gpu": cuda_state.gpu_name, "precision": precision,
-                      "profiles": {k: v for k, v in config.profiles[0].shapes.items()} if config.profiles else {}}
             return _HostMemory(PLAN_MAGIC + json.dumps(header).encode() + b"\n" + network.onnx)
 
+    if v86:  # deprecated but still bound in 8.6
+        Builder.max_batch_size = 1
+        Builder.build_engine = lambda self, network, config: None
     if not v11:
         Builder.platform_has_fast_fp16 = property(lambda self: True)
         Builder.platform_has_fast_int8 = property(lambda self: True)
@@ -414,15 +544,16 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def node(self):
             return -1
 
-        def node_name(self):
-            return ""
+    if not v86:
+        ParserError.node_name = lambda self: ""
+        ParserError.node_operator = lambda self: ""
 
-        def node_operator(self):
-            return ""
+    _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64", 6: "INT32", 9: "BOOL"}
 
     class OnnxParser:
         def __init__(self, network, logger):
-            self.network, self.logger, self.errors = network, logger, []
+            use_logger(logger)
+            self.network, self.errors = network, []
 
         @property
         def num_errors(self):
@@ -434,29 +565,44 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def parse(self, model, path=None):
             import onnx
 
+            from ganomaly_edge.engine.trt_compat import check_graph
+
             try:
                 m = onnx.load_from_string(bytes(model))
                 onnx.checker.check_model(m)
             except Exception as e:  # the real parser reports, never raises
                 self.errors.append(ParserError(f"ModelImporter: failed to parse ONNX: {e}"))
                 return False
+            if not self.network.explicit_batch:
+                self.errors.append(ParserError("ModelImporter.cpp: This version of the ONNX parser only supports "
+                                               "TensorRT INetworkDefinitions with an explicit batch dimension"))
+                return False
+            problems = check_graph(bytes(model), series, strongly_typed=self.network.strongly_typed)
+            if problems:  # where TensorRT would refuse the graph, so does the fake
+                self.errors += [ParserError(p) for p in problems]
+                return False
             self.network.onnx = bytes(model)
+            self._layers(onnx.shape_inference.infer_shapes(m))
+            return True
+
+        def _layers(self, m):
+            elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.value_info) + list(m.graph.output)}
             for i in m.graph.input:
                 dims = tuple(d.dim_value if d.dim_value else -1 for d in i.type.tensor_type.shape.dim)
                 self.network.inputs.append((i.name, dims, i.type.tensor_type.elem_type))
-            return True
+            for n in m.graph.node:
+                outs = [ITensor(o, getattr(DataType, _ONNX_TO_TRT.get(elem.get(o), "INT32"), DataType.INT32))
+                        for o in n.output]
+                self.network.layers.append(ILayer(n.name, outs))
 
         def parse_from_file(self, path):
             with open(path, "rb") as f:
                 return self.parse(f.read(), path)
 
-        def supports_model_v2(self, model, path=None):
-            return True
-
+    if not v86:
+        OnnxParser.supports_model_v2 = lambda self, model, path=None: True
     if not v11:
         OnnxParser.supports_model = lambda self, model, path=None: (True, [])
-
-    _ONNX_TO_TRT = {1: DataType.FLOAT, 10: DataType.HALF, 2: DataType.UINT8, 7: DataType.INT64}
 
     class ICudaEngine:
         def __init__(self, header, onnx_bytes):
@@ -466,17 +612,15 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self.header, self.onnx_bytes = header, onnx_bytes
             m = onnx.load_from_string(onnx_bytes)
             self.io = []
-            for i in m.graph.input:
-                self.io.append((i.name, trt.TensorIOMode.INPUT, _ONNX_TO_TRT[i.type.tensor_type.elem_type],
-                                tuple(d.dim_value if d.dim_value else -1 for d in i.type.tensor_type.shape.dim)))
-            for o in m.graph.output:
-                self.io.append((o.name, trt.TensorIOMode.OUTPUT, _ONNX_TO_TRT[o.type.tensor_type.elem_type],
-                                tuple(d.dim_value if d.dim_value else -1 for d in o.type.tensor_type.shape.dim)))
-            self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+            for coll, mode in ((m.graph.input, trt.TensorIOMode.INPUT), (m.graph.output, trt.TensorIOMode.OUTPUT)):
+                for i in coll:
+                    self.io.append((i.name, mode, getattr(DataType, _ONNX_TO_TRT[i.type.tensor_type.elem_type]),
+                                    tuple(d.dim_value if d.dim_value else -1 for d in i.type.tensor_type.shape.dim)))
+            run = onnx_bytes if header.get("round") is None else _round_half(onnx_bytes, set(header["round"]))
+            self.session = ort.InferenceSession(run, providers=["CPUExecutionProvider"])
 
         num_io_tensors = property(lambda self: len(self.io))
         num_optimization_profiles = property(lambda self: 1)
-        device_memory_size_v2 = property(lambda self: 1 << 20)
 
         def _find(self, name):
             for e in self.io:
@@ -509,9 +653,13 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def serialize(self):
             return _HostMemory(PLAN_MAGIC + json.dumps(self.header).encode() + b"\n" + self.onnx_bytes)
 
+    if not v86:
+        ICudaEngine.device_memory_size_v2 = property(lambda self: 1 << 20)
     if not v11:
         ICudaEngine.device_memory_size = property(lambda self: 1 << 20)
         ICudaEngine.has_implicit_batch_dimension = property(lambda self: False)
+    if v86:
+        ICudaEngine.num_bindings = property(lambda self: len(self.io))
 
     class IExecutionContext:
         def __init__(self, engine):
@@ -522,7 +670,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def set_input_shape(self, name, shape):
             mn, _, mx = self.engine.header["profiles"][name]
             shape = tuple(shape)
-            if len(shape) != len(mn) or any(s < a or s > b for s, a, b in zip(shape, mn, mx)):
+            if len(shape) != len(mn) or any(v < a or v > b for v, a, b in zip(shape, mn, mx)):
                 return False
             self.shapes[name] = shape
             return True
@@ -549,14 +697,11 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             if not isinstance(stream_handle, int):
                 raise TypeError("execute_async_v3(): incompatible function arguments: stream_handle must be int")
             require_context("enqueueV3")
-            inp = [e for e in self.engine.io if e[1] == trt.TensorIOMode.INPUT][0]
-            name, _, dt, _ = inp
+            name, _, dt, _ = [e for e in self.engine.io if e[1] == trt.TensorIOMode.INPUT][0]
             shape = self.shapes[name]
             nbytes = int(np.prod(shape)) * np.dtype(nptype(dt)).itemsize
             x = np.frombuffer(bytes(cuda_state.memory[self.addresses[name]][:nbytes]), nptype(dt)).reshape(shape)
             outs = self.engine.session.run(None, {name: x})
-            if self.engine.header["precision"] == "fp16":  # what the half-precision kernels would round to
-                outs = [o.astype(np.float16).astype(o.dtype) for o in outs]
             for (oname, _, odt, _), val in zip([e for e in self.engine.io if e[1] == trt.TensorIOMode.OUTPUT], outs):
                 data = np.ascontiguousarray(val.astype(nptype(odt))).view(np.uint8).reshape(-1)
                 cuda_state.memory[self.addresses[oname]][: data.size] = data.tobytes()
@@ -567,41 +712,44 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
 
     if not v11:
         IExecutionContext.all_shape_inputs_specified = property(lambda self: True)
+    if v86:
+        IExecutionContext.execute_async_v2 = lambda self, bindings, stream_handle: True
 
     class Runtime:
         def __init__(self, logger):
-            self.logger = logger
+            use_logger(logger)
             self.engine_host_code_allowed = False
 
         def deserialize_cuda_engine(self, buffer):
             require_context("deserializeCudaEngine")
             data = bytes(buffer)
             if not data.startswith(PLAN_MAGIC):
-                self.logger.log(Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
-                                "(Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match)")
+                emit(Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
+                                     "(Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match)")
                 return None
             head, _, onnx_bytes = data[len(PLAN_MAGIC):].partition(b"\n")
             try:
                 header = json.loads(head)
             except ValueError:
-                self.logger.log(Severity.ERROR, "Serialization: corrupt plan header")
+                emit(Severity.ERROR, "Serialization: corrupt plan header")
                 return None
             if header["trt"] != trt.__version__:
-                self.logger.log(Severity.ERROR, f"Serialization: The engine plan file is not compatible with this "
-                                f"version of TensorRT, expecting library version {trt.__version__} got {header['trt']}")
+                emit(Severity.ERROR, f"Serialization: The engine plan file is not compatible with this "
+                                     f"version of TensorRT, expecting library version {trt.__version__} got {header['trt']}")
                 return None
             if header["gpu"] != cuda_state.gpu_name:
-                self.logger.log(Severity.ERROR, "The engine plan file is generated on an incompatible device")
+                emit(Severity.ERROR, "The engine plan file is generated on an incompatible device")
                 return None
             try:
                 return ICudaEngine(header, onnx_bytes)
             except Exception as e:  # truncated graph
-                self.logger.log(Severity.ERROR, f"Serialization: corrupt plan ({e})")
+                emit(Severity.ERROR, f"Serialization: corrupt plan ({e})")
                 return None
 
     trt.Builder, trt.Runtime, trt.OnnxParser, trt.IBuilderConfig = Builder, Runtime, OnnxParser, IBuilderConfig
     trt.ICudaEngine, trt.IExecutionContext, trt.IOptimizationProfile = ICudaEngine, IExecutionContext, IOptimizationProfile
     trt.INetworkDefinition, trt.ITimingCache, trt.ParserError = INetworkDefinition, ITimingCache, ParserError
+    trt.ILayer, trt.ITensor = ILayer, ITensor
     return trt
 
 

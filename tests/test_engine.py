@@ -185,7 +185,7 @@ BLOCK_TORCH = (
     "class _Block(importlib.abc.MetaPathFinder):\n"
     "    def find_spec(self, name, path, target=None):\n"
     "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ImportError('torch is blocked in this test')\n"
+    "            raise ModuleNotFoundError('torch is blocked in this test', name='torch')\n"
     "sys.meta_path.insert(0, _Block())\n"
 )
 

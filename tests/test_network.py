@@ -2,7 +2,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # a device running `pytest -m gpu` has no torch
 
 from ganomaly_edge.train.loss import LossWeights, adversarial_loss, contextual_loss, discriminator_loss, encoder_loss, generator_loss
 from ganomaly_edge.train.network import Discriminator, Generator, UnsupportedSizeError, check_image_size, supported_sizes

@@ -1,4 +1,5 @@
-"""TensorRT builder and runtime against fakes of the 10.3 (JetPack 6), 10.13+ and 11.x APIs.
+"""TensorRT builder and runtime against fakes of the 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), 10.13+
+and 11.x APIs.
 
 Each test runs once per API series; a member the real API of that series lacks is absent from
 its fake, so calling it fails the test. Real-hardware tests at the end run only where TensorRT
@@ -15,7 +16,7 @@ import pytest
 import fakes
 from ganomaly_edge.engine import BundleError, load, open_bundle
 
-SERIES = ["10.3", "10.13", "11"]
+SERIES = fakes.SERIES
 
 
 @pytest.fixture(params=SERIES)
@@ -40,14 +41,28 @@ def test_fake_matches_documented_api(trt_fake):
         assert not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
         assert not hasattr(trt.IBuilderConfig, "int8_calibrator")
         assert not hasattr(trt.ICudaEngine, "device_memory_size")
+        assert not hasattr(trt.ILayer, "precision")
     else:
         assert hasattr(trt.BuilderFlag, "FP16")
         assert hasattr(trt.BuilderFlag, "FP4") == (series == "10.13")
-    for gone in ("max_batch_size", "build_engine", "build_cuda_engine"):
-        assert not hasattr(trt.Builder, gone)
-    for gone in ("num_bindings", "get_binding_shape", "max_batch_size"):
-        assert not hasattr(trt.ICudaEngine, gone)
-    assert not hasattr(trt.IExecutionContext, "execute_async_v2")
+        assert hasattr(trt.ILayer, "precision") and hasattr(trt.ILayer, "set_output_type")
+    if series == "8.6":  # release/8.6 bindings: explicit batch is a flag, strong typing does not exist
+        assert hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+        assert not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+        assert not hasattr(trt.ICudaEngine, "device_memory_size_v2")
+        assert not hasattr(trt.OnnxParser, "supports_model_v2") and not hasattr(trt.ParserError, "node_name")
+        assert not hasattr(trt.DataType, "INT64") and not hasattr(trt.DataType, "BF16")
+        assert hasattr(trt.IExecutionContext, "execute_async_v2")  # deprecated, still bound
+    else:
+        assert hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+        for gone in ("max_batch_size", "build_engine", "build_cuda_engine"):
+            assert not hasattr(trt.Builder, gone)
+        for gone in ("num_bindings", "get_binding_shape", "max_batch_size"):
+            assert not hasattr(trt.ICudaEngine, gone)
+        assert not hasattr(trt.IExecutionContext, "execute_async_v2")
+    for needed in ("execute_async_v3", "set_tensor_address", "set_input_shape"):  # from 8.5 on
+        assert hasattr(trt.IExecutionContext, needed)
+    assert hasattr(trt.ICudaEngine, "get_tensor_profile_shape")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -58,13 +73,21 @@ def test_build_and_run(trt_fake, tiny_bundle, precision, tmp_path):
     assert entry.tensorrt_version == trt.__version__ and entry.gpu_name == "NVIDIA Orin"
     assert entry.compute_capability == "8.7" and entry.precision == precision
     assert entry.parity["max_score_diff_calibrated"] <= (0.05 if precision == "fp16" else 2e-3)
-    assert ("create_network", 0) in trt.calls  # explicit batch, no flag
+    flags = [c[1] for c in trt.calls if c[0] == "create_network"]
+    ndf = trt.NetworkDefinitionCreationFlag
+    if series == "8.6":
+        assert flags == [1 << int(ndf.EXPLICIT_BATCH)]  # 8.x networks are implicit batch without it
+    else:
+        assert flags == [1 << int(ndf.STRONGLY_TYPED)]
     if precision == "fp16":
-        if series == "11":
+        if series == "8.6":
+            assert entry.fp16_mode == "builder-flag, fp32 score head"
+            assert {("set_flag", "FP16"), ("set_flag", "OBEY_PRECISION_CONSTRAINTS")} <= set(trt.calls)
+        else:  # 10.x too: a strongly typed FP16 graph whose score head stays fp32, never the FP16 flag
             assert entry.fp16_mode == "fp16-typed-graph"
             assert ("set_flag", "FP16") not in trt.calls
-        else:
-            assert entry.fp16_mode == "builder-flag" and ("set_flag", "FP16") in trt.calls
+    else:
+        assert ("clear_flag", "TF32") in trt.calls
     assert os.path.getsize(cache) > 0
     # The timing cache is read back on the next build.
     before = os.path.getsize(cache)
@@ -112,7 +135,8 @@ def test_context_stack_is_empty_after_close(trt_fake, tiny_bundle):
     eng.infer(open_bundle(tiny_bundle).reference()["inputs"][:1])
     eng.close()
     assert state.stack() == []
-    assert state.retained == 0
+    assert state.retained == 1  # the primary context: retained once per process, as autoprimaryctx does
+    assert state.leaks == [] and state.pinned_live == 0 and state.streams_live == 0 and state.memory == {}
 
 
 def test_batch_beyond_profile_is_refused(trt_fake, tiny_bundle):
@@ -182,6 +206,150 @@ def test_build_engine_cli_with_tensorrt(trt_fake, tiny_bundle, capsys):
     assert load(tiny_bundle).backend == "tensorrt"
 
 
+def _transpose_first_graph():
+    """uint8 images -> Transpose -> Cast -> ... : what every bundle exported before the fix held."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 16, 16, 1])
+    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])
+    nodes = [helper.make_node("Transpose", ["images"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Cast", ["t"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f"], ["score"], axes=[1, 2, 3], keepdims=0)]
+    g = helper.make_graph(nodes, "old", [x], [score])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_fake_parser_rejects_transpose_before_cast(trt_fake):
+    series, trt, state = trt_fake
+    from ganomaly_edge.engine.cuda import device
+    from ganomaly_edge.engine.trt_build import network_flags
+
+    dev = device(0)
+    with dev.activate():
+        builder = trt.Builder(trt.Logger())
+        parser = trt.OnnxParser(builder.create_network(network_flags(trt)), trt.Logger())
+        assert not parser.parse(_transpose_first_graph())
+    errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    assert any("UINT8 tensor images feeds a Transpose" in e for e in errors), errors
+
+
+def test_86_parser_needs_an_explicit_batch_network(monkeypatch, tiny_bundle):
+    trt, state = fakes.install(monkeypatch, "8.6")
+    from ganomaly_edge.engine.cuda import device
+
+    with device(0).activate():
+        parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(0), trt.Logger())
+        assert not parser.parse(open(os.path.join(tiny_bundle, "model.onnx"), "rb").read())
+    assert "explicit batch" in parser.get_error(0).desc()
+    _build(tiny_bundle, "fp16")  # what the builder does on 8.6
+    assert load(tiny_bundle, "tensorrt").selftest_report["passed"]
+
+
+def test_100_load_infer_close_cycles_from_a_worker_thread_leak_nothing(trt_fake, tiny_bundle):
+    _, trt, state = trt_fake
+    from ganomaly_edge.engine.cuda import device
+
+    _build(tiny_bundle)
+    x = open_bundle(tiny_bundle).reference()["inputs"][:2]
+    free_before = device(0).memory()[0]
+    errors = []
+
+    def cycles():
+        try:
+            for _ in range(100):
+                eng = load(tiny_bundle, "tensorrt", self_test=False)
+                eng.infer(x)
+                eng.close()
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=cycles)
+    t.start()
+    t.join()
+    assert not errors, errors
+    assert state.leaks == [] and state.pinned_live == 0 and state.streams_live == 0
+    assert device(0).memory()[0] == free_before and state.memory == {}
+    assert state.stack() == [] and state.retained == 1
+
+
+def test_fake_reports_buffers_freed_after_the_context_is_detached(monkeypatch):
+    """The old close(): detach first, then free. pycuda skips both frees silently: a leak."""
+    pkg, drv = fakes.make_pycuda()
+    drv.init()
+    ctx = drv.Device(0).retain_primary_context()
+    ctx.push()
+    pinned, stream = drv.pagelocked_empty((4, 4), np.float32), drv.Stream()
+    drv.Context.pop()
+    ctx.detach()  # not current on this thread: pycuda pushes it and never pops
+    assert len(pkg._state.stack()) == 1
+    pinned.base.free()
+    del stream
+    assert len(pkg._state.leaks) == 2 and "cuMemFreeHost skipped" in pkg._state.leaks[0]
+
+
+def test_timing_cache_that_tensorrt_cannot_read_or_refuses(trt_fake, tiny_bundle, tmp_path, caplog):
+    _, trt, _ = trt_fake
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a timing cache")  # create_timing_cache returns None for it
+    with caplog.at_level("WARNING"):
+        _build(tiny_bundle, cache=str(cache))
+    assert "cannot be read by TensorRT" in caplog.text
+    assert cache.read_bytes().startswith(fakes.CACHE_MAGIC)  # replaced by a good one
+    cache.write_bytes(fakes.CACHE_MAGIC + b"NVIDIA H100 80GB HBM3\n+++")  # another GPU's
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _build(tiny_bundle, cache=str(cache))
+    assert "made on another GPU" in caplog.text
+
+
+def test_one_tensorrt_logger_for_every_builder_and_runtime(trt_fake, tiny_bundle, tmp_path):
+    """TensorRT keeps the first logger it is given; a second bundle's errors must still be ours."""
+    import shutil
+
+    from ganomaly_edge.engine.bundle import sha256_file
+
+    _, trt, _ = trt_fake
+    _build(tiny_bundle)
+    load(tiny_bundle, "tensorrt").close()
+    other = str(tmp_path / "other")
+    shutil.copytree(tiny_bundle, other)
+    plan = open_bundle(other).plans[0]
+    open(os.path.join(other, plan.file), "wb").write(b"garbage" * 10)
+    meta = json.load(open(os.path.join(other, "bundle.json")))
+    meta["plans"][0]["sha256"] = sha256_file(os.path.join(other, plan.file))
+    json.dump(meta, open(os.path.join(other, "bundle.json"), "w"))
+    with pytest.raises(BundleError, match="Magic tag does not match"):
+        load(other, "tensorrt")
+    assert len({id(lg) for lg in trt.loggers}) == 1
+
+
+def test_tensorrt_85_of_jetpack_51_is_refused_with_what_to_do(monkeypatch, tiny_bundle):
+    trt, _ = fakes.install(monkeypatch, "8.6")
+    trt.__version__ = "8.5.2.2"
+    with pytest.raises(BundleError, match=r"TensorRT 8.5.2.2 \(JetPack 5.1\) is not supported.*JetPack 6"):
+        load(tiny_bundle, "tensorrt")
+    eng = load(tiny_bundle)  # auto: ONNX Runtime, with the reason as a warning
+    assert eng.backend == "onnxruntime"
+    from ganomaly_edge.engine.trt_build import BuildError, BuildOptions, build_plan
+
+    with pytest.raises(BuildError, match="not supported"):
+        build_plan(open_bundle(tiny_bundle), BuildOptions(progress=False))
+
+
+def test_tensorrt_without_pycuda_is_an_error_when_asked_for_and_a_warning_on_auto(monkeypatch, tiny_bundle, caplog):
+    import sys
+
+    fakes.install(monkeypatch, "10.3")
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # import pycuda -> ImportError
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(BundleError, match="pycuda is not installed"):
+        load(tiny_bundle, "tensorrt")
+    with caplog.at_level("WARNING"):
+        assert load(tiny_bundle).backend == "onnxruntime"
+    assert "ONNX Runtime on the CPU (pycuda is not installed" in caplog.text
+
+
 # -- real hardware ---------------------------------------------------------------------------
 
 def _real_trt():
@@ -197,9 +365,8 @@ def _real_trt():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _real_trt(), reason="needs TensorRT and a CUDA GPU (runs on the device, not in CI)")
-def test_real_tensorrt_build_and_run(tiny_bundle):
-    for precision in ("fp32", "fp16"):
-        _build(tiny_bundle, precision)
-        eng = load(tiny_bundle, "tensorrt", precision=precision)
-        assert eng.selftest_report["passed"]
-        eng.close()
+def test_real_tensorrt_acceptance_check():
+    """On a device: the shipped bundles (no torch), fp32 and fp16, every score head."""
+    from ganomaly_edge.engine.selfcheck import main
+
+    assert main(["--cycles", "20"]) == 0

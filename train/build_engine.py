@@ -13,12 +13,18 @@ import os
 import shutil
 import sys
 
+from ganomaly_edge.engine.version import version
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ganomaly-build-engine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="checkpoint (.pt) from ganomaly-train, or a bundle directory/archive")
     ap.add_argument("--out", required=True, help="bundle directory to write (may equal SOURCE)")
+    ap.add_argument("--self-check", action="store_true",
+                    help="run the on-device acceptance check instead (no SOURCE or --out; see "
+                         "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--workspace-mib", type=int, default=1024)
@@ -82,6 +88,11 @@ def _build_plan(bundle, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--self-check" in argv:  # on the device: needs neither torch nor a model of the user's
+        from ganomaly_edge.engine.selfcheck import main as self_check
+
+        return self_check([a for a in argv if a != "--self-check"])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

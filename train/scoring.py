@@ -38,8 +38,11 @@ KNN_K = 5
 
 
 def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (the bundle's normalisation)."""
-    return images_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (the bundle's normalisation).
+
+    The cast comes first: TensorRT takes a UINT8 network input only into a Cast, not even a
+    Transpose (engine/trt_compat.py)."""
+    return images_u8.float().permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def peak_residual(residual: torch.Tensor) -> torch.Tensor:

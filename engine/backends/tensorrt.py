@@ -1,13 +1,15 @@
-"""TensorRT backend (TensorRT 10.x and 11.x Python API, pycuda for memory and streams).
+"""TensorRT backend (TensorRT 8.6, 10.x and 11.x Python API; pycuda for memory and streams).
 
 Pinned host buffers and device buffers are sized once from the optimisation profile's maximum
 batch; each ``infer`` copies in, runs ``execute_async_v3`` on one stream and copies out. All
-CUDA work happens inside ``CudaDevice.activate()``, so any thread may call ``infer``.
+CUDA work happens inside ``CudaDevice.activate()``, so any thread may call ``infer``; ``close``
+releases buffers, stream and TensorRT objects while the context is current.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from ..base import Engine
 from ..bundle import Bundle, BundleError
 from ..meta import PlanMeta
+from ..trt_compat import UnsupportedTensorRT, series_of
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +38,63 @@ def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str) -> str | None
     return None
 
 
-class TrtLogger:
-    """Routes TensorRT's messages to Python logging."""
+class _Log:
+    """TensorRT messages to Python logging. TensorRT keeps one logger per process (the first one
+    it is given), so one instance serves every Builder and Runtime (``trt_logger``)."""
 
-    @staticmethod
-    def make(trt):
+    def __init__(self):
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.errors)
+
+    def errors_since(self, mark: int) -> list[str]:
+        with self.lock:
+            return self.errors[mark:]
+
+    def record(self, severity: str, msg: str) -> None:
+        if severity == "error":
+            with self.lock:
+                self.errors.append(msg)
+                del self.errors[:-200]  # keep the recent ones only
+            log.error("TensorRT: %s", msg)
+        elif severity == "warning":
+            log.warning("TensorRT: %s", msg)
+        else:
+            log.debug("TensorRT: %s", msg)
+
+
+_loggers: dict[int, Any] = {}
+
+
+def trt_logger(trt):
+    """The process-wide ILogger for this ``tensorrt`` module."""
+    key = id(trt)
+    if key not in _loggers:
+        sink = _Log()
+
         class _Logger(trt.ILogger):
             def __init__(self):
                 trt.ILogger.__init__(self)
-                self.errors: list[str] = []
+                self.sink = sink
 
             def log(self, severity, msg):
-                if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR):
-                    self.errors.append(str(msg))
-                    log.error("TensorRT: %s", msg)
-                elif severity == trt.Logger.WARNING:
-                    log.warning("TensorRT: %s", msg)
-                else:
-                    log.debug("TensorRT: %s", msg)
+                level = ("error" if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR)
+                         else "warning" if severity == trt.Logger.WARNING else "info")
+                sink.record(level, str(msg))
 
-        return _Logger()
+        _loggers[key] = _Logger()
+    return _loggers[key]
+
+
+def check_version(trt) -> str:
+    """The TensorRT API series, or BundleError naming the version and what to do."""
+    try:
+        return series_of(trt.__version__)
+    except UnsupportedTensorRT as e:
+        raise BundleError(str(e)) from None
 
 
 class TensorRTEngine(Engine):
@@ -64,32 +104,38 @@ class TensorRTEngine(Engine):
         super().__init__(bundle)
         import tensorrt as trt
 
-        from ..cuda import CudaDevice
+        from ..cuda import Buffers, device
 
+        check_version(trt)
         self.precision = plan.precision
         self.plan_info = plan
-        self.dev = CudaDevice(device_index)
-        self._buffers: list[Any] = []
+        self.dev = device(device_index)
+        self.buffers: Buffers | None = None
+        why = plan_mismatch(plan, trt.__version__, self.dev.name())
+        if why:
+            raise BundleError(f"{why}: {rebuild_hint(bundle, self.precision)}")
+        bundle.verify_file(plan.file, plan.sha256)
+        with open(bundle.file(plan.file), "rb") as f:
+            data = f.read()
         try:
-            why = plan_mismatch(plan, trt.__version__, self.dev.name())
-            if why:
-                raise BundleError(f"{why}: {rebuild_hint(bundle, self.precision)}")
-            bundle.verify_file(plan.file, plan.sha256)
-            with open(bundle.file(plan.file), "rb") as f:
-                data = f.read()
-            self.logger = TrtLogger.make(trt)
             with self.dev.activate():
-                self.runtime = trt.Runtime(self.logger)
-                self.engine = self.runtime.deserialize_cuda_engine(data)
-                if self.engine is None:
-                    detail = "; ".join(self.logger.errors[-3:]) or "no detail from TensorRT"
-                    raise BundleError(f"TensorRT could not deserialise {plan.file} ({detail}): "
-                                      f"{rebuild_hint(bundle, self.precision)}")
-                self.context = self.engine.create_execution_context()
+                self._deserialise(trt, data)
+                self.buffers = Buffers(self.dev)
                 self._setup(trt)
         except BaseException:
             self.close()
             raise
+
+    def _deserialise(self, trt, data: bytes) -> None:
+        logger = trt_logger(trt)
+        mark = logger.sink.mark()
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            detail = "; ".join(logger.sink.errors_since(mark)[-3:]) or "no detail from TensorRT"
+            raise BundleError(f"TensorRT could not deserialise {self.plan_info.file} ({detail}): "
+                              f"{rebuild_hint(self.bundle, self.precision)}")
+        self.context = self.engine.create_execution_context()
 
     def _setup(self, trt) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -101,35 +147,30 @@ class TensorRTEngine(Engine):
         self.input_name = inputs[0]
         self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
         h, w, c = self.spec.shape
-        self.stream = self.dev.stream()
-        self.host: dict[str, np.ndarray] = {}
-        self.device_mem: dict[str, Any] = {}
+        shapes = {self.input_name: (self.max_batch, h, w, c), "score": (self.max_batch,),
+                  "residual": (self.max_batch, h, w)}
         for name in [self.input_name] + outputs:
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            shape = {self.input_name: (self.max_batch, h, w, c), "score": (self.max_batch,),
-                     "residual": (self.max_batch, h, w)}[name]
-            self.host[name] = self.dev.pinned(shape, dtype)
-            self.device_mem[name] = self.dev.alloc(self.host[name].nbytes)
-            self._buffers.append(self.device_mem[name])
-            if not self.context.set_tensor_address(name, int(self.device_mem[name])):
+            self.buffers.add(name, shapes[name], np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+            if not self.context.set_tensor_address(name, int(self.buffers.device[name])):
                 raise BundleError(f"TensorRT refused the address of tensor {name}")
-        log.info("TensorRT %s plan %s on %s (%s), max batch %d", self.precision, self.plan_info.file,
-                 self.dev.name(), self.dev.compute_capability(), self.max_batch)
+        log.info("TensorRT %s %s plan %s on %s (%s), max batch %d", trt.__version__, self.precision,
+                 self.plan_info.file, self.dev.name(), self.dev.compute_capability(), self.max_batch)
 
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = frames.shape[0]
+        b = self.buffers
         with self.dev.activate():
-            inp = self.host[self.input_name]
+            inp = b.host[self.input_name]
             inp[:n] = frames
             if not self.context.set_input_shape(self.input_name, frames.shape):
                 raise BundleError(f"TensorRT rejected input shape {frames.shape}")
-            self.dev.to_device(self.device_mem[self.input_name], inp[:n], self.stream)
-            if not self.context.execute_async_v3(self.stream.handle):
+            self.dev.to_device(b.device[self.input_name], inp[:n], b.stream)
+            if not self.context.execute_async_v3(b.stream.handle):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-            self.dev.to_host(self.host["score"][:n], self.device_mem["score"], self.stream)
-            self.dev.to_host(self.host["residual"][:n], self.device_mem["residual"], self.stream)
-            self.stream.synchronize()
-            return self.host["score"][:n].copy(), self.host["residual"][:n].copy()
+            self.dev.to_host(b.host["score"][:n], b.device["score"], b.stream)
+            self.dev.to_host(b.host["residual"][:n], b.device["residual"], b.stream)
+            b.stream.synchronize()
+            return b.host["score"][:n].copy(), b.host["residual"][:n].copy()
 
     def describe(self) -> dict:
         return dict(super().describe(), gpu=self.dev.name(), plan=self.plan_info.file,
@@ -139,15 +180,11 @@ class TensorRTEngine(Engine):
         dev = getattr(self, "dev", None)
         if dev is None:
             return
-        try:
-            with dev.activate():
-                for b in self._buffers:
-                    b.free()
-                self._buffers = []
-                # Drop TensorRT objects while the context is current, context first.
-                for attr in ("context", "engine", "runtime"):
-                    if hasattr(self, attr):
-                        delattr(self, attr)
-        finally:
-            dev.close()
-            self.dev = None
+        with dev.activate():  # everything goes while the context is current: nothing leaks
+            if self.buffers is not None:
+                self.buffers.release()
+                self.buffers = None
+            for attr in ("context", "engine", "runtime"):  # TensorRT objects, context first
+                if hasattr(self, attr):
+                    delattr(self, attr)
+        self.dev = None
