@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+from ganomaly_edge.engine.version import version
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent.")
@@ -17,7 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--print-config", action="store_true", help="print the effective configuration as JSON")
     ap.add_argument("--flush-timeout", type=float, default=10.0,
                     help="seconds to wait for the broker's acknowledgements when stopping")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = ap.parse_args(argv)
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        print("error: OpenCV is not installed: pip install 'ganomaly-edge[cpu]' (on a Jetson, use JetPack's "
+              "OpenCV from a venv made with --system-site-packages: deploy/install.sh does)", file=sys.stderr)
+        return 2
 
     from .config import ConfigError, load_settings
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEADS = ("latent", "recon", "features", "knn", "fknn", "peak")
-BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck_bundles")
+BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3
 # L4T release -> JetPack (deploy/JETSON.md)
 JETPACK = {"35": "5.1.x", "36.2": "6.0", "36.3": "6.0", "36.4": "6.1/6.2"}

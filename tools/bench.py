@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from ganomaly_edge.engine.registry import CHOICES
+from ganomaly_edge.engine.version import version
 
 
 def matmul_peak(n: int = 2048, reps: int = 20) -> float:
@@ -323,6 +324,7 @@ def bench_agent(bundle: str, frames: int, threads: int, alarm_rate: float = 0.01
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = ap.add_subparsers(dest="what", required=True)
     e = sub.add_parser("engine", help="engine latency, throughput, GFLOP/s and the PyTorch baseline")
     e.add_argument("bundle", nargs="?")

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ganomaly_edge.engine.version import version
+
 log = logging.getLogger("ganomaly")
 
 
@@ -49,6 +51,7 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return ap
 
 
@@ -106,6 +109,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="report folder")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = ap.parse_args(argv)
     _setup_logging()
 
