@@ -18,7 +18,9 @@ from .alarm import AlarmEvent
 from .capture import Item
 from .config import CameraConfig
 from .localise import boxes_in_frame, crops, overlay
+from .ratelimit import Throttled
 from .stats import CameraStats
+from .store import StoreFull
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class Alarms:
         self.cam, self.engine, self.store, self.publisher, self.topics = cam, engine, store, publisher, topics
         self.threshold, self.stats = threshold, stats
         self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"alarms-{cam.name}", daemon=True)
 
     def put(self, job: tuple[Item, np.ndarray, float]) -> None:
@@ -46,7 +49,9 @@ class Alarms:
         while (job := self.q.get()) is not _END:
             try:
                 self._alarm(*job)
-            except Exception:  # one bad alarm (e.g. a full disk) must not stop the camera
+            except StoreFull as e:  # counted by the store; said once per interval
+                self.throttled.log(logging.ERROR, "full", "camera %s: %s", self.cam.name, e)
+            except Exception:  # one bad alarm must not stop the camera
                 log.exception("camera %s: could not store an alarm", self.cam.name)
 
     def event(self, it: Item, res: np.ndarray, score: float) -> tuple[AlarmEvent, list[tuple[str, bytes]]]:

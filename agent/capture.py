@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import CameraConfig
 from .geometry import FrameSizeError, View, model_input
+from .ratelimit import Throttled
 from .sources import Frame, SourceEnded, SourceError, open_source
 from .stats import CameraStats
 
@@ -59,6 +60,7 @@ class Capture:
         self.backoff = Backoff(cam.source.retry_min_s, cam.source.retry_max_s)
         self.folder_seen: set[str] = set()
         self.last_frame = time.monotonic()
+        self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"capture-{cam.name}", daemon=True)
 
     def _loop(self) -> None:
@@ -67,11 +69,12 @@ class Capture:
             while not self.stop.is_set():
                 try:
                     src = open_source(self.cam.source, self.folder_seen)
-                except SourceError as e:
+                except Exception as e:  # SourceError, or anything a backend raises: retried, never fatal
                     self.stats.add("source_errors")
                     self.set_online(False)
                     delay = self.backoff.next()
-                    log.error("camera %s: %s; retrying in %.0f s", self.cam.name, e, delay)
+                    self.throttled.log(logging.ERROR, "open", "camera %s: %s; retrying in %.0f s", self.cam.name,
+                                       e, delay)
                     self.stop.wait(delay)
                     continue
                 if opened_once:
@@ -105,6 +108,10 @@ class Capture:
                 self.stats.add("source_errors")
                 log.warning("camera %s: %s; reopening", self.cam.name, e)
                 return False
+            except Exception:  # a bug or a library error must not end inspection: reopen instead
+                self.stats.add("source_errors")
+                log.exception("camera %s: the source failed unexpectedly; reopening", self.cam.name)
+                return False
             if src.skipped != counted:  # unreadable items the source passed over
                 self.stats.add("skipped", src.skipped - counted)
                 counted = src.skipped
@@ -133,7 +140,7 @@ class Capture:
             x, view = model_input(frame.image, self.cam.roi, self.cam.rotate, self.size, self.channels)
         except (FrameSizeError, ValueError) as e:
             self.stats.add("bad_frames")
-            log.error("camera %s: frame %d skipped: %s", self.cam.name, frame.index, e)
+            self.throttled.log(logging.ERROR, "frame", "camera %s: frame %d skipped: %s", self.cam.name, frame.index, e)
             return
         self.put(Item(frame, x, view), force=False)
 

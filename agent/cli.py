@@ -36,20 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.print_config:
+    if args.print_config:  # secrets print as **********
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
-    if args.check_config:
-        from ganomaly_edge.engine import BundleError, open_bundle
-
-        for cam in settings.cameras:
-            path = cam.bundle or settings.model.bundle
-            try:
-                open_bundle(path)
-            except BundleError as e:
-                print(f"error: camera {cam.name}: {e}", file=sys.stderr)
-                return 2
-        print(f"configuration OK: {len(settings.cameras)} camera(s), prefix {settings.prefix}")
         return 0
+    if args.check_config:
+        return check_config(settings)
 
     from ganomaly_edge.engine import BundleError
 
@@ -68,6 +59,39 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
+    return 0
+
+
+def check_config(settings) -> int:
+    """Everything the agent will need, opened once: bundles, password file, event store, prefix."""
+    from ganomaly_edge.engine import BundleError, open_bundle
+
+    from .config import check_topic_prefix
+    from .store import EventStore
+
+    problems = []
+    for cam in settings.cameras:
+        try:
+            open_bundle(cam.bundle or settings.model.bundle)
+        except BundleError as e:
+            problems.append(f"camera {cam.name}: {e}")
+    try:
+        settings.mqtt.resolved_password()
+    except ValueError as e:
+        problems.append(str(e))
+    try:
+        check_topic_prefix(settings.prefix)
+    except ValueError as e:
+        problems.append(f"mqtt.prefix: {e}")
+    try:
+        EventStore(settings.store.path).close()
+    except RuntimeError as e:
+        problems.append(str(e))
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"configuration OK: {len(settings.cameras)} camera(s), prefix {settings.prefix}, store {settings.store.path}")
     return 0
 
 

@@ -12,14 +12,15 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from ganomaly_edge.engine.registry import BackendChoice
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused everywhere: a threshold of nan never alarms, -inf always does.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TLSConfig(Strict):
@@ -30,26 +31,34 @@ class TLSConfig(Strict):
 
 
 class MqttConfig(Strict):
-    host: str = Field("127.0.0.1", description="broker host name or address")
+    host: str = Field("127.0.0.1", min_length=1, pattern=r"^\S+$", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
     client_id: str | None = Field(None, description="MQTT client id; default ganomaly-<device_id>")
     username: str | None = Field(None, description="user name, if the broker requires one")
-    password: str | None = Field(None, description="password; prefer password_file or the environment")
+    password: SecretStr | None = Field(None, description="password; prefer password_file or the environment")
     password_file: str | None = Field(
         None, description="file holding the password; a relative name is looked up in systemd's "
                           "$CREDENTIALS_DIRECTORY first")
     keepalive: int = Field(30, ge=5, le=3600, description="keepalive interval in seconds")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
     tls: TLSConfig | None = Field(None, description="TLS settings; absent = plain TCP")
-    prefix: str | None = Field(None, description="topic prefix; default ganomaly/<device_id>")
-    reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
-    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
-    stats_interval_s: float = Field(10.0, gt=0, description="how often <prefix>/stats is published")
+    prefix: str | None = Field(None, description="topic prefix; default ganomaly/<device_id> (no wildcards "
+                                                 "+ or #, no leading $, no NUL)")
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600, description="first reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="longest reconnect delay")
+    stats_interval_s: float = Field(10.0, gt=0, le=86400, description="how often <prefix>/stats is published")
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_topic_prefix(v)
+        return v
     max_inflight: int = Field(20, ge=1, le=1000, description="unacknowledged QoS 1 messages at a time")
 
     def resolved_password(self) -> str | None:
         if self.password is not None:
-            return self.password
+            return self.password.get_secret_value()
         if self.password_file:
             path = self.password_file
             cred = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -77,10 +86,18 @@ class SourceConfig(Strict):
     fps: float | None = Field(None, gt=0, description="file: play back at this rate (default: as fast as "
                                                        "inference allows, never dropping)")
     watch: bool = Field(True, description="folder: keep watching for new images after the existing ones")
-    poll_interval_s: float = Field(0.5, gt=0, description="folder: how often to look for new images")
-    stall_timeout_s: float = Field(10.0, gt=0, description="no frame for this long = stalled: reopen the source")
-    retry_min_s: float = Field(1.0, gt=0, description="first delay before reopening a failed source")
-    retry_max_s: float = Field(30.0, gt=0, description="longest delay between reopen attempts")
+    poll_interval_s: float = Field(0.5, gt=0, le=3600, description="folder: how often to look for new images")
+    rescan_s: float = Field(60.0, gt=0, le=86400, description="folder: new files are found by inotify; list the "
+                                                              "whole folder this often anyway (files inotify "
+                                                              "cannot see, e.g. written over NFS)")
+    settle_s: float = Field(1.0, ge=0, le=3600, description="folder: take a file once its size and modification "
+                                                           "time have not changed for this long (a writer may "
+                                                           "still be copying it)")
+    max_pixels: int = Field(100_000_000, ge=1, description="folder: skip images whose header claims more pixels "
+                                                           "than this (a decompression bomb)")
+    stall_timeout_s: float = Field(10.0, gt=0, le=3600, description="no frame for this long = stalled: reopen the source")
+    retry_min_s: float = Field(1.0, gt=0, le=3600, description="first delay before reopening a failed source")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="longest delay between reopen attempts")
 
     @property
     def live(self) -> bool:
@@ -142,7 +159,7 @@ class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
     backend: BackendChoice = Field(
         "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads per inference worker (0 = the cores "
+    threads: int = Field(0, ge=0, le=256, description="ONNX Runtime threads per inference worker (0 = the cores "
                                               "divided among the workers)")
     workers: int = Field(0, ge=0, le=64, description="inference threads per camera, each taking its own "
                                                      "micro-batch; decisions stay in frame order (0 = auto: one "
@@ -162,10 +179,18 @@ class ModelConfig(Strict):
 
 
 class StoreConfig(Strict):
-    path: str = Field("/var/lib/ganomaly-edge/events.db", description="SQLite event store (WAL)")
-    max_events: int = Field(10000, ge=1, description="keep at most this many unsent events (oldest evicted)")
-    max_mb: float = Field(512.0, gt=0, description="keep at most this many MB of unsent events")
-    max_age_s: float = Field(7 * 86400.0, gt=0, description="drop unsent events older than this")
+    path: str = Field("/var/lib/ganomaly-edge/events.db", min_length=1, description="SQLite event store (WAL)")
+    max_events: int = Field(10000, ge=1, le=10_000_000, description="keep at most this many unsent events "
+                                                                    "(oldest evicted)")
+    max_mb: float = Field(512.0, gt=0, le=1_000_000, description="keep at most this many MB of unsent events")
+    max_age_s: float = Field(7 * 86400.0, gt=0, le=366 * 86400.0, description="drop unsent events older than this")
+
+    @field_validator("path")
+    @classmethod
+    def _file_path(cls, v: str) -> str:
+        if v.endswith("/") or os.path.isdir(v):
+            raise ValueError(f"{v!r} is a directory: store.path names the SQLite file, e.g. {v.rstrip('/')}/events.db")
+        return v
 
 
 class Settings(BaseSettings):
@@ -210,6 +235,23 @@ class Settings(BaseSettings):
 
 class ConfigError(ValueError):
     pass
+
+
+MAX_PREFIX_BYTES = 1024  # MQTT allows 65,535 bytes per topic; leave room for camera and event ids
+
+
+def check_topic_prefix(prefix: str) -> None:
+    """ValueError unless ``prefix`` can start every topic the agent publishes."""
+    if not prefix.strip("/"):
+        raise ValueError("the topic prefix is empty")
+    bad = sorted({c for c in prefix if c in "+#\x00"})
+    if bad:
+        raise ValueError(f"topic prefix {prefix!r} contains {bad}: wildcards and NUL are not allowed in "
+                         "topics one publishes to")
+    if prefix.startswith("$"):
+        raise ValueError(f"topic prefix {prefix!r} starts with $: brokers reserve those topics ($SYS)")
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        raise ValueError(f"topic prefix is {len(prefix.encode())} bytes; keep it under {MAX_PREFIX_BYTES}")
 
 
 def load_settings(path: str | None) -> Settings:

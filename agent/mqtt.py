@@ -16,12 +16,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .config import MqttConfig
+from .ratelimit import Throttled
 from .store import EventStore
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_IN_FLIGHT = 16
+RETRY_REFUSED_S = 60.0  # events the broker refused are offered again this often (an ACL may be fixed)
+ECHO_TIMEOUT_S = 10.0  # MQTT 3.1.1: an acknowledged event not delivered back by then was refused
 
 
 class MqttPublisher:
@@ -45,8 +48,24 @@ class MqttPublisher:
         self.client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=int(cfg.reconnect_max_s))
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.throttled = Throttled(log)
+        self.refused: dict[int, str] = {}  # seq -> the broker's reason, kept in the store
+        self.refusals = 0
+        self.connect_failures = 0
+        self.last_error: str | None = None
+        self.last_retry = time.monotonic()
+        # MQTT 3.1.1 has no reason codes: a broker that refuses a publish (an ACL) still sends a plain
+        # PUBACK. There the agent reads its own alarms back and deletes an event only once it returns.
+        self.verify_echo = cfg.protocol == "3.1.1"
+        self.echo_ok = False
+        self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
+        self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
+        self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.inflight: dict[int, int] = {}  # mid -> event seq
@@ -97,15 +116,54 @@ class MqttPublisher:
     # -- paho callbacks (network thread) --------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT: broker refused the connection: %s (check credentials and TLS settings)", reason_code)
+            self.connect_failures += 1
+            self.last_error = f"broker refused the connection: {reason_code}"
+            self.throttled.log(logging.ERROR, "connect", "MQTT: %s:%d %s (check mqtt.username, the password and "
+                               "the broker's ACL)", self.cfg.host, self.cfg.port, self.last_error)
             return
         self.connects += 1
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
+        if self.verify_echo:
+            client.subscribe(self.topics.alarm("+"), qos=1)
         client.publish(self.topics.available(), "online", qos=1, retain=True)
         for topic, payload in list(self.retained.items()):
             client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
+        self.wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """paho swallows the socket error; find out what it was, and say it once per interval."""
+        self.connect_failures += 1
+        self.last_error = diagnose(self.cfg)
+        self.throttled.log(logging.ERROR, "connect", "MQTT: cannot connect to %s:%d: %s; events are kept in the "
+                           "store and retried", self.cfg.host, self.cfg.port, self.last_error)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        self.echo_ok = not failed
+        if failed:
+            self.throttled.log(logging.ERROR, "suback", "MQTT: the broker refused the subscription to %s (%s): "
+                               "under MQTT 3.1.1 a refused publish looks delivered, and without reading our own "
+                               "alarms back that cannot be seen; use protocol = \"5\" or allow reading it",
+                               self.topics.alarm("+"), failed[0])
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if not msg.topic.endswith("/alarm"):
+            return
+        try:
+            event_id = json.loads(msg.payload)["id"]
+        except (ValueError, KeyError, TypeError):
+            return
+        with self.lock:
+            waiting = self.awaiting.pop(event_id, None)
+            if waiting is None:
+                self.echoed[event_id] = None
+                while len(self.echoed) > 1000:
+                    self.echoed.pop(next(iter(self.echoed)))
+                return
+            self._delivered(waiting[0])
         self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -116,6 +174,7 @@ class MqttPublisher:
             self.inflight.clear()
             self.event_mids.clear()
             self.json_mid.clear()
+            self.awaiting.clear()  # sent again after reconnecting, and read back again
             self.sent_upto = 0
         if was and not self.stop_flag.is_set():
             log.warning("MQTT: disconnected (%s); events are kept in the store until the broker is back",
@@ -125,13 +184,27 @@ class MqttPublisher:
         with self.lock:
             seq = self.inflight.pop(mid, None)
             if seq is None:
-                self.early[mid] = time.monotonic()
+                self.early[mid] = (time.monotonic(), reason_code)
                 return
-            self._acked(seq, mid)
+            self._acked(seq, mid, reason_code)
+        self.wake.set()  # room for the next event: drain at the broker's pace, not the poll's
 
-    def _acked(self, seq: int, mid: int) -> None:
+    def _refused(self, seq: int, reason) -> None:
+        """A PUBACK with a failure reason code (MQTT 5): the event stays in the store."""
+        self.event_mids.pop(seq, None)
+        self.json_mid.pop(seq, None)
+        self.refused[seq] = str(reason)
+        self.refusals += 1
+        self.throttled.log(logging.ERROR, "refused", "MQTT: the broker refused event %d under %s: %s; it stays in "
+                           "the store and is offered again every %.0f s (check the broker's ACL for this prefix)",
+                           seq, self.topics.prefix, reason, RETRY_REFUSED_S)
+
+    def _acked(self, seq: int, mid: int, reason_code=None) -> None:
         mids = self.event_mids.get(seq)
         if mids is None:
+            return
+        if reason_code is not None and reason_code.is_failure:
+            self._refused(seq, reason_code)
             return
         mids.discard(mid)
         if self.json_mid.get(seq) == mid:
@@ -141,8 +214,17 @@ class MqttPublisher:
         if not mids:
             del self.event_mids[seq]
             self.json_mid.pop(seq, None)
-            self.store.delete(seq)
-            self.published += 1
+            event_id = self.event_ids.get(seq)
+            if self.verify_echo and self.echo_ok and event_id not in self.echoed:
+                self.awaiting[event_id] = (seq, time.monotonic())  # deleted when it comes back
+                return
+            self.echoed.pop(event_id, None)
+            self._delivered(seq)
+
+    def _delivered(self, seq: int) -> None:
+        self.event_ids.pop(seq, None)
+        self.store.delete(seq)
+        self.published += 1
 
     # -- publishing ------------------------------------------------------------------------------
     def notify_stored(self, seq: int, capture_mono: float) -> None:
@@ -175,13 +257,14 @@ class MqttPublisher:
                 return False
             self.event_mids[ev.seq] = set(mids)
             self.json_mid[ev.seq] = mids[0]
+            self.event_ids[ev.seq] = ev.id
             for m in mids:
                 self.inflight[m] = ev.seq
             for m in mids:
                 if m in self.early:
-                    del self.early[m]
+                    _, rc = self.early.pop(m)
                     self.inflight.pop(m, None)
-                    self._acked(ev.seq, m)
+                    self._acked(ev.seq, m, rc)
             self.sent_upto = max(self.sent_upto, ev.seq)
         return True
 
@@ -193,8 +276,17 @@ class MqttPublisher:
                 continue
             now = time.monotonic()
             with self.lock:
-                for m in [m for m, t in self.early.items() if now - t > 60]:
+                for m in [m for m, (t, _) in self.early.items() if now - t > 60]:
                     del self.early[m]
+                for event_id, (seq, since) in list(self.awaiting.items()):
+                    if now - since > ECHO_TIMEOUT_S:
+                        del self.awaiting[event_id]
+                        self._refused(seq, f"acknowledged but not delivered back within {ECHO_TIMEOUT_S:.0f} s "
+                                           "(MQTT 3.1.1 cannot report a refusal: an ACL?)")
+                if self.refused and now - self.last_retry > RETRY_REFUSED_S:
+                    self.sent_upto = min(self.sent_upto, min(self.refused) - 1)  # offer them again
+                    self.refused.clear()
+                    self.last_retry = now
                 room = MAX_EVENTS_IN_FLIGHT - len(self.event_mids)
                 after = self.sent_upto
             if room <= 0:
@@ -209,7 +301,37 @@ class MqttPublisher:
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected.is_set(), "reconnects": max(self.connects - 1, 0),
-                "published_events": self.published}
+                "published_events": self.published, "refused_events": self.refusals,
+                "refused_in_store": len(self.refused), "connect_failures": self.connect_failures,
+                "last_error": self.last_error}
+
+
+def diagnose(cfg: MqttConfig, timeout: float = 3.0) -> str:
+    """Why a connection to the broker fails: name resolution, TCP, or the TLS handshake."""
+    import socket
+
+    try:
+        addrs = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"cannot resolve host {cfg.host!r} ({e.strerror})"
+    try:
+        sock = socket.create_connection(addrs[0][4][:2], timeout=timeout)
+    except OSError as e:
+        return f"TCP connection failed ({e.strerror or e}): is the broker running and reachable?"
+    try:
+        if cfg.tls:
+            ctx = ssl.create_default_context(cafile=cfg.tls.ca_file)
+            if cfg.tls.cert_file:
+                ctx.load_cert_chain(cfg.tls.cert_file, cfg.tls.key_file)
+            if cfg.tls.insecure:
+                ctx.check_hostname = False
+            try:
+                ctx.wrap_socket(sock, server_hostname=cfg.host).close()
+            except (ssl.SSLError, OSError) as e:
+                return f"TLS handshake failed ({getattr(e, 'reason', None) or e}): check mqtt.tls.ca_file"
+    finally:
+        sock.close()
+    return "the broker accepted TCP (and TLS) but the MQTT connection failed: see the broker's log"
 
 
 def dumps(obj: Any) -> str:

@@ -120,7 +120,7 @@ class Agent:
             "uptime_s": round(now - self.started, 1),
             "device_id": self.s.device_id,
             "cameras": {p.cam.name: p.snapshot(now) for p in self.pipelines},
-            "event_store": {"depth": n, "bytes": size, "evicted": self.store.counter("evicted")},
+            "event_store": {"depth": n, "bytes": size, **self.store.counters()},
             "capture_to_publish": self.lat_publish.summary(),
             "peak_rss_mb": _rss_mb(),
             "engines": [e.describe() for e in self.engines.values()],

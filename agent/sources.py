@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ganomaly_edge.engine.preprocess import read_image
-
+from . import inotify
 from .config import SourceConfig
+from .imagefile import SkipFile, read_image_file
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,20 @@ class VideoSource:
 class FolderSource:
     """Every image in a folder, oldest name first, each exactly once; new files as they arrive.
 
-    The scanner case: an item is one image, never dropped. A file is taken once its size has
-    stopped changing (a writer may still be copying it). Unreadable images are skipped and
-    counted, named in the log.
+    The scanner case: an item is one image, never dropped. A file is taken once its size and
+    modification time have stayed unchanged for ``settle_s`` (a writer may still be copying it);
+    one that still reads as incomplete is tried again while it changes, up to RETRIES times. Every
+    file that cannot be inspected (permission, vanished, not a regular file, too many pixels,
+    corrupt) is skipped, counted and logged once; nothing a file does stops the source.
+
+    New files are found by inotify: a poll costs one non-blocking read however many files the
+    folder has processed. The folder is listed in full only at the start, after an inotify queue
+    overflow or a new subfolder, and every ``rescan_s`` as a fallback (files inotify cannot see,
+    e.g. written over NFS). Without inotify it is polled; a directory is then listed again only
+    when its own modification time changes, so a quiet folder costs one stat per poll.
     """
+
+    RETRIES = 5
 
     def __init__(self, cfg: SourceConfig, seen: set[str] | None = None):
         if not os.path.isdir(cfg.uri):
@@ -127,32 +137,83 @@ class FolderSource:
         self.cfg = cfg
         self.seen: set[str] = seen if seen is not None else set()
         self.pending: list[str] = []
-        self.sizes: dict[str, int] = {}
+        self.waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
+        self.attempts: dict[str, int] = {}
+        self.dir_mtimes: dict[str, int] = {}
         self.index = len(self.seen)
         self.skipped = 0
+        self.scans = 0  # directory listings, for the cost figures
         self._last_scan = 0.0
+        self.events = None
+        self.next_listing = 0.0
+        if cfg.watch:
+            try:
+                self.events = inotify.Watch(cfg.uri)
+            except inotify.Unavailable as e:
+                log.info("folder %s: no inotify (%s): polling every %.1f s", cfg.uri, e, cfg.poll_interval_s)
+
+    def _list(self, root: str, out: list[str]) -> None:
+        """New image paths under ``root``; only directories whose mtime changed are listed."""
+        try:
+            mtime = os.stat(root).st_mtime_ns
+        except OSError:
+            return
+        changed = self.dir_mtimes.get(root) != mtime
+        self.dir_mtimes[root] = mtime
+        try:
+            entries = list(os.scandir(root)) if changed else []
+        except OSError as e:
+            log.warning("cannot list %s: %s", root, e)
+            return
+        if changed:
+            self.scans += 1
+        subdirs = [d for d in self.dir_mtimes if os.path.dirname(d) == root and d != root]
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append(e.path)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS) and e.path not in self.seen and e.path not in self.waiting:
+                out.append(e.path)
+        for d in sorted(set(subdirs)):
+            self._list(d, out)
+
+    def _discover(self, now: float) -> list[str]:
+        """New image paths: from inotify when it is live, else (or when due) by listing."""
+        found: list[str] = []
+        if self.events is None or self.events.overflowed or now >= self.next_listing:
+            if self.events is not None:
+                self.events.overflowed = False
+                self.dir_mtimes.clear()  # a fallback listing lists everything
+                self.next_listing = now + self.cfg.rescan_s
+            self._list(self.cfg.uri, found)
+        if self.events is not None:
+            found += [p for p in self.events.poll(0) if p.lower().endswith(IMAGE_EXTENSIONS)
+                      and p not in self.seen and p not in self.waiting and p not in found]
+        return found
 
     def _scan(self) -> None:
-        names = []
-        for dirpath, dirnames, filenames in os.walk(self.cfg.uri):
-            dirnames.sort()
-            for f in filenames:
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    names.append(os.path.join(dirpath, f))
-        fresh = []
-        for p in sorted(names):
-            if p in self.seen:
-                continue
+        now = time.monotonic()
+        for p in self._discover(now):
+            self.waiting[p] = (-1, -1, now)
+        ready = []
+        for p, (size, mtime, since) in list(self.waiting.items()):
             try:
-                size = os.path.getsize(p)
-            except OSError:
+                st = os.stat(p)
+            except OSError as e:  # gone (or unreachable) before it was read: said and counted
+                del self.waiting[p]
+                self._skip(p, "it vanished before it could be read" if isinstance(e, FileNotFoundError)
+                           else f"cannot stat it ({e.strerror})")
                 continue
-            if self.cfg.watch and self.sizes.get(p) != size:
-                self.sizes[p] = size  # take it on the next scan if it has stopped growing
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                self.waiting[p] = (st.st_size, st.st_mtime_ns, now)
+                if self.cfg.watch:
+                    continue
+            elif self.cfg.watch and now - since < self.cfg.settle_s:
                 continue
-            fresh.append(p)
-        self.pending.extend(fresh)
-        self._last_scan = time.monotonic()
+            ready.append(p)
+        for p in sorted(ready):
+            del self.waiting[p]
+        self.pending.extend(sorted(ready))
+        self._last_scan = now
 
     def read(self) -> Frame | None:
         while True:
@@ -160,29 +221,48 @@ class FolderSource:
                 if not os.path.isdir(self.cfg.uri):
                     raise SourceError(f"image folder {self.cfg.uri!r} has vanished")
                 wait = self.cfg.poll_interval_s - (time.monotonic() - self._last_scan)
-                if wait > 0 and self.cfg.watch:
+                if wait > 0 and (self.cfg.watch or self.waiting):
                     time.sleep(min(wait, 0.1))
                     return None
                 self._scan()
                 if not self.pending:
-                    if not self.cfg.watch and not self.sizes:
+                    if not self.cfg.watch and not self.waiting:
                         raise SourceEnded()
                     return None
             path = self.pending.pop(0)
-            self.seen.add(path)
-            self.sizes.pop(path, None)
-            img = read_image(path, 3)
+            img = self._inspect(path)
             if img is None:
-                self.skipped += 1
-                log.warning("skipping unreadable or corrupt image %s", path)
                 continue
             mono = time.monotonic()
             frame = Frame(img, self.index, time.time(), mono, name=os.path.relpath(path, self.cfg.uri), t_media=mono)
             self.index += 1
             return frame
 
+    def _inspect(self, path: str) -> np.ndarray | None:
+        try:
+            img = read_image_file(path, 3, self.cfg.max_pixels)
+        except SkipFile as e:
+            tries = self.attempts.get(path, 0) + 1
+            if e.retry and tries < self.RETRIES and os.path.exists(path):
+                self.attempts[path] = tries  # perhaps still being written: wait for it to settle again
+                self.waiting[path] = (-1, -1, time.monotonic())
+                return None
+            self.attempts.pop(path, None)
+            self._skip(path, e.reason)
+            return None
+        self.attempts.pop(path, None)
+        self.seen.add(path)
+        return img
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.seen.add(path)
+        self.skipped += 1
+        log.warning("skipping %s: %s", path, reason)
+
     def close(self) -> None:
-        pass
+        if self.events is not None:
+            self.events.close()
+            self.events = None
 
 
 def open_source(cfg: SourceConfig, folder_seen: set[str] | None = None):

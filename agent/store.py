@@ -19,7 +19,17 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .ratelimit import Throttled
+
 log = logging.getLogger(__name__)
+
+
+class StoreFull(RuntimeError):
+    """The disk is full and the store holds nothing older to evict."""
+
+
+def _is_full(e: sqlite3.Error) -> bool:
+    return "full" in str(e).lower() or getattr(e, "sqlite_errorcode", None) == 13  # SQLITE_FULL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -69,11 +79,14 @@ class EventStore:
         self.path = path
         self.max_events, self.max_bytes, self.max_age_s = max_events, max_bytes, max_age_s
         self.lock = threading.Lock()
+        self.mem_counters: dict[str, int] = {}
+        self.throttled = Throttled(log)
         self.checkpoints = 0
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
                                               name="store-checkpoint", daemon=True)
         self._checkpointer.start()
+        self._ensure_reserve()
 
     def _checkpoint_loop(self, interval: float) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
@@ -94,23 +107,120 @@ class EventStore:
 
     def add(self, event_id: str, camera: str, topic: str, payload: dict, blobs: list[tuple[str, bytes]],
             created: float | None = None) -> int:
+        """Store an event; on a full disk, evict (expired first, then the oldest unsent) and retry.
+        StoreFull when even an empty store has no room for it."""
         text = json.dumps(payload, separators=(",", ":"))
-        size = len(text) + sum(len(b) for _, b in blobs)
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+        row = (event_id, camera, created or time.time(), topic, text, len(text) + sum(len(b) for _, b in blobs))
+        while True:
             try:
+                seq = self._insert(row, blobs)
+                break
+            except sqlite3.OperationalError as e:
+                if not _is_full(e):
+                    raise
+                if not self._make_room(event_id, row[5], e):
+                    self._bump_safely("dropped_disk_full", 1)
+                    raise StoreFull(f"event store {self.path}: the disk is full ({e}) and nothing older is "
+                                    f"left to evict: alarm {event_id} is lost (counted as dropped_disk_full)") from e
+        self.evict()
+        self._bound_wal()
+        self._ensure_reserve()
+        return seq
+
+    def _bound_wal(self) -> None:
+        try:
+            if os.path.getsize(self.path + "-wal") <= self.WAL_LIMIT:
+                return
+            with self.lock:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except (OSError, sqlite3.Error) as e:  # busy or full: the next write tries again
+            self.throttled.log(logging.WARNING, "wal", "event store %s: WAL checkpoint failed (%s)", self.path, e)
+
+    def _insert(self, row: tuple, blobs: list[tuple[str, bytes]]) -> int:
+        with self.lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
                 cur = self.db.execute(
-                    "INSERT INTO events (id, camera, created, topic, payload, bytes) VALUES (?,?,?,?,?,?)",
-                    (event_id, camera, created or time.time(), topic, text, size))
+                    "INSERT INTO events (id, camera, created, topic, payload, bytes) VALUES (?,?,?,?,?,?)", row)
                 seq = cur.lastrowid
                 self.db.executemany("INSERT INTO blobs (event_seq, k, topic, data) VALUES (?,?,?,?)",
                                     [(seq, k, t, sqlite3.Binary(b)) for k, (t, b) in enumerate(blobs)])
                 self.db.execute("COMMIT")
+                return seq
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                    self.db.execute("ROLLBACK")
                 raise
-        self.evict()
-        return seq
+
+    def _make_room(self, event_id: str, need: int, err: Exception) -> bool:
+        """Free space for a new event of ``need`` bytes: expired events first, else the oldest unsent
+        ones. The reserve file is given up first, so that the deletes (which append to the WAL) and
+        the checkpoint that returns the log's space have room. False when nothing could be freed."""
+        released = self._release_reserve()
+        try:
+            with self.lock:
+                expired = self.db.execute("DELETE FROM events WHERE created < ?",
+                                          (time.time() - self.max_age_s,)).rowcount
+                evicted = 0 if expired else self._delete_oldest(2 * need + (64 << 10))
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as e:
+            self.throttled.log(logging.ERROR, "full-evict", "event store %s: disk full and eviction failed (%s)",
+                               self.path, e)
+            return False
+        if not (expired or evicted):
+            return False
+        self._bump_safely("evicted_disk_full", expired or evicted)
+        self.throttled.log(logging.ERROR, "full", "event store %s: disk full (%s): evicted %s to keep alarm %s%s",
+                           self.path, err, f"{expired} expired event(s)" if expired else
+                           f"the oldest unsent event(s) ({evicted})", event_id,
+                           "" if released else "; no reserve file was left")
+        return True
+
+    def _delete_oldest(self, nbytes: int) -> int:
+        """Delete the oldest events holding at least ``nbytes``; returns how many (lock held)."""
+        total, last, n = 0, None, 0
+        for seq, size in self.db.execute("SELECT seq, bytes FROM events ORDER BY seq LIMIT 1000"):
+            total, last, n = total + size, seq, n + 1
+            if total >= nbytes:
+                break
+        if last is not None:
+            self.db.execute("DELETE FROM events WHERE seq <= ?", (last,))
+        return n
+
+    # Disk kept in hand: on a full disk, deleting rows still appends to the WAL, and the checkpoint
+    # that gives the log's space back first copies it into the database. The WAL is kept under
+    # WAL_LIMIT (a truncating checkpoint after any write that passes it), so the reserve covers both.
+    WAL_LIMIT = 1 << 20
+    RESERVE_BYTES = 2 << 20
+
+    def _ensure_reserve(self) -> None:
+        path = self.path + "-reserve"
+        if os.path.exists(path):
+            return
+        try:
+            with open(path, "wb") as f:
+                f.write(b"\0" * self.RESERVE_BYTES)
+        except OSError:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.remove(self.path + "-reserve")
+            return True
+        except OSError:
+            return False
+
+    def _bump_safely(self, name: str, n: int) -> None:
+        """Counters survive restarts in the database; on a full disk they are kept in memory too."""
+        self.mem_counters[name] = self.mem_counters.get(name, 0) + n
+        try:
+            with self.lock:
+                self._bump(name, n)
+        except sqlite3.Error:
+            pass
 
     def pending(self, limit: int = 50, after_seq: int = 0) -> list[StoredEvent]:
         with self.lock:
@@ -132,6 +242,15 @@ class EventStore:
 
     def evict(self) -> int:
         """Drop the oldest events beyond the age, count and size limits; returns how many."""
+        try:
+            return self._evict()
+        except sqlite3.OperationalError as e:  # a full disk: add() makes room when it must
+            if not _is_full(e):
+                raise
+            self.throttled.log(logging.ERROR, "evict", "event store %s: cannot evict (%s)", self.path, e)
+            return 0
+
+    def _evict(self) -> int:
         dropped = 0
         with self.lock:
             cur = self.db.execute("DELETE FROM events WHERE created < ?", (time.time() - self.max_age_s,))
@@ -157,7 +276,10 @@ class EventStore:
     def counter(self, name: str) -> int:
         with self.lock:
             row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
-        return int(row[0]) if row else 0
+        return max(int(row[0]) if row else 0, self.mem_counters.get(name, 0))
+
+    def counters(self) -> dict[str, int]:
+        return {name: self.counter(name) for name in ("evicted", "evicted_disk_full", "dropped_disk_full")}
 
     def close(self) -> None:
         self._closing.set()

@@ -38,7 +38,7 @@ from .meta import BundleMeta, Calibration, InputMeta, PlanMeta, describe_errors
 log = logging.getLogger(__name__)
 
 FORMAT = "ganomaly-edge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bundle.json carries an integrity hash of itself
 META = "bundle.json"
 ONNX = "model.onnx"
 REFERENCE = "reference.npz"
@@ -62,6 +62,12 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def meta_hash(meta: dict[str, Any]) -> str:
+    """sha256 of the metadata (all but its own ``integrity`` field), canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def now_iso() -> str:
@@ -124,9 +130,11 @@ class Bundle:
                 "with ganomaly-build-engine")
 
     def write_meta(self) -> None:
+        data = self.meta.model_dump(mode="json", exclude_none=True)
+        data["integrity"] = self.meta.integrity = meta_hash(data)
         tmp = self.file(META + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(self.meta.model_dump(mode="json", exclude_none=True), f, indent=2, sort_keys=True)
+            json.dump(data, f, indent=2, sort_keys=True)
         os.replace(tmp, self.file(META))
 
     def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> PlanMeta:
@@ -200,6 +208,10 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
     for key in ("input", "outputs", "calibration", "files", "score"):
         if key not in meta:
             raise BundleError(f"{meta_path} lacks {key!r}: the bundle is incomplete; rebuild it")
+    if meta.get("integrity") != meta_hash(meta):
+        raise BundleError(f"{meta_path} does not match its integrity hash: it was edited or damaged after "
+                          "ganomaly-build-engine wrote it (calibration, files or plans changed). Copy the bundle "
+                          "again, or rebuild it; to recalibrate, retrain or re-export")
     try:
         meta = BundleMeta.model_validate(meta)
     except ValidationError as e:
@@ -225,6 +237,7 @@ def write_bundle(out_dir: str, onnx_bytes: bytes, reference: dict[str, np.ndarra
     meta.setdefault("tolerance", DEFAULT_TOLERANCE)
     meta["files"] = {ONNX: sha256_file(os.path.join(out_dir, ONNX)),
                      REFERENCE: sha256_file(os.path.join(out_dir, REFERENCE))}
+    meta["integrity"] = ""
     meta = BundleMeta.model_validate(meta)
     b = Bundle(out_dir, meta)
     b.write_meta()

@@ -112,6 +112,7 @@ class BundleMeta(_Meta):
     tolerance: dict[str, dict[str, float]] = Field(default_factory=dict)
     plans: list[PlanMeta] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
+    integrity: str = ""  # sha256 of the rest of bundle.json (bundle.meta_hash), checked on open
 
 
 def describe_errors(e) -> str:

@@ -94,3 +94,16 @@ def every_exported_graph_passes_the_tensorrt_check():
     export.write_bundle = write_checked
     yield checked
     export.write_bundle = original
+
+
+def edit_bundle_meta(bundle_dir, edit):
+    """Change bundle.json the way a tool of ours would (re-signing it), for tests of what comes after."""
+    import json
+
+    from ganomaly_edge.engine.bundle import meta_hash
+
+    path = os.path.join(str(bundle_dir), "bundle.json")
+    meta = json.load(open(path))
+    edit(meta)
+    meta["integrity"] = meta_hash(meta)
+    json.dump(meta, open(path, "w"))

@@ -217,7 +217,7 @@ def test_image_folder_scanner(scene_bundle, broker, tmp_path):
     # Asserted: at least 5 of the 6 anomalous items, at most 2 of the 18 normal ones.
     assert len(caught) >= 5 and len(false) <= 2, (caught, false)
     log = open(tmp_path / "agent.log").read()
-    assert log.count("skipping unreadable or corrupt image") == 2
+    assert log.count("skipping ") == 2 and log.count("_broken.jpg: ") == 2  # each named once, with why
     stats = json.loads(sub.topics("/stats")[-1][1])["cameras"]["xray"]
     assert stats["skipped"] == 2 and stats["frames_processed"] == 24
     sub.close()

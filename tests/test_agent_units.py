@@ -226,3 +226,122 @@ def test_every_topic_comes_from_one_helper():
     assert t.crop("cam", "ab12", 2) == "plant/line1/cam/alarm/ab12/crop/2"
     assert t.overlay("cam", "ab12") == "plant/line1/cam/alarm/ab12/overlay"
     assert t.status("cam") == "plant/line1/cam/status" and t.alarm("cam") == "plant/line1/cam/alarm"
+
+
+BASE = '[model]\nbundle = "b"\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\nuri = "x"\n'
+
+
+@pytest.mark.parametrize("section,line,field", [
+    ("cameras.decision", "threshold = nan", "threshold"),
+    ("cameras.decision", "threshold = -inf", "threshold"),
+    ("mqtt", "reconnect_max_s = inf", "reconnect_max_s"),
+    ("store", "max_mb = inf", "max_mb"),
+    ("mqtt", 'host = ""', "host"),
+    ("model", "threads = 100000", "threads"),
+    ("store", 'path = ""', "path"),
+    ("mqtt", 'prefix = "plant/#"', "prefix"),
+    ("mqtt", 'prefix = "$SYS/x"', "prefix"),
+])
+def test_values_that_make_no_sense_are_refused(tmp_path, section, line, field):
+    text = BASE.replace("[model]\n", "[model]\n" + (line + "\n" if section == "model" else ""))
+    if section != "model":
+        text += f"[{section}]\n{line}\n" if section != "cameras.decision" else f"[cameras.decision]\n{line}\n"
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=field):
+        load_settings(str(p))
+
+
+def test_store_path_must_name_a_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(BASE + f'[store]\npath = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_settings(str(p))
+
+
+def test_check_config_opens_the_password_file_the_store_and_checks_the_prefix(tmp_path, tiny_bundle):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    good = (f'[model]\nbundle = "{tiny_bundle}"\n[mqtt]\nusername = "u"\npassword_file = "{tmp_path}/pw"\n'
+            f'[store]\npath = "{tmp_path}/db/events.db"\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\n'
+            'uri = "x"\n')
+
+    def check(text):
+        cfg.write_text(text)
+        return subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "-c", str(cfg), "--check-config"],
+                              capture_output=True, text=True)
+
+    r = check(good)
+    assert r.returncode == 2 and "password_file" in r.stderr and "cannot be read" in r.stderr
+    (tmp_path / "pw").write_text("secret\n")
+    r = check(good)
+    assert r.returncode == 0 and os.path.exists(tmp_path / "db" / "events.db"), r.stderr
+    r = check(good.replace(f"{tmp_path}/db/events.db", "/proc/no/events.db"))
+    assert r.returncode == 2 and "cannot open the event store" in r.stderr
+
+
+def test_print_config_exits_and_hides_secrets(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE + '[mqtt]\nusername = "u"\npassword = "hunter2"\n')
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "-c", str(cfg), "--print-config"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "hunter2" not in r.stdout and "**********" in r.stdout
+
+
+def test_a_puback_wakes_the_flush_loop(tmp_path):
+    """The backlog drains at the broker's pace: each acknowledgement lets the next event go at once,
+    not after the flush loop's poll (it drained at 32 events/s that way)."""
+    from paho.mqtt.reasoncodes import ReasonCode
+    from paho.mqtt.packettypes import PacketTypes
+
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.topics import Topics
+
+    store = EventStore(str(tmp_path / "ev.db"))
+    pub = MqttPublisher(MqttConfig(), Topics("t"), "c", store)
+    seq = store.add("e1", "cam", "t/cam/alarm", {"i": 1}, [])
+    pub.event_mids[seq], pub.json_mid[seq], pub.inflight[7] = {7}, 7, seq
+    pub.wake.clear()
+    pub._on_publish(pub.client, None, 7, ReasonCode(PacketTypes.PUBACK, identifier=0), None)
+    assert pub.wake.is_set() and store.depth()[0] == 0
+    seq = store.add("e2", "cam", "t/cam/alarm", {"i": 2}, [])
+    pub.event_mids[seq], pub.json_mid[seq], pub.inflight[8] = {8}, 8, seq
+    pub._on_publish(pub.client, None, 8, ReasonCode(PacketTypes.PUBACK, identifier=0x87), None)  # not authorized
+    assert store.depth()[0] == 1 and pub.stats()["refused_events"] == 1 and seq in pub.refused
+    store.close()
+
+
+@pytest.mark.parametrize("use_inotify", [True, False])
+def test_a_quiet_folder_is_not_listed_again_however_many_files_it_has_seen(tmp_path, use_inotify, monkeypatch):
+    """The folder's cost per poll must not grow with its history: new files come from inotify, or,
+    without it, a directory is listed again only when its modification time changes."""
+    from ganomaly_edge.agent import inotify
+
+    if not use_inotify:
+        monkeypatch.setattr(inotify, "Watch", lambda root: (_ for _ in ()).throw(inotify.Unavailable("off")))
+    from ganomaly_edge.agent.config import SourceConfig
+    from ganomaly_edge.agent.sources import FolderSource
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(10000):
+        (folder / f"old_{i:05d}.png").write_bytes(b"")
+    src = FolderSource(SourceConfig(kind="folder", uri=str(folder), poll_interval_s=0.01, settle_s=0.0),
+                       seen={str(folder / f"old_{i:05d}.png") for i in range(10000)})
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        src.read()
+    assert src.scans == 1  # one listing at the start, none while nothing changes
+    cv2.imwrite(str(folder / "new.png"), np.zeros((8, 8, 3), np.uint8))
+    frame = None
+    deadline = time.monotonic() + 5
+    while frame is None and time.monotonic() < deadline:
+        frame = src.read()
+    assert frame is not None and frame.name == "new.png"
+    assert src.scans == (1 if use_inotify else 2)  # inotify: found without listing the 10,000

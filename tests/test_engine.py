@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ROOT, make_checkpoint
+from conftest import ROOT, edit_bundle_meta, make_checkpoint
 from ganomaly_edge.engine import BundleError, FrameError, SelfTestError, load, open_bundle
 from ganomaly_edge.engine.bundle import archive, sha256_file
 
@@ -63,7 +63,7 @@ def test_every_score_head_exports_with_parity(score, tmp_path):
 def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
     b = open_bundle(tiny_bundle)
     assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"
-    assert b.meta.format_version == 1 and b.meta.score.name
+    assert b.meta.format_version == 2 and b.meta.score.name and b.meta.integrity
     assert set(b.meta.files) == {"model.onnx", "reference.npz"}
     assert b.meta.checkpoint["sha256"] and len(b.reference()["inputs"]) == 8
     arch = archive(tiny_bundle, str(tmp_path / "b.tar.gz"))
@@ -116,11 +116,30 @@ def test_truncated_model_file(tiny_bundle):
 
 
 def test_newer_and_older_format_versions(tiny_bundle):
-    _rewrite_meta(tiny_bundle, format_version=2)
+    _rewrite_meta(tiny_bundle, format_version=3)
     with pytest.raises(BundleError, match="newer than the version this ganomaly-edge reads.*upgrade"):
         load(tiny_bundle)
-    _rewrite_meta(tiny_bundle, format_version=0)
+    _rewrite_meta(tiny_bundle, format_version=1)  # before bundle.json was hash-covered
     with pytest.raises(BundleError, match="older.*rebuild the bundle"):
+        load(tiny_bundle)
+
+
+def test_edited_calibration_is_refused(tiny_bundle):
+    """bundle.json is hash-covered: a hand-edited threshold would silently stop every alarm."""
+    p = os.path.join(tiny_bundle, "bundle.json")
+    meta = json.load(open(p))
+    meta["calibration"]["scale"] *= 100
+    json.dump(meta, open(p, "w"))
+    with pytest.raises(BundleError, match="does not match its integrity hash"):
+        load(tiny_bundle)
+
+
+def test_inverted_calibration_is_refused_even_when_signed(tiny_bundle):
+    def invert(m):
+        m["calibration"]["threshold_raw"] = m["calibration"]["median"] - 1.0
+
+    edit_bundle_meta(tiny_bundle, invert)
+    with pytest.raises(BundleError, match="calibration inverts"):
         load(tiny_bundle)
 
 
@@ -135,9 +154,7 @@ def test_self_test_refuses_a_model_that_scores_differently(tiny_bundle):
     ref = dict(np.load(ref_path))
     ref["score"] = ref["score"] + 0.5 * open_bundle(tiny_bundle).calibration.scale
     np.savez(ref_path, **ref)
-    meta = json.load(open(os.path.join(tiny_bundle, "bundle.json")))
-    meta["files"]["reference.npz"] = sha256_file(ref_path)
-    json.dump(meta, open(os.path.join(tiny_bundle, "bundle.json"), "w"))
+    edit_bundle_meta(tiny_bundle, lambda m: m["files"].__setitem__("reference.npz", sha256_file(ref_path)))
     with pytest.raises(SelfTestError, match=r"score differs from the reference by 0\.5"):
         load(tiny_bundle)
     eng = load(tiny_bundle, allow_mismatch=True)  # the explicit override

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fakes
+from conftest import edit_bundle_meta
 from ganomaly_edge.engine import BundleError, load, open_bundle
 
 SERIES = fakes.SERIES
@@ -190,9 +191,7 @@ def test_plan_that_does_not_deserialise(trt_fake, tiny_bundle):
     entry = _build(tiny_bundle)
     p = os.path.join(tiny_bundle, entry.file)
     open(p, "wb").write(b"garbage" * 10)
-    meta = json.load(open(os.path.join(tiny_bundle, "bundle.json")))
-    meta["plans"][0]["sha256"] = sha256_file(p)
-    json.dump(meta, open(os.path.join(tiny_bundle, "bundle.json"), "w"))
+    edit_bundle_meta(tiny_bundle, lambda m: m["plans"][0].__setitem__("sha256", sha256_file(p)))
     with pytest.raises(BundleError, match="could not deserialise.*Magic tag does not match.*rebuild"):
         load(tiny_bundle, "tensorrt")
 
@@ -316,9 +315,7 @@ def test_one_tensorrt_logger_for_every_builder_and_runtime(trt_fake, tiny_bundle
     shutil.copytree(tiny_bundle, other)
     plan = open_bundle(other).plans[0]
     open(os.path.join(other, plan.file), "wb").write(b"garbage" * 10)
-    meta = json.load(open(os.path.join(other, "bundle.json")))
-    meta["plans"][0]["sha256"] = sha256_file(os.path.join(other, plan.file))
-    json.dump(meta, open(os.path.join(other, "bundle.json"), "w"))
+    edit_bundle_meta(other, lambda m: m["plans"][0].__setitem__("sha256", sha256_file(os.path.join(other, plan.file))))
     with pytest.raises(BundleError, match="Magic tag does not match"):
         load(other, "tensorrt")
     assert len({id(lg) for lg in trt.loggers}) == 1

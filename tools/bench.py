@@ -321,6 +321,40 @@ def bench_agent(bundle: str, frames: int, threads: int, alarm_rate: float = 0.01
             "latency_bound_all_cores_ms": round(3 * med(t1_all) + 10, 2), "peak_rss_mb": max(rss), "per_round": rows}
 
 
+def bench_drain(events: int, blob_kb: int, max_inflight: int) -> dict:
+    """A backlog of ``events`` stored while the broker was away, then drained to a real mosquitto:
+    how fast the store empties (each event: a JSON message and one ``blob_kb`` KiB JPEG-sized blob)."""
+    import uuid
+
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.store import EventStore
+    from ganomaly_edge.agent.topics import Topics
+
+    from .broker import Mosquitto
+
+    work = tempfile.mkdtemp(prefix="bench-drain-")
+    store = EventStore(os.path.join(work, "events.db"), max_events=events + 1, max_bytes=1 << 40)
+    blob = os.urandom(blob_kb << 10)
+    t = time.perf_counter()
+    for i in range(events):
+        eid = uuid.uuid4().hex
+        store.add(eid, "cam", "bench/cam/alarm", {"id": eid, "i": i}, [(f"bench/cam/alarm/{eid}/crop/0", blob)])
+    fill_s = time.perf_counter() - t
+    with Mosquitto(workdir=os.path.join(work, "broker"), persistence=False) as b:
+        pub = MqttPublisher(MqttConfig(port=b.port, max_inflight=max_inflight), Topics("bench"), "bench-drain", store)
+        t = time.perf_counter()
+        pub.start()
+        while store.depth()[0] and time.perf_counter() - t < 900:
+            time.sleep(0.01)
+        drain_s = time.perf_counter() - t
+        left = store.depth()[0]
+        pub.stop(1.0)
+    store.close()
+    return {"events": events, "blob_kib": blob_kb, "max_inflight": max_inflight, "fill_s": round(fill_s, 2),
+            "drain_s": round(drain_s, 2), "left": left, "events_per_s": round((events - left) / drain_s, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -350,10 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--rounds", type=int, default=3, help="interleaved engine/agent rounds; medians reported")
     a.add_argument("--max-batch", type=int, default=8, help="the agent's largest micro-batch")
     a.add_argument("--workers", type=int, default=0, help="the agent's inference workers (0 = auto)")
+    d = sub.add_parser("drain", help="how fast a backlog of stored events drains to a real broker")
+    d.add_argument("--events", type=int, default=10000)
+    d.add_argument("--blob-kib", type=int, default=8, help="size of each event's JPEG-sized blob")
+    d.add_argument("--max-inflight", type=int, default=20)
     args = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.what == "drain":
+        print(json.dumps(bench_drain(args.events, args.blob_kib, args.max_inflight), indent=1))
+        return 0
     work = tempfile.mkdtemp(prefix="ganomaly-bench-")
     ck = getattr(args, "checkpoint", None)
     bundle = args.bundle

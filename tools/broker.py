@@ -17,7 +17,8 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, port: int | None = None, persistence: bool = True, workdir: str | None = None):
+    def __init__(self, port: int | None = None, persistence: bool = True, workdir: str | None = None,
+                 extra: str = "", autosave: str = "autosave_interval 1"):
         self.exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
         if not self.exe:
             raise RuntimeError("mosquitto is not installed: apt-get install mosquitto (make setup does this)")
@@ -28,7 +29,7 @@ class Mosquitto:
         with open(self.conf, "w") as f:
             f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                     f"persistence {'true' if persistence else 'false'}\npersistence_location {self.dir}/\n"
-                    "autosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+                    f"{autosave}\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}")
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> "Mosquitto":
@@ -44,6 +45,13 @@ class Mosquitto:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        """kill -9: no chance to save anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
