@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: raw_score and device_id; boxes carry residual (was an ambiguous score)
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alarm.schema.json")
 
 
@@ -24,7 +24,7 @@ class Box(_Strict):
     y: int = Field(ge=0)
     w: int = Field(ge=1)
     h: int = Field(ge=1)
-    score: float = Field(description="mean residual in the region")
+    residual: float = Field(description="mean |x - G(x)| in the region, in normalised pixel units (0..2)")
 
 
 class FrameSize(_Strict):
@@ -41,21 +41,24 @@ class AlarmEvent(_Strict):
     """Published on <prefix>/<camera>/alarm with QoS 1. Crops and the overlay are raw JPEG on their
     own topics. Redeliveries carry the same id: drop ids already seen."""
 
-    model_config = ConfigDict(extra="forbid", title="ganomaly-edge alarm event (schema 1)")
+    model_config = ConfigDict(extra="forbid", title="ganomaly-edge alarm event (schema 2)")
 
     id: str = Field(pattern="^[0-9a-f]{32}$", description="unique event id")
     ts: float = Field(description="capture time of the frame, seconds since the Unix epoch")
+    device_id: str = Field(description="the agent's device id (config device_id)")
     camera: str = Field(pattern="^[A-Za-z0-9_-]+$")
     frame_index: int = Field(ge=0, description="index of the frame (or folder item) since the source opened")
-    score: float = Field(description="calibrated anomaly score; the bundle's calibration puts the threshold at 1.0")
-    threshold: float
+    score: float = Field(description="calibrated anomaly score: 0 is a typical normal frame, the bundle's "
+                                     "calibrated threshold is 1.0")
+    raw_score: float = Field(description="the model's raw score, before calibration (units of the bundle's score)")
+    threshold: float = Field(description="the alarm threshold, in calibrated units (as score)")
     boxes: list[Box] = Field(description="anomalous regions in original-frame pixels, most anomalous first")
     crops: list[str] = Field(description="topics of the JPEG crops, one per box, in order")
     overlay: Optional[str] = Field(None, description="topic of the heat-map overlay JPEG")
     frame_size: Optional[FrameSize] = None
     item: Optional[str] = Field(None, description="file name of the item (folder sources)")
     model: ModelRef
-    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    schema_: Literal[2] = Field(SCHEMA_VERSION, alias="schema")
 
     def payload(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

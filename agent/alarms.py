@@ -30,9 +30,9 @@ _END = object()
 
 class Alarms:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, threshold: float,
-                 stats: CameraStats):
+                 stats: CameraStats, record=None, device_id: str = ""):
         self.cam, self.engine, self.store, self.publisher, self.topics = cam, engine, store, publisher, topics
-        self.threshold, self.stats = threshold, stats
+        self.threshold, self.stats, self.record, self.device_id = threshold, stats, record, device_id
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"alarms-{cam.name}", daemon=True)
@@ -54,7 +54,7 @@ class Alarms:
             except Exception:  # one bad alarm must not stop the camera
                 log.exception("camera %s: could not store an alarm", self.cam.name)
 
-    def event(self, it: Item, res: np.ndarray, score: float) -> tuple[AlarmEvent, list[tuple[str, bytes]]]:
+    def event(self, it: Item, res: np.ndarray, score: float, raw: float = float("nan")) -> tuple[AlarmEvent, list]:
         """The typed event and its JPEG messages (topic, bytes) for one fired frame."""
         loc, name = self.cam.localisation, self.cam.name
         boxes = boxes_in_frame(res, it.view, loc)
@@ -64,8 +64,8 @@ class Alarms:
         if loc.overlay:
             blobs.append((self.topics.overlay(name, event_id), overlay(it.frame.image, res, it.view, boxes, loc)))
         ev = AlarmEvent(
-            id=event_id, ts=round(it.frame.ts, 6), camera=name, frame_index=it.frame.index, score=round(score, 5),
-            threshold=self.threshold, boxes=[b.as_dict() for b in boxes],
+            id=event_id, ts=round(it.frame.ts, 6), device_id=self.device_id, camera=name, frame_index=it.frame.index,
+            score=round(score, 5), raw_score=float(f"{raw:.6g}"), threshold=self.threshold, boxes=[b.as_dict() for b in boxes],
             crops=[t for t, _ in blobs if "/crop/" in t],
             overlay=self.topics.overlay(name, event_id) if loc.overlay else None,
             frame_size={"w": int(it.frame.image.shape[1]), "h": int(it.frame.image.shape[0])},
@@ -73,10 +73,11 @@ class Alarms:
             model={"name": self.engine.bundle.name, "hash": self.engine.bundle.model_hash})
         return ev, blobs
 
-    def _alarm(self, it: Item, res: np.ndarray, score: float) -> Any:
-        ev, blobs = self.event(it, res, score)
+    def _alarm(self, it: Item, res: np.ndarray, score: float, raw: float) -> Any:
+        ev, blobs = self.event(it, res, score, raw)
+        done = (self.record.source, it.frame.path) if self.record is not None and it.frame.path else None
         seq = self.store.add(ev.id, self.cam.name, self.topics.alarm(self.cam.name), ev.payload(), blobs,
-                             created=it.frame.ts)
+                             created=it.frame.ts, processed=done)
         self.stats.add("alarms")
         if self.publisher is not None:
             self.publisher.notify_stored(seq, it.frame.mono)

@@ -51,31 +51,95 @@ class Backoff:
         self.delay = self.low
 
 
+class Reader:
+    """Opens and reads one source on a thread of its own. A call that hangs (a GStreamer pipeline or
+    an RTSP stream without a timeout, a FIFO, a dead network mount) is abandoned: the supervisor
+    stops waiting and opens the source anew, and the stuck thread is left behind, counted."""
+
+    def __init__(self, cfg, seen: set[str], record, name: str):
+        self.cfg, self.seen, self.record = cfg, seen, record
+        self.results: queue.Queue = queue.Queue(maxsize=1)
+        self.abandoned = threading.Event()
+        self.src = None
+        self.thread = threading.Thread(target=self._run, name=f"reader-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.src = open_source(self.cfg, self.seen, self.record)
+            ok = self._put(("opened", None))
+            while ok and not self.abandoned.is_set():
+                ok = self._put(("frame", self.src.read()))
+        except BaseException as e:  # SourceEnded, SourceError, or a library's error: the supervisor decides
+            self._put(("error", e))
+        finally:
+            if self.src is not None:
+                self.src.close()
+
+    def _put(self, msg: tuple) -> bool:
+        while not self.abandoned.is_set():
+            try:
+                self.results.put(msg, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def skipped(self) -> int:
+        return getattr(self.src, "skipped", 0)
+
+
 class Capture:
+    STUCK_LIMIT = 4  # abandoned reads still hanging at once: beyond this the watchdog stops
+
     def __init__(self, cam: CameraConfig, size: int, channels: int, q: queue.Queue, stats: CameraStats,
-                 set_online: Callable[[bool], None]):
+                 set_online: Callable[..., None], record=None):
         self.cam, self.size, self.channels, self.q, self.stats = cam, size, channels, q, stats
         self.set_online = set_online
         self.stop = threading.Event()
         self.backoff = Backoff(cam.source.retry_min_s, cam.source.retry_max_s)
         self.folder_seen: set[str] = set()
-        self.last_frame = time.monotonic()
+        self.record = record  # folders: the durable record of processed files
+        self.last_frame = self.heartbeat = time.monotonic()
+        self.ended = False
+        self.reason = ""
+        self.stuck: list[Reader] = []
         self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"capture-{cam.name}", daemon=True)
+
+    def _wait(self, reader: Reader, timeout: float) -> tuple | None:
+        """The reader's next message, or None after ``timeout`` (or when stopping); beats meanwhile."""
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                return reader.results.get(timeout=min(0.5, max(deadline - self.heartbeat, 0.01)))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+        return None
+
+    def _pause(self, delay: float) -> None:
+        end = time.monotonic() + delay
+        while not self.stop.is_set() and time.monotonic() < end:
+            self.heartbeat = time.monotonic()
+            self.stop.wait(min(0.5, end - self.heartbeat))
+
+    def _abandon(self, reader: Reader, what: str, waited: float) -> None:
+        reader.abandoned.set()
+        self.stuck = [r for r in self.stuck if r.thread.is_alive()] + [reader]
+        self.stats.add("stalls")
+        self.throttled.log(logging.ERROR, "stuck", "camera %s: %s has not returned for %.1f s: abandoned (%d stuck), "
+                           "reopening the source", self.cam.name, what, waited, len(self.stuck))
 
     def _loop(self) -> None:
         opened_once = False
         try:
             while not self.stop.is_set():
-                try:
-                    src = open_source(self.cam.source, self.folder_seen)
-                except Exception as e:  # SourceError, or anything a backend raises: retried, never fatal
-                    self.stats.add("source_errors")
-                    self.set_online(False)
-                    delay = self.backoff.next()
-                    self.throttled.log(logging.ERROR, "open", "camera %s: %s; retrying in %.0f s", self.cam.name,
-                                       e, delay)
-                    self.stop.wait(delay)
+                reader = Reader(self.cam.source, self.folder_seen, self.record, self.cam.name)
+                msg = self._wait(reader, 2 * self.cam.source.stall_timeout_s)
+                if msg is None or msg[0] == "error":
+                    self._open_failed(reader, msg)
                     continue
                 if opened_once:
                     self.stats.add("reconnects")
@@ -83,52 +147,89 @@ class Capture:
                 opened_once = True
                 self.set_online(True)
                 self.last_frame = time.monotonic()
-                try:
-                    ended = self._read_until_failure(src)
-                finally:
-                    src.close()
+                ended = self._read_until_failure(reader)
+                reader.abandoned.set()  # the reader closes the source on its own thread
                 if ended:
+                    self.ended = True
                     log.info("camera %s: source finished after %d frames", self.cam.name, self.stats.captured.count)
                     return
-                self.set_online(False)
-                self.stop.wait(self.backoff.next())
+                self.set_online(False, self.reason)
+                self._pause(self.backoff.next())
         finally:
             self.put(END, force=True)
 
-    def _read_until_failure(self, src) -> bool:
+    def _open_failed(self, reader: Reader, msg: tuple | None) -> None:
+        if self.stop.is_set():
+            return
+        if msg is None:
+            self._abandon(reader, "opening the source", 2 * self.cam.source.stall_timeout_s)
+            why = "opening the source hangs"
+        else:
+            self.stats.add("source_errors")
+            why = f"cannot open the source: {msg[1]}"
+        self.set_online(False, why)
+        delay = self.backoff.next()
+        self.throttled.log(logging.ERROR, "open", "camera %s: %s; retrying in %.1f s", self.cam.name, why, delay)
+        self._pause(delay)
+
+    def _read_until_failure(self, reader: Reader) -> bool:
         """Read frames until the source ends (True) or fails/stalls (False) or we are stopped."""
         counted = 0
+        self.reason = "the source failed or stalled; reopening"
         while not self.stop.is_set():
-            try:
-                frame = src.read()
-            except SourceEnded:
-                self.stats.add("skipped", src.skipped - counted)
-                return True
-            except SourceError as e:
-                self.stats.add("source_errors")
-                log.warning("camera %s: %s; reopening", self.cam.name, e)
+            msg = self._wait(reader, self.cam.source.stall_timeout_s)
+            if msg is None:
+                if not self.stop.is_set():
+                    self._abandon(reader, "a read", self.cam.source.stall_timeout_s)
+                    self.reason = f"a read hung for {self.cam.source.stall_timeout_s:.0f} s; reopening"
                 return False
-            except Exception:  # a bug or a library error must not end inspection: reopen instead
-                self.stats.add("source_errors")
-                log.exception("camera %s: the source failed unexpectedly; reopening", self.cam.name)
-                return False
-            if src.skipped != counted:  # unreadable items the source passed over
-                self.stats.add("skipped", src.skipped - counted)
-                counted = src.skipped
-            if frame is None:
+            if reader.skipped() != counted:  # unreadable items the source passed over
+                self.stats.add("skipped", reader.skipped() - counted)
+                counted = reader.skipped()
+            kind, value = msg
+            if kind == "error":
+                return self._read_error(value)
+            if value is None:
                 if self._stalled(time.monotonic()):
                     return False
                 continue
-            self._take(frame)
+            self._take(value)
+        return False
+
+    def _read_error(self, e: BaseException) -> bool:
+        if isinstance(e, SourceEnded):
+            return True
+        self.stats.add("source_errors")
+        self.reason = f"source error: {e}"
+        if isinstance(e, SourceError):
+            log.warning("camera %s: %s; reopening", self.cam.name, e)
+        else:  # a bug or a library error must not end inspection: reopen instead
+            log.error("camera %s: the source failed unexpectedly; reopening", self.cam.name, exc_info=e)
         return False
 
     def _stalled(self, now: float) -> bool:
         cfg = self.cam.source
         if cfg.kind != "folder" and now - self.last_frame > cfg.stall_timeout_s:
             self.stats.add("stalls")
+            self.reason = f"no frame for {now - self.last_frame:.0f} s: stalled; reopening"
             log.warning("camera %s: no frame for %.0f s: stalled, reopening", self.cam.name, now - self.last_frame)
             return True
         return False
+
+    def health(self, now: float) -> str | None:
+        """Why capture is not making progress, or None: frames arrive, or it is knowingly offline
+        and retrying. A supervisor that stops turning over, or too many hung reads, is not."""
+        if self.ended or self.stop.is_set():
+            return None
+        if not self.thread.is_alive():
+            return "the capture thread has died"
+        stale = now - self.heartbeat
+        if stale > 3 * self.cam.source.stall_timeout_s:
+            return f"capture has not turned over for {stale:.0f} s"
+        stuck = sum(r.thread.is_alive() for r in self.stuck)
+        if stuck > self.STUCK_LIMIT:
+            return f"{stuck} source reads hang and cannot be reclaimed"
+        return None
 
     def _take(self, frame: Frame) -> None:
         self.last_frame = time.monotonic()

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     if args.print_config:  # secrets print as **********
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return 0
@@ -53,13 +53,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def on_signal(signum, frame):
-        logging.getLogger("ganomaly").info("signal %s: stopping", signal.Signals(signum).name)
-        agent.stop()
+        name = signal.Signals(signum).name
+        logging.getLogger("ganomaly").info("signal %s: stopping", name)
+        agent.stop(f"stopped by {name}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
     return 0
+
+
+class JournalFormatter(logging.Formatter):
+    """Under systemd (stderr connected to the journal), each line starts with its syslog priority,
+    <3> error ... <7> debug, which journald reads: journalctl -p warning then shows the warnings."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def setup_logging(level: str) -> None:
+    import os
+
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):  # the journal stamps the time itself
+        handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def check_config(settings) -> int:

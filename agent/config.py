@@ -33,7 +33,11 @@ class TLSConfig(Strict):
 class MqttConfig(Strict):
     host: str = Field("127.0.0.1", min_length=1, pattern=r"^\S+$", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
-    client_id: str | None = Field(None, description="MQTT client id; default ganomaly-<device_id>")
+    client_id: str | None = Field(None, description="MQTT client id; default ganomaly-<machine id> (unique per "
+                                                    "device even where devices share a host name)")
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery: per camera an anomaly binary "
+                                              "sensor, the last score and the latest crop")
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
     username: str | None = Field(None, description="user name, if the broker requires one")
     password: SecretStr | None = Field(None, description="password; prefer password_file or the environment")
     password_file: str | None = Field(
@@ -154,6 +158,11 @@ class CameraConfig(Strict):
     localisation: LocalisationConfig = Field(default_factory=LocalisationConfig,
                                              description="boxes and crops of anomalous regions")
 
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate_from_text(cls, v):
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v  # from the environment
+
 
 class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
@@ -167,6 +176,9 @@ class ModelConfig(Strict):
     allow_mismatch: bool = Field(False, description="load even if the self-test against the bundle's "
                                                     "reference outputs fails (not recommended)")
     max_batch: int = Field(8, ge=1, le=256, description="largest micro-batch when frames are waiting")
+    reload_after_failures: int = Field(5, ge=1, le=10000, description="after this many inference failures in a "
+                                                                      "row the camera goes offline with the error "
+                                                                      "and the engine is reloaded")
     spinning: bool = Field(False, description="let idle ONNX Runtime threads spin-wait (lower latency on "
                                               "an otherwise idle machine, but they take CPU from capture)")
 
@@ -232,9 +244,59 @@ class Settings(BaseSettings):
     def prefix(self) -> str:
         return (self.mqtt.prefix or f"ganomaly/{self.device_id}").rstrip("/")
 
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"ganomaly-{machine_id()[:14]}"
+
+
+def machine_id() -> str:
+    """systemd's machine id (unique per installation), else the MAC address."""
+    import uuid
+
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return f"{uuid.getnode():012x}"
+
 
 class ConfigError(ValueError):
     pass
+
+
+CAMERA_ENV = "GANOMALY_CAMERAS__"
+
+
+def cameras_with_env(path: str | None, environ) -> list | None:
+    """The config file's cameras with ``GANOMALY_CAMERAS__<name>__<key>[__<key>...]=value`` applied
+    to the camera of that name (cameras are a list, which the environment cannot index), or None
+    when no such variable is set."""
+    overrides = [(k[len(CAMERA_ENV):].split("__"), v) for k, v in environ.items()
+                 if k.upper().startswith(CAMERA_ENV)]
+    if not overrides:
+        return None
+    cameras = []
+    if path is not None:
+        try:
+            import tomllib  # novermin (Python 3.10 takes the tomli fallback below)
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        with open(path, "rb") as f:
+            cameras = tomllib.load(f).get("cameras", [])
+    by_name = {str(c.get("name", "")).lower(): c for c in cameras if isinstance(c, dict)}
+    for keys, value in overrides:
+        cam = by_name.get(keys[0].lower())
+        if cam is None or len(keys) < 2:
+            raise ValueError(f"{CAMERA_ENV}{'__'.join(keys)}: no camera named {keys[0]!r} in the config "
+                             f"(cameras: {sorted(by_name)})")
+        node = cam
+        for key in keys[1:-1]:
+            node = node.setdefault(key.lower(), {})
+        node[keys[-1].lower()] = value
+    return cameras
 
 
 MAX_PREFIX_BYTES = 1024  # MQTT allows 65,535 bytes per topic; leave room for camera and event ids
@@ -262,7 +324,8 @@ def load_settings(path: str | None) -> Settings:
         raise ConfigError(f"config file {path!r} does not exist (see config.example.toml)")
     Settings._toml_file = path
     try:
-        return Settings()
+        cameras = cameras_with_env(path, os.environ)
+        return Settings(cameras=cameras) if cameras is not None else Settings()
     except ValidationError as e:
         lines = []
         for err in e.errors():

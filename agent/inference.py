@@ -26,9 +26,16 @@ log = logging.getLogger(__name__)
 
 class Inference:
     def __init__(self, name: str, engine: Engine, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
-                 max_batch: int, workers: int, on_alarm: Callable[[tuple], None], on_end: Callable[[], None]):
+                 max_batch: int, workers: int, on_alarm: Callable[[tuple], None], on_end: Callable[[], None],
+                 on_normal: Callable[[Item], None] | None = None,
+                 on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
+        self.on_normal = on_normal or (lambda item: None)
+        self.on_engine_failure = on_engine_failure or (lambda why: None)
+        self.max_failures, self.failures = max_failures, 0
+        self.heartbeat = time.monotonic()
+        self.reload_lock = threading.Lock()
         self.take_lock = threading.Lock()  # a batch is taken (and numbered) by one worker at a time
         self.order = threading.Condition()  # decisions in batch order
         self.next_batch = self.next_decision = 0
@@ -60,6 +67,13 @@ class Inference:
             self.next_batch += 1
             return n, batch
 
+    def health(self, now: float, grace: float) -> str | None:
+        """Why inference is stuck (frames wait, nothing decided for ``grace`` s), or None."""
+        stale = now - self.heartbeat
+        if self.q.qsize() and stale > grace:
+            return f"inference has decided nothing for {stale:.0f} s with {self.q.qsize()} frame(s) waiting"
+        return None
+
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
             self._process(*taken)
@@ -72,19 +86,32 @@ class Inference:
     def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray]:
         try:
             raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
-            return batch, self.engine.calibrated(raw), residual
-        except Exception:  # e.g. a GPU error: the frames are lost, the camera goes on
-            log.exception("camera %s: inference failed on %d frame(s) from frame %d", self.name,
-                          len(batch), batch[0].frame.index)
+            self.failures = 0
+            return batch, self.engine.calibrated(raw), residual, raw
+        except Exception as e:  # e.g. a GPU error: the frames are counted, the camera goes on
+            self.failures += 1
+            log.error("camera %s: inference failed on %d frame(s) from frame %d (%d in a row): %s", self.name,
+                      len(batch), batch[0].frame.index, self.failures, e, exc_info=self.failures == 1)
             self.stats.add("bad_frames", len(batch))
-            return [], np.zeros(0), np.zeros(0)
+            if self.failures >= self.max_failures:
+                self._reload(f"the engine failed {self.failures} times in a row: {e}")
+            return [], np.zeros(0), np.zeros(0), np.zeros(0)
+
+    def _reload(self, why: str) -> None:
+        with self.reload_lock:  # one worker reloads; the others wait for the new engine
+            if self.failures < self.max_failures:
+                return
+            engine = self.on_engine_failure(why)
+            self.failures = 0
+            if engine is not None:
+                self.engine = engine
 
     def _process(self, n: int, batch: list[Item]) -> None:
         t0 = time.monotonic()
         lat = self.stats.latency
         for it in batch:
             lat["queue"].add(t0 - it.frame.mono)
-        batch, scores, residual = self._score(batch)
+        batch, scores, residual, raw = self._score(batch)
         t1 = time.monotonic()
         lat["inference_batch"].add(t1 - t0)
         with self.order:  # debounce and cooldown see the frames in capture order
@@ -92,13 +119,16 @@ class Inference:
                 self.order.wait()
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
-                fired = self.debounce.update(float(scores[i]), it.frame.t_media, (it, residual[i], float(scores[i])))
+                fired = self.debounce.update(float(scores[i]), it.frame.t_media,
+                                             (it, residual[i], float(scores[i]), float(raw[i])))
                 if fired is not None:
                     self.on_alarm(fired)
+                if fired is None or fired[0] is not it:
+                    self.on_normal(it)
             self.next_decision += 1
             self.order.notify_all()
         t2 = time.monotonic()
-        self.stats.last_done = t2
+        self.stats.last_done = self.heartbeat = t2
         lat["postprocess"].add(t2 - t1)
         for it in batch:
             lat["capture_to_decision"].add(t2 - it.frame.mono)

@@ -25,7 +25,7 @@ class Box:
     score: float
 
     def as_dict(self) -> dict:
-        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "score": round(self.score, 4)}
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "residual": round(self.score, 4)}
 
 
 def regions(residual: np.ndarray, cfg: LocalisationConfig) -> list[tuple[tuple[int, int, int, int], float]]:

@@ -29,7 +29,7 @@ ECHO_TIMEOUT_S = 10.0  # MQTT 3.1.1: an acknowledged event not delivered back by
 
 class MqttPublisher:
     def __init__(self, cfg: MqttConfig, topics: Topics, client_id: str, store: EventStore,
-                 on_ack: Callable[[int, float], None] | None = None):
+                 on_ack: Callable[[int, float], None] | None = None, retained: list[tuple[str, str]] | None = None):
         self.cfg, self.topics, self.store, self.on_ack = cfg, topics, store, on_ack
         proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
@@ -74,7 +74,7 @@ class MqttPublisher:
         self.capture_mono: dict[int, float] = {}  # seq -> capture time, for latency
         self.json_mid: dict[int, int] = {}
         self.sent_upto = 0
-        self.retained: dict[str, str] = {}
+        self.retained: dict[str, str] = dict(retained or [])  # published again on every connect
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
         self.connects = 0
@@ -90,8 +90,8 @@ class MqttPublisher:
         self.client.loop_start()
         self.thread.start()
 
-    def stop(self, flush_timeout: float = 10.0) -> None:
-        """Flush what is stored (up to ``flush_timeout``), publish ``stopped`` and disconnect."""
+    def stop(self, flush_timeout: float = 10.0, reason: str = "stopped") -> None:
+        """Flush what is stored (up to ``flush_timeout``), publish ``offline`` with the reason, disconnect."""
         deadline = time.monotonic() + flush_timeout
         # Wait for the broker too: it may be coming back (a reconnect is pending).
         while time.monotonic() < deadline and self.store.depth()[0] > 0:
@@ -105,7 +105,8 @@ class MqttPublisher:
         self.wake.set()
         self.thread.join(timeout=5)
         if self.connected.is_set():
-            info = self.client.publish(self.topics.available(), "stopped", qos=1, retain=True)
+            self.client.publish(self.topics.available_reason(), reason, qos=1, retain=True)
+            info = self.client.publish(self.topics.available(), "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=3)
             except (RuntimeError, ValueError):
@@ -127,6 +128,7 @@ class MqttPublisher:
         if self.verify_echo:
             client.subscribe(self.topics.alarm("+"), qos=1)
         client.publish(self.topics.available(), "online", qos=1, retain=True)
+        client.publish(self.topics.available_reason(), "running", qos=1, retain=True)
         for topic, payload in list(self.retained.items()):
             client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
@@ -258,6 +260,9 @@ class MqttPublisher:
             self.event_mids[ev.seq] = set(mids)
             self.json_mid[ev.seq] = mids[0]
             self.event_ids[ev.seq] = ev.id
+        crop = next((data for topic, data in ev.blobs if topic.endswith("/crop/0")), None)
+        if crop is not None:  # Home Assistant's image entity shows the latest one
+            self.client.publish(self.topics.latest_crop(ev.topic.rsplit("/", 2)[-2]), crop, qos=0)
             for m in mids:
                 self.inflight[m] = ev.seq
             for m in mids:

@@ -20,6 +20,7 @@ from .capture import Capture
 from .config import CameraConfig
 from .decision import Debouncer
 from .inference import Inference
+from .sources import FolderRecord
 from .stats import CameraStats
 from .topics import Topics
 
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
-                 max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1):
+                 max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
+                 device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
+                 max_failures: int = 5):
         self.cam, self.engine = cam, engine
         max_batch = min(max_batch, engine.max_batch or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
@@ -38,18 +41,24 @@ class CameraPipeline:
         # Room for a full micro-batch per worker: with less, one worker takes everything waiting
         # and the others run small, inefficient batches.
         self.q: queue.Queue = queue.Queue(maxsize=queue_size or max_batch * workers)
-        self.on_status = on_status or (lambda cam, state: None)
+        self.on_status = on_status or (lambda cam, state, reason="": None)
         self.online = False
+        self.status_reason = ""
         self.finished = threading.Event()
         self.stats = CameraStats(time.monotonic())
         d = cam.decision.resolved(cam.source.kind)
         self.threshold = d.threshold if d.threshold is not None else engine.bundle.calibration.threshold
         size, _, channels = engine.spec.shape
-        self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online)
-        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats)
+        # A scanner folder's processed files are recorded in the event store: a restart inspects
+        # (and alarms on) nothing twice.
+        self.record = FolderRecord(store, cam.name, cam.source.uri) if cam.source.kind == "folder" else None
+        self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record)
+        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id)
         self.inference = Inference(cam.name, engine, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
-                                   on_alarm=self.alarms.put, on_end=self._end)
+                                   on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
+                                   on_engine_failure=self._engine_failed, max_failures=max_failures)
+        self.reload_engine = reload_engine
 
     def start(self) -> None:
         # Consumers before producers: a source that ends at once must find them running.
@@ -68,14 +77,39 @@ class CameraPipeline:
             t.join(timeout)
         self.alarms.thread.join(timeout)
 
-    def _set_online(self, online: bool) -> None:
-        if online != self.online:
-            self.online = online
-            self.on_status(self.cam.name, "online" if online else "offline")
+    def _set_online(self, online: bool, reason: str = "") -> None:
+        if online != self.online or reason != self.status_reason:  # a new reason is news too
+            self.online, self.status_reason = online, reason
+            self.on_status(self.cam.name, "online" if online else "offline", reason)
+
+    def _engine_failed(self, why: str) -> Engine | None:
+        """Offline with the error, then a fresh engine; online again once it loads and passes its
+        self-test. None (still offline, tried again after more failures) when it cannot be loaded."""
+        self._set_online(False, f"{why}; reloading the engine")
+        if self.reload_engine is None:
+            return None
+        try:
+            engine = self.reload_engine(self.engine)
+        except Exception as e:  # a bundle that no longer loads: stay offline, say why
+            log.error("camera %s: reloading the engine failed: %s", self.cam.name, e)
+            self._set_online(False, f"{why}; reloading the engine failed: {e}")
+            return None
+        self.engine = self.alarms.engine = engine
+        log.warning("camera %s: engine reloaded after failures", self.cam.name)
+        self._set_online(True)
+        return engine
+
+    def health(self, now: float) -> str | None:
+        grace = 3 * self.cam.source.stall_timeout_s
+        return self.capture.health(now) or self.inference.health(now, grace)
+
+    def _normal(self, item) -> None:
+        if self.record is not None and item.frame.path:
+            self.record.mark(item.frame.path, "normal")
 
     def _end(self) -> None:
         self.alarms.finish()
-        self._set_online(False)
+        self._set_online(False, "the source has finished")
         self.finished.set()
 
     def snapshot(self, now: float) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from .mqtt import MqttPublisher, dumps
 from .pipeline import CameraPipeline
 from .stats import Latency
 from .store import EventStore
+from .discovery import discovery_messages
+from .ratelimit import Throttled
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,14 @@ class Agent:
         self.s = settings
         self.started = time.monotonic()
         self.stop_event = threading.Event()
+        self.stop_reason = "stopped"
+        self.throttled = Throttled(log)
         self.engines: dict[str, Engine] = {}
+        self.retired: dict[str, list[Engine]] = {}
+        self.reload_lock = threading.Lock()
         m = settings.model
         workers, threads = m.parallelism(os.cpu_count() or 1)
+        self.threads = threads
         for cam in settings.cameras:
             path = cam.bundle or m.bundle
             if path not in self.engines:
@@ -54,20 +61,45 @@ class Agent:
                      settings.store.path, depth)
         self.lat_publish = Latency()
         self.topics = Topics(settings.prefix)
-        self.publisher = MqttPublisher(settings.mqtt, self.topics, settings.mqtt.client_id or
-                                       f"ganomaly-{settings.device_id}", self.store,
-                                       on_ack=lambda seq, dt: self.lat_publish.add(dt)) if connect else None
+        self.publisher = MqttPublisher(settings.mqtt, self.topics, settings.client_id, self.store,
+                                       on_ack=lambda seq, dt: self.lat_publish.add(dt),
+                                       retained=discovery_messages(settings, self.topics)) if connect else None
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,
                            self.topics, settings.queue_size, m.max_batch, self._camera_status,
-                           workers=workers)
+                           workers=workers, device_id=settings.device_id,
+                           reload_engine=self.reload_engine, max_failures=m.reload_after_failures)
             for cam in settings.cameras]
         self.stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 
-    def _camera_status(self, camera: str, state: str) -> None:
-        log.info("camera %s: %s", camera, state)
+    def reload_engine(self, old: Engine) -> Engine:
+        """A fresh engine for the bundle ``old`` was loaded from (once, for every camera sharing it)."""
+        with self.reload_lock:
+            path = next(p for p, e in self.engines.items() if e is old or old in self.retired.get(p, []))
+            if self.engines[path] is not old:  # another camera reloaded it already
+                return self.engines[path]
+            m = self.s.model
+            new = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning)
+            self.engines[path] = new
+            self.retired.setdefault(path, []).append(old)  # closed at shutdown: a worker may still hold it
+            return new
+
+    def health(self) -> str | None:
+        """Why the watchdog must not be fed: a camera is neither making progress nor knowingly
+        retrying. None when alarms can flow."""
+        now = time.monotonic()
+        for p in self.pipelines:
+            why = p.health(now)
+            if why:
+                return f"camera {p.cam.name}: {why}"
+        return None
+
+    def _camera_status(self, camera: str, state: str, reason: str = "") -> None:
+        log.log(logging.WARNING if reason else logging.INFO, "camera %s: %s%s", camera, state,
+                f" ({reason})" if reason else "")
         if self.publisher:
             self.publisher.set_retained(self.topics.status(camera), state)
+            self.publisher.set_retained(self.topics.status_reason(camera), reason or state)
 
     def start(self) -> None:
         if self.publisher:
@@ -88,11 +120,13 @@ class Agent:
             while not self.stop_event.wait(0.2):
                 if self.finished():
                     log.info("all sources finished")
+                    self.stop_reason = "all sources finished"
                     break
         finally:
             self.shutdown(flush_timeout)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
+        self.stop_reason = reason
         self.stop_event.set()
 
     def shutdown(self, flush_timeout: float = 10.0) -> None:
@@ -105,9 +139,9 @@ class Agent:
         self.stop_event.set()
         if self.publisher:
             self.publish_stats()
-            self.publisher.stop(flush_timeout)
+            self.publisher.stop(flush_timeout, reason=self.stop_reason)
         self.stats_thread.join(timeout=2)
-        for e in self.engines.values():
+        for e in list(self.engines.values()) + [e for old in self.retired.values() for e in old]:
             e.close()
         self.store.close()
         log.info("stopped")
@@ -138,8 +172,12 @@ class Agent:
         wd = systemd.watchdog_interval()
         next_stats = time.monotonic() + interval
         while not self.stop_event.wait(min(wd or 1.0, 1.0)):
-            if wd:
+            why = self.health()
+            if wd and why is None:  # fed only while alarms can flow: systemd restarts a stuck agent
                 systemd.notify("WATCHDOG=1")
+            elif why:
+                self.throttled.log(logging.ERROR, "watchdog", "unhealthy, watchdog not fed: %s", why)
+                systemd.notify(f"STATUS=unhealthy: {why}")
             if time.monotonic() >= next_stats:
                 next_stats += interval
                 self.publish_stats()

@@ -40,6 +40,7 @@ class Frame:
     mono: float  # monotonic capture time, for latency
     name: str = ""  # file name for folder items
     t_media: float = 0.0  # stream time for decisions: the video position for files, else monotonic
+    path: str = ""  # folder items: the file, recorded as processed once decided
 
 
 class VideoSource:
@@ -131,11 +132,14 @@ class FolderSource:
 
     RETRIES = 5
 
-    def __init__(self, cfg: SourceConfig, seen: set[str] | None = None):
+    def __init__(self, cfg: SourceConfig, seen: set[str] | None = None, record=None):
         if not os.path.isdir(cfg.uri):
             raise SourceError(f"image folder {cfg.uri!r} does not exist or is not a folder")
         self.cfg = cfg
         self.seen: set[str] = seen if seen is not None else set()
+        self.record = record  # durable: files processed before a restart are not inspected again
+        if record is not None:
+            self.seen |= record.paths()
         self.pending: list[str] = []
         self.waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
         self.attempts: dict[str, int] = {}
@@ -143,6 +147,7 @@ class FolderSource:
         self.index = len(self.seen)
         self.skipped = 0
         self.scans = 0  # directory listings, for the cost figures
+        self.listed: set[str] = set()
         self._last_scan = 0.0
         self.events = None
         self.next_listing = 0.0
@@ -167,6 +172,7 @@ class FolderSource:
             return
         if changed:
             self.scans += 1
+            self.listed.update(e.path for e in entries)
         subdirs = [d for d in self.dir_mtimes if os.path.dirname(d) == root and d != root]
         for e in entries:
             if e.is_dir(follow_symlinks=False):
@@ -180,11 +186,16 @@ class FolderSource:
         """New image paths: from inotify when it is live, else (or when due) by listing."""
         found: list[str] = []
         if self.events is None or self.events.overflowed or now >= self.next_listing:
+            full = not self.dir_mtimes
             if self.events is not None:
                 self.events.overflowed = False
                 self.dir_mtimes.clear()  # a fallback listing lists everything
                 self.next_listing = now + self.cfg.rescan_s
+                full = True
+            self.listed = set()
             self._list(self.cfg.uri, found)
+            if full:
+                self._forget_gone()
         if self.events is not None:
             found += [p for p in self.events.poll(0) if p.lower().endswith(IMAGE_EXTENSIONS)
                       and p not in self.seen and p not in self.waiting and p not in found]
@@ -234,7 +245,8 @@ class FolderSource:
             if img is None:
                 continue
             mono = time.monotonic()
-            frame = Frame(img, self.index, time.time(), mono, name=os.path.relpath(path, self.cfg.uri), t_media=mono)
+            frame = Frame(img, self.index, time.time(), mono, name=os.path.relpath(path, self.cfg.uri), t_media=mono,
+                          path=path)
             self.index += 1
             return frame
 
@@ -254,10 +266,20 @@ class FolderSource:
         self.seen.add(path)
         return img
 
+    def _forget_gone(self) -> None:
+        """Files processed earlier and no longer in the folder are dropped from memory and record."""
+        gone = [p for p in self.seen if p not in self.listed]
+        if gone:
+            self.seen.difference_update(gone)
+            if self.record is not None:
+                self.record.forget(gone)
+
     def _skip(self, path: str, reason: str) -> None:
         self.seen.add(path)
         self.skipped += 1
         log.warning("skipping %s: %s", path, reason)
+        if self.record is not None:
+            self.record.mark(path, "skipped")
 
     def close(self) -> None:
         if self.events is not None:
@@ -265,7 +287,23 @@ class FolderSource:
             self.events = None
 
 
-def open_source(cfg: SourceConfig, folder_seen: set[str] | None = None):
+class FolderRecord:
+    """The durable record of a folder's processed files, in the event store."""
+
+    def __init__(self, store, camera: str, folder: str):
+        self.store, self.source = store, f"{camera}:{os.path.abspath(folder)}"
+
+    def paths(self) -> set[str]:
+        return self.store.processed_paths(self.source)
+
+    def mark(self, path: str, status: str) -> None:
+        self.store.mark_processed(self.source, path, status)
+
+    def forget(self, paths: list[str]) -> None:
+        self.store.forget_processed(self.source, paths)
+
+
+def open_source(cfg: SourceConfig, folder_seen: set[str] | None = None, record: FolderRecord | None = None):
     if cfg.kind == "folder":
-        return FolderSource(cfg, folder_seen)
+        return FolderSource(cfg, folder_seen, record)
     return VideoSource(cfg)

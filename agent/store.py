@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (event_seq, k)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS processed (
+    source TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (source, path)
+);
 """
 
 
@@ -106,14 +113,14 @@ class EventStore:
             log.warning("event store: WAL checkpoint failed (%s); will retry", e)
 
     def add(self, event_id: str, camera: str, topic: str, payload: dict, blobs: list[tuple[str, bytes]],
-            created: float | None = None) -> int:
+            created: float | None = None, processed: tuple[str, str] | None = None) -> int:
         """Store an event; on a full disk, evict (expired first, then the oldest unsent) and retry.
         StoreFull when even an empty store has no room for it."""
         text = json.dumps(payload, separators=(",", ":"))
         row = (event_id, camera, created or time.time(), topic, text, len(text) + sum(len(b) for _, b in blobs))
         while True:
             try:
-                seq = self._insert(row, blobs)
+                seq = self._insert(row, blobs, processed)
                 break
             except sqlite3.OperationalError as e:
                 if not _is_full(e):
@@ -136,7 +143,7 @@ class EventStore:
         except (OSError, sqlite3.Error) as e:  # busy or full: the next write tries again
             self.throttled.log(logging.WARNING, "wal", "event store %s: WAL checkpoint failed (%s)", self.path, e)
 
-    def _insert(self, row: tuple, blobs: list[tuple[str, bytes]]) -> int:
+    def _insert(self, row: tuple, blobs: list[tuple[str, bytes]], processed: tuple[str, str] | None = None) -> int:
         with self.lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -145,6 +152,9 @@ class EventStore:
                 seq = cur.lastrowid
                 self.db.executemany("INSERT INTO blobs (event_seq, k, topic, data) VALUES (?,?,?,?)",
                                     [(seq, k, t, sqlite3.Binary(b)) for k, (t, b) in enumerate(blobs)])
+                if processed:  # the item and its alarm are recorded together: a crash keeps both or neither
+                    self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts) VALUES (?,?,?,?)",
+                                    (*processed, "alarm", time.time()))
                 self.db.execute("COMMIT")
                 return seq
             except BaseException:
@@ -256,7 +266,7 @@ class EventStore:
             cur = self.db.execute("DELETE FROM events WHERE created < ?", (time.time() - self.max_age_s,))
             dropped += cur.rowcount
             n, size = self.db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events").fetchone()
-            while n > self.max_events or size > self.max_bytes:
+            while n > self.max_events or size > self.max_bytes or self._disk_over():
                 row = self.db.execute("SELECT seq, bytes FROM events ORDER BY seq LIMIT 1").fetchone()
                 if row is None:
                     break
@@ -267,6 +277,45 @@ class EventStore:
         if dropped:
             log.warning("event store full or events too old: evicted %d oldest unsent event(s)", dropped)
         return dropped
+
+    def _disk_over(self) -> bool:
+        """Whether the live pages, the WAL's limit and the reserve together pass max_bytes: deleted
+        events' pages are reused before the file grows, so the files on disk stay within max_mb."""
+        overhead = self.WAL_LIMIT + self.RESERVE_BYTES
+        if self.max_bytes < 4 * overhead:  # a tiny budget (tests): the events' own bytes decide
+            return False
+        pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size + overhead > self.max_bytes
+
+    def files_bytes(self) -> dict[str, int]:
+        """Bytes on disk of the database, its WAL and the reserve."""
+        out = {}
+        for name, path in (("db", self.path), ("wal", self.path + "-wal"), ("reserve", self.path + "-reserve")):
+            try:
+                out[name] = os.path.getsize(path)
+            except OSError:
+                out[name] = 0
+        return out
+
+    def processed_paths(self, source: str) -> set[str]:
+        with self.lock:
+            return {r[0] for r in self.db.execute("SELECT path FROM processed WHERE source=?", (source,))}
+
+    def mark_processed(self, source: str, path: str, status: str) -> None:
+        try:
+            with self.lock:
+                self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts) VALUES (?,?,?,?)",
+                                (source, path, status, time.time()))
+        except sqlite3.OperationalError as e:  # a full disk: the item may be inspected again after a restart
+            self.throttled.log(logging.ERROR, "processed", "event store %s: cannot record a processed file (%s)",
+                               self.path, e)
+
+    def forget_processed(self, source: str, paths: list[str]) -> None:
+        """Records of files that are gone from the folder: they cannot come back under the same name
+        unchanged, and the table stays as large as the folder, not its history."""
+        with self.lock:
+            self.db.executemany("DELETE FROM processed WHERE source=? AND path=?", [(source, p) for p in paths])
 
     def depth(self) -> tuple[int, int]:
         with self.lock:

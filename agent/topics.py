@@ -1,7 +1,10 @@
 """Every MQTT topic the agent publishes, built in one place.
 
-    <prefix>/available                       online | offline (the Will) | stopped, retained
+    <prefix>/available                       online | offline (also the Will), retained
+    <prefix>/available/reason                why: running, stopped by SIGTERM, ..., retained
     <prefix>/<camera>/status                 online | offline, retained
+    <prefix>/<camera>/status/reason          why a camera is offline (source error, engine failing), retained
+    <prefix>/<camera>/latest/crop            the latest alarm's first crop (JPEG; Home Assistant's image)
     <prefix>/<camera>/alarm                  JSON event (agent/alarm.schema.json)
     <prefix>/<camera>/alarm/<id>/crop/<k>    JPEG
     <prefix>/<camera>/alarm/<id>/overlay     JPEG
@@ -25,6 +28,15 @@ class Topics:
 
     def stats(self) -> str:
         return self._join("stats")
+
+    def available_reason(self) -> str:
+        return self._join("available", "reason")
+
+    def status_reason(self, camera: str) -> str:
+        return self._join(camera, "status", "reason")
+
+    def latest_crop(self, camera: str) -> str:
+        return self._join(camera, "latest", "crop")
 
     def status(self, camera: str) -> str:
         return self._join(camera, "status")

@@ -170,7 +170,8 @@ def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
     sub = Subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")
     assert p.wait(120) == 0, open(tmp_path / "agent.log").read()
-    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "stopped", 10)
+    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "offline", 10)
+    assert sub.last("ganomaly/test/available/reason") == "all sources finished"
     alarms = check_payloads(sub)
     anomalous = [t for t in truth if t["kind"] != "normal"]
     normal = [t for t in truth if t["kind"] == "normal"]
@@ -194,6 +195,9 @@ def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
         hits += any(overlaps(b, gt) for b in ev["boxes"])
     assert defect_alarms and hits >= 0.8 * len(defect_alarms), (hits, len(defect_alarms))
     assert sub.last("ganomaly/test/cam1/status") == "offline"  # the file ended
+    assert sub.last("ganomaly/test/cam1/status/reason") == "the source has finished"
+    ev = alarms[0]
+    assert ev["device_id"] == "test" and ev["raw_score"] == ev["raw_score"] and ev["boxes"][0]["residual"] >= 0
     stats = json.loads(sub.topics("/stats")[-1][1])
     assert stats["cameras"]["cam1"]["frames_processed"] == 120 and stats["cameras"]["cam1"]["dropped"] == 0
     sub.close()
@@ -223,7 +227,7 @@ def test_image_folder_scanner(scene_bundle, broker, tmp_path):
     sub.close()
 
 
-def test_will_on_kill_and_stopped_on_clean_exit(scene_bundle, broker, tmp_path):
+def test_will_on_kill_and_offline_with_the_reason_on_clean_exit(scene_bundle, broker, tmp_path):
     from ganomaly_edge.tools.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(8, seed=13))
@@ -240,7 +244,8 @@ def test_will_on_kill_and_stopped_on_clean_exit(scene_bundle, broker, tmp_path):
     assert sub.wait(lambda: sub.topics("/stats"), 10)
     p.send_signal(signal.SIGTERM)
     assert p.wait(30) == 0
-    assert sub.wait(lambda: sub.last("ganomaly/test/available") == "stopped", 10)
+    assert sub.wait(lambda: sub.last("ganomaly/test/available/reason") == "stopped by SIGTERM", 10)
+    assert sub.last("ganomaly/test/available") == "offline"  # online/offline only: what Home Assistant knows
     sub.close()
 
 

@@ -345,3 +345,51 @@ def test_a_quiet_folder_is_not_listed_again_however_many_files_it_has_seen(tmp_p
         frame = src.read()
     assert frame is not None and frame.name == "new.png"
     assert src.scans == (1 if use_inotify else 2)  # inotify: found without listing the 10,000
+
+
+def test_camera_keys_can_be_overridden_from_the_environment_by_name(tmp_path, monkeypatch):
+    p = tmp_path / "c.toml"
+    p.write_text('[model]\nbundle = "b"\n[[cameras]]\nname = "conveyor"\n[cameras.source]\nkind = "camera"\n'
+                 'uri = "0"\n[[cameras]]\nname = "xray"\n[cameras.source]\nkind = "folder"\nuri = "/srv/scans"\n')
+    monkeypatch.setenv("GANOMALY_CAMERAS__conveyor__SOURCE__URI", "/dev/video2")
+    monkeypatch.setenv("GANOMALY_CAMERAS__CONVEYOR__DECISION__K", "3")
+    monkeypatch.setenv("GANOMALY_CAMERAS__xray__ROTATE", "90")
+    monkeypatch.setenv("GANOMALY_MQTT__HOST", "broker.plant")  # the rest of the environment still applies
+    s = load_settings(str(p))
+    conv, xray = s.cameras
+    assert conv.source.uri == "/dev/video2" and conv.decision.k == 3 and xray.rotate == 90
+    assert s.mqtt.host == "broker.plant" and xray.source.uri == "/srv/scans"
+    monkeypatch.setenv("GANOMALY_CAMERAS__nosuch__ROTATE", "90")
+    with pytest.raises(ConfigError, match="no camera named 'nosuch'"):
+        load_settings(str(p))
+
+
+def test_default_client_id_is_the_machine_id_not_the_host_name(tmp_path):
+    import socket
+
+    from ganomaly_edge.agent.config import machine_id
+
+    p = tmp_path / "c.toml"
+    p.write_text(BASE)
+    s = load_settings(str(p))
+    assert s.client_id == f"ganomaly-{machine_id()[:14]}" and socket.gethostname() not in s.client_id
+    assert len(s.client_id) <= 23  # MQTT 3.1.1's guaranteed client id length
+
+
+def test_log_lines_carry_journald_priorities_under_systemd(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\nbundle = "{BUNDLE_DIR}/recon"\n[mqtt]\nport = 1\n[store]\npath = "{tmp_path}/e.db"\n'
+                   f'[[cameras]]\nname = "a"\n[cameras.source]\nkind = "folder"\nuri = "{folder}"\nwatch = false\n')
+    env = dict(os.environ, JOURNAL_STREAM="8:12345")
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "-c", str(cfg), "--flush-timeout", "0"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 0 and lines and all(ln[:3] in ("<6>", "<4>", "<3>", "<7>") for ln in lines), lines[:5]
+    assert any(ln.startswith("<3>") and "cannot connect" in ln for ln in lines)  # an error is an error

@@ -312,3 +312,23 @@ def test_tensorrt_install_without_the_cuda_toolkit_stops_before_changing_anythin
                        text=True, env=env, timeout=60)
     assert r.returncode == 1 and "nvcc not found" in r.stderr and "CUDA toolkit" in r.stderr
     assert not (root / "opt").exists()
+
+
+def test_every_command_has_version():
+    scripts = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.value.startswith("ganomaly_edge")]
+    assert {e.name for e in scripts} == {"ganomaly-train", "ganomaly-eval", "ganomaly-build-engine", "ganomaly-bench",
+                                         "ganomaly-agent"}
+    for e in scripts:
+        exe = os.path.join(os.path.dirname(sys.executable), e.name)
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == f"{e.name} {importlib.metadata.version('ganomaly-edge')}"
+
+
+def test_dependencies_whose_next_major_release_breaks_us_are_bounded():
+    """A fresh install took whatever was newest; the majors known to change what we use are capped
+    (numpy's ABI, paho-mqtt's callback API, pydantic's models and settings)."""
+    from packaging.requirements import Requirement
+
+    reqs = {Requirement(r).name.lower(): Requirement(r) for r in importlib.metadata.requires("ganomaly-edge")}
+    for name, next_major in (("numpy", "3.0"), ("paho-mqtt", "3.0"), ("pydantic", "3.0"), ("pydantic-settings", "3.0")):
+        assert not reqs[name].specifier.contains(next_major), name

@@ -355,6 +355,63 @@ def bench_drain(events: int, blob_kb: int, max_inflight: int) -> dict:
             "drain_s": round(drain_s, 2), "left": left, "events_per_s": round((events - left) / drain_s, 1)}
 
 
+def bench_soak(duration_s: float, sample_s: float, max_mb: float) -> dict:
+    """The agent for ``duration_s`` on a looping video where every frame alarms (a shipped 16x16
+    bundle: alarms as fast as the agent can build, store and publish them), a real mosquitto and a
+    subscriber that takes everything; every ``sample_s`` the database and WAL sizes and the
+    agent's RSS."""
+    import cv2
+    import paho.mqtt.client as mqtt
+    import psutil
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+
+    from .broker import Mosquitto
+
+    work = tempfile.mkdtemp(prefix="bench-soak-")
+    video = os.path.join(work, "loop.avi")
+    vw = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 30, (32, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        vw.write(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    vw.release()
+    db = os.path.join(work, "events.db")
+    with Mosquitto(workdir=os.path.join(work, "broker"), persistence=False) as b:
+        cfg = os.path.join(work, "agent.toml")
+        with open(cfg, "w") as f:
+            f.write(f'device_id = "soak"\nlog_level = "WARNING"\n[model]\nbundle = "{BUNDLE_DIR}/recon"\n'
+                    f'[mqtt]\nport = {b.port}\nstats_interval_s = 60\n[store]\npath = "{db}"\nmax_mb = {max_mb}\n'
+                    f'[[cameras]]\nname = "loop"\n[cameras.source]\nkind = "file"\nuri = "{video}"\nloop = true\n'
+                    '[cameras.decision]\nthreshold = -1000000.0\nk = 1\nn = 1\ncooldown_s = 0\n')
+        got = {"alarms": 0}
+        sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="soak-sub")
+        sub.on_message = lambda c, u, m: got.__setitem__("alarms", got["alarms"] + m.topic.endswith("/alarm"))
+        sub.connect("127.0.0.1", b.port)
+        sub.subscribe("ganomaly/soak/#", qos=1)
+        sub.loop_start()
+        p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg],
+                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "w"))
+        proc, samples, t0 = psutil.Process(p.pid), [], time.monotonic()
+        while time.monotonic() - t0 < duration_s and p.poll() is None:
+            time.sleep(sample_s)
+            sizes = {k: (os.path.getsize(db + sfx) if os.path.exists(db + sfx) else 0)
+                     for k, sfx in (("db", ""), ("wal", "-wal"), ("reserve", "-reserve"))}
+            samples.append({"t_s": round(time.monotonic() - t0), "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                            **{f"{k}_mb": round(v / 2**20, 2) for k, v in sizes.items()}, "received": got["alarms"]})
+            print(json.dumps(samples[-1]), flush=True)
+        p.terminate()
+        p.wait(60)
+        sub.loop_stop()
+    after = [s for s in samples if s["t_s"] >= 60] or samples
+    return {"duration_s": duration_s, "max_mb": max_mb, "alarms_received": got["alarms"],
+            "alarms_per_s": round(got["alarms"] / max(samples[-1]["t_s"], 1), 1),
+            "max_wal_mb": max(s["wal_mb"] for s in samples), "max_files_mb": max(s["db_mb"] + s["wal_mb"] + s["reserve_mb"]
+                                                                              for s in samples),
+            "rss_mb_at_60s": after[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
+            "rss_growth_after_first_minute": round(samples[-1]["rss_mb"] / after[0]["rss_mb"] - 1, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--rounds", type=int, default=3, help="interleaved engine/agent rounds; medians reported")
     a.add_argument("--max-batch", type=int, default=8, help="the agent's largest micro-batch")
     a.add_argument("--workers", type=int, default=0, help="the agent's inference workers (0 = auto)")
+    so = sub.add_parser("soak", help="the agent at a high alarm rate for minutes: store files and RSS over time")
+    so.add_argument("--duration", type=float, default=600.0)
+    so.add_argument("--sample", type=float, default=10.0)
+    so.add_argument("--max-mb", type=float, default=64.0)
     d = sub.add_parser("drain", help="how fast a backlog of stored events drains to a real broker")
     d.add_argument("--events", type=int, default=10000)
     d.add_argument("--blob-kib", type=int, default=8, help="size of each event's JPEG-sized blob")
@@ -392,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.what == "soak":
+        print(json.dumps(bench_soak(args.duration, args.sample, args.max_mb), indent=1))
+        return 0
     if args.what == "drain":
         print(json.dumps(bench_drain(args.events, args.blob_kib, args.max_inflight), indent=1))
         return 0
