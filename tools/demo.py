@@ -29,6 +29,29 @@ def tool(name: str) -> str:
     return path
 
 
+def _usable(bundle: str) -> bool:
+    from ganomaly_edge.engine import BundleError, open_bundle
+
+    try:
+        open_bundle(bundle)
+        return True
+    except BundleError as e:
+        if os.path.exists(bundle):
+            print(f"rebuilding the demo bundle: {e}", flush=True)
+        return False
+
+
+def _usable_checkpoint(ckpt: str) -> bool:
+    if not os.path.exists(ckpt):
+        return False
+    from ganomaly_edge.train.checkpoint import load_checkpoint
+
+    try:
+        return bool(load_checkpoint(ckpt).get("complete"))
+    except ValueError:
+        return False
+
+
 def build_assets(args) -> dict:
     from .scene import stream_items, write_training_folder, write_video
 
@@ -36,13 +59,14 @@ def build_assets(args) -> dict:
     train_dir = os.path.join(HERE, "train_images")
     ckpt = os.path.join(HERE, "tshirt.pt")
     bundle = os.path.join(HERE, "bundle")
-    if not os.path.exists(os.path.join(bundle, "bundle.json")):
-        if not os.path.isdir(train_dir):
-            print("writing 1,500 normal items (Fashion-MNIST T-shirts on a conveyor) ...", flush=True)
-            write_training_folder(train_dir, 1500)
-        sh(tool("ganomaly-train"), "--data", train_dir, "--out", ckpt, "--image-size", "32",
-           "--channels", "3", "--epochs", str(args.epochs), "--width", "32", "--batch-size", "32",
-           "--score", args.score, "--far", str(args.far))
+    if not _usable(bundle):  # absent, or left by an older version (another bundle format)
+        if not _usable_checkpoint(ckpt):
+            if not os.path.isdir(train_dir):
+                print("writing 1,500 normal items (Fashion-MNIST T-shirts on a conveyor) ...", flush=True)
+                write_training_folder(train_dir, 1500)
+            sh(tool("ganomaly-train"), "--data", train_dir, "--out", ckpt, "--image-size", "32",
+               "--channels", "3", "--epochs", str(args.epochs), "--width", "32", "--batch-size", "32",
+               "--score", args.score, "--far", str(args.far))
         sh(tool("ganomaly-build-engine"), ckpt, "--out", bundle, "--name", "tshirt-demo")
     video = os.path.join(HERE, "conveyor.avi")
     truth_path = os.path.join(HERE, "conveyor_truth.json")
