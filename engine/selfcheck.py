@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import threading
 import time

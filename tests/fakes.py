@@ -251,7 +251,6 @@ def _round_half(onnx_bytes: bytes, keep: set[str]) -> bytes:
 
     m = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
     elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.value_info) + list(m.graph.output)}
-    graph_outputs = {o.name for o in m.graph.output}
     nodes = []
     for node in m.graph.node:
         nodes.append(node)

@@ -1,11 +1,9 @@
 """Field deployment, part 1: Python 3.10-3.13, install.sh into a scratch root with its broker beside
 Debian's stock mosquitto config, and a unit that starts on systemd 249 (JetPack 6) and newer."""
 
-import configparser
 import glob
 import grp
 import importlib.metadata
-import json
 import os
 import pwd
 import re

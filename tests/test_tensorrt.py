@@ -207,7 +207,6 @@ def test_build_engine_cli_with_tensorrt(trt_fake, tiny_bundle, capsys):
 
 def _transpose_first_graph():
     """uint8 images -> Transpose -> Cast -> ... : what every bundle exported before the fix held."""
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 16, 16, 1])
