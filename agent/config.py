@@ -153,6 +153,10 @@ class CameraConfig(Strict):
     source: SourceConfig = Field(..., description="where frames come from")
     roi: RoiConfig | None = Field(None, description="region of interest; absent = the whole frame")
     rotate: Literal[0, 90, 180, 270] = Field(0, description="clockwise rotation applied after the ROI")
+    working_size: tuple[int, int] | None = Field(
+        None, description="[width, height] the ROI (after rotation) is resized to before it is cut into tiles; "
+                          "default: the bundle's working resolution, for which its threshold was calibrated. "
+                          "A tiled model takes any size of at least one tile; an untiled one only its own")
     bundle: str | None = Field(None, description="model bundle for this camera; default model.bundle")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="alarm decision")
     localisation: LocalisationConfig = Field(default_factory=LocalisationConfig,
@@ -162,6 +166,23 @@ class CameraConfig(Strict):
     @classmethod
     def _rotate_from_text(cls, v):
         return int(v) if isinstance(v, str) and v.strip().isdigit() else v  # from the environment
+
+    @field_validator("working_size", mode="before")
+    @classmethod
+    def _size_from_text(cls, v):
+        if isinstance(v, str):  # "1280x720" from the environment
+            parts = v.lower().replace(",", "x").split("x")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError(f"working_size must be WIDTHxHEIGHT (e.g. 640x360), not {v!r}")
+            return (int(parts[0]), int(parts[1]))
+        return v
+
+    @field_validator("working_size")
+    @classmethod
+    def _size_positive(cls, v):
+        if v is not None and not (16 <= v[0] <= 16384 and 16 <= v[1] <= 16384):
+            raise ValueError(f"working_size {v[0]}x{v[1]} is out of range (16 to 16384 pixels a side)")
+        return v
 
 
 class ModelConfig(Strict):

@@ -1,4 +1,4 @@
-"""Frame -> model input (ROI, rotation, resize) and model-input boxes -> frame coordinates."""
+"""Frame -> working-resolution input (ROI, rotation, resize) and boxes on it -> frame coordinates."""
 
 from __future__ import annotations
 
@@ -27,13 +27,14 @@ class View:
     w: int  # ROI size in the original frame, before rotation
     h: int
     rotate: int
-    size: int  # model input side
+    height: int  # working resolution (the model input when untiled)
+    width: int
 
     def to_frame(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
         """(x, y, w, h) in model-input pixels -> (x, y, w, h) in original-frame pixels."""
         x, y, w, h = box
         rw, rh = (self.h, self.w) if self.rotate in (90, 270) else (self.w, self.h)  # rotated ROI size
-        sx, sy = rw / self.size, rh / self.size
+        sx, sy = rw / self.width, rh / self.height
         corners = np.array([[x, y], [x + w, y + h]], np.float64) * [sx, sy]
         pts = []
         for cx, cy in corners:
@@ -55,18 +56,20 @@ class View:
         return X0, Y0, max(X1 - X0, 1), max(Y1 - Y0, 1)
 
 
-def model_input(image: np.ndarray, roi: RoiConfig | None, rotate: int, size: int,
+def model_input(image: np.ndarray, roi: RoiConfig | None, rotate: int, size: int | tuple[int, int],
                 channels: int) -> tuple[np.ndarray, View]:
+    """The ROI, turned and resized to the working resolution ``size`` = (height, width), or a side."""
+    size = (size, size) if isinstance(size, int) else size
     h, w = image.shape[:2]
     if roi is not None:
         if roi.x + roi.w > w or roi.y + roi.h > h:
             raise FrameSizeError(f"ROI {roi.x},{roi.y} {roi.w}x{roi.h} does not fit a {w}x{h} frame: "
                                  "fix [cameras.roi] for this camera")
         crop = image[roi.y:roi.y + roi.h, roi.x:roi.x + roi.w]
-        view = View(roi.x, roi.y, roi.w, roi.h, rotate, size)
+        view = View(roi.x, roi.y, roi.w, roi.h, rotate, *size)
     else:
         crop = image
-        view = View(0, 0, w, h, rotate, size)
+        view = View(0, 0, w, h, rotate, *size)
     if rotate:
         crop = cv2.rotate(crop, _ROTATE[rotate])
     return prepare(crop, size, channels), view

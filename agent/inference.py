@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ganomaly_edge.engine import Engine
+from ganomaly_edge.engine.tiling import Tiling
 
 from .capture import END, Item
 from .decision import Debouncer
@@ -25,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class Inference:
-    def __init__(self, name: str, engine: Engine, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
+    def __init__(self, name: str, engine: Engine, tiling: Tiling, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
                  max_batch: int, workers: int, on_alarm: Callable[[tuple], None], on_end: Callable[[], None],
                  on_normal: Callable[[Item], None] | None = None,
                  on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
+        self.tiling = tiling
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
         self.on_normal = on_normal or (lambda item: None)
         self.on_engine_failure = on_engine_failure or (lambda why: None)
@@ -85,7 +87,7 @@ class Inference:
 
     def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray]:
         try:
-            raw, residual = self.engine.infer(np.stack([it.x for it in batch]))
+            raw, residual = self.engine.score_frames(np.stack([it.x for it in batch]), self.tiling)
             self.failures = 0
             return batch, self.engine.calibrated(raw), residual, raw
         except Exception as e:  # e.g. a GPU error: the frames are counted, the camera goes on

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable
 
 from ganomaly_edge.engine import Engine
+from ganomaly_edge.engine.tiling import Tiling, TilingError
 
 from .alarms import Alarms
 from .capture import Capture
@@ -27,13 +28,35 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 
+def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
+    """The camera's working resolution and tiles: the bundle's, or ``working_size`` cut the same way."""
+    t = engine.tiling
+    if cam.working_size is None:
+        return t
+    w, h = cam.working_size
+    if (h, w) == (t.height, t.width):
+        return t
+    if not t.tiled:
+        raise ValueError(f"camera {cam.name}: working_size {w}x{h} needs a tiled model; bundle "
+                         f"{engine.bundle.name} takes {t.width}x{t.height} frames only (train with --tile)")
+    try:
+        out = t.resized(h, w)
+    except TilingError as e:
+        raise ValueError(f"camera {cam.name}: working_size {w}x{h}: {e}") from None
+    log.warning("camera %s: working resolution %dx%d (%d tiles) differs from the %dx%d the threshold was "
+                "calibrated for (%d tiles): more tiles per frame mean more false alarms than the calibrated "
+                "rate; retrain at this resolution to keep it", cam.name, w, h, out.count, t.width, t.height, t.count)
+    return out
+
+
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
                  device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
                  max_failures: int = 5):
         self.cam, self.engine = cam, engine
-        max_batch = min(max_batch, engine.max_batch or max_batch)
+        self.tiling = camera_tiling(cam, engine)
+        max_batch = min(max_batch, engine.max_frames or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
         workers = max(1, workers) if engine.concurrent else 1
         log.info("camera %s: %s, %d inference worker(s)%s", cam.name, engine.backend, workers,
@@ -48,13 +71,14 @@ class CameraPipeline:
         self.stats = CameraStats(time.monotonic())
         d = cam.decision.resolved(cam.source.kind)
         self.threshold = d.threshold if d.threshold is not None else engine.bundle.calibration.threshold
-        size, _, channels = engine.spec.shape
+        channels = engine.spec.channels
+        size = (self.tiling.height, self.tiling.width)
         # A scanner folder's processed files are recorded in the event store: a restart inspects
         # (and alarms on) nothing twice.
         self.record = FolderRecord(store, cam.name, cam.source.uri) if cam.source.kind == "folder" else None
         self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record)
         self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id)
-        self.inference = Inference(cam.name, engine, self.q, self.stats,
+        self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
                                    on_engine_failure=self._engine_failed, max_failures=max_failures)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError, InputSpec
+from .tiling import Tiling, TilingError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ class Engine(abc.ABC):
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.spec: InputSpec = bundle.input
-        self.max_batch: int | None = None
+        self.tiling: Tiling = bundle.tiling
+        self.max_batch: int | None = None  # model inputs (tiles) per call
         self.selftest_report: dict[str, Any] = {}
 
     @abc.abstractmethod
@@ -55,14 +57,42 @@ class Engine(abc.ABC):
         return np.ascontiguousarray(frames)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs (tiles, or whole frames when untiled) -> raw scores, residual maps."""
         return self._run(self.check_frames(frames))
+
+    @property
+    def max_frames(self) -> int | None:
+        """Frames per call that fit the engine's batch limit in one piece (at least one)."""
+        return None if not self.max_batch else max(1, self.max_batch // self.tiling.count)
+
+    def score_frames(self, frames: np.ndarray, tiling: Tiling | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames at working resolution, uint8 [N, H, W, C] -> (raw frame scores [N], residual
+        maps [N, H, W]): every tile of every frame in one batch (split where the engine's batch
+        limit asks), a frame's score the maximum over its tiles, the maps stitched."""
+        t = tiling or self.tiling
+        if frames.ndim == 3:
+            frames = frames[None]
+        c = self.spec.channels
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (t.height, t.width, c):
+            raise FrameError(f"frames must be uint8 [N, {t.height}, {t.width}, {c}] (the working resolution), "
+                             f"got {frames.dtype} {list(frames.shape)}")
+        try:
+            tiles = t.split(frames)
+        except TilingError as e:
+            raise FrameError(str(e)) from None
+        step = self.max_batch or len(tiles)
+        parts = [self.infer(tiles[i:i + step]) for i in range(0, len(tiles), step)]
+        raw = np.concatenate([p[0] for p in parts])
+        maps = np.concatenate([p[1] for p in parts])
+        return t.frame_scores(raw), t.stitch(maps)
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
         return self.bundle.calibration.normalise(raw)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "model": self.bundle.name,
-                "hash": self.bundle.model_hash, "input": list(self.spec.shape)}
+                "hash": self.bundle.model_hash, "input": list(self.spec.shape),
+                "tiling": self.tiling.describe()}
 
     def close(self) -> None:
         pass

@@ -34,11 +34,13 @@ import numpy as np
 from pydantic import ValidationError
 
 from .meta import BundleMeta, Calibration, InputMeta, PlanMeta, describe_errors
+from .tiling import Tiling, TilingError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "ganomaly-edge-bundle"
-FORMAT_VERSION = 2  # 2: bundle.json carries an integrity hash of itself
+FORMAT_VERSION = 3  # 2: bundle.json carries an integrity hash of itself; 3: tiling
+READABLE_VERSIONS = (2, 3)  # a version-2 bundle is an untiled version 3
 META = "bundle.json"
 ONNX = "model.onnx"
 REFERENCE = "reference.npz"
@@ -90,6 +92,14 @@ class Bundle:
     @property
     def name(self) -> str:
         return self.meta.name or os.path.basename(self.path.rstrip("/"))
+
+    @property
+    def tiling(self) -> Tiling:
+        """How frames are cut into model inputs; one input per frame when the bundle is untiled."""
+        t = self.meta.tiling
+        if t is None:
+            return Tiling.single(self.meta.input.height)
+        return Tiling(t.tile, t.stride, t.height, t.width, t.margin)
 
     @property
     def model_hash(self) -> str:
@@ -198,7 +208,7 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format "
                           f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     v = meta.get("format_version")
-    if v != FORMAT_VERSION:
+    if v not in READABLE_VERSIONS:
         newer = isinstance(v, int) and v > FORMAT_VERSION
         raise BundleError(
             f"bundle format version {v} is {'newer' if newer else 'older'} than the version this "
@@ -216,6 +226,17 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         meta = BundleMeta.model_validate(meta)
     except ValidationError as e:
         raise BundleError(f"{meta_path}: {describe_errors(e)}; rebuild the bundle") from e
+    if meta.tiling is not None:
+        if meta.format_version < 3:
+            raise BundleError(f"{meta_path}: format version {meta.format_version} with a tiling (tiles came "
+                              "in version 3); the file was edited: rebuild the bundle")
+        try:
+            Tiling(meta.tiling.tile, meta.tiling.stride, meta.tiling.height, meta.tiling.width, meta.tiling.margin)
+        except TilingError as e:
+            raise BundleError(f"{meta_path}: invalid tiling ({e}); rebuild the bundle") from e
+        if meta.tiling.tile != meta.input.height or meta.input.height != meta.input.width:
+            raise BundleError(f"{meta_path}: the tiling's {meta.tiling.tile} px tile is not the model's "
+                              f"{meta.input.width}x{meta.input.height} input; rebuild the bundle")
     b = Bundle(root, meta, tmp)
     if verify:
         b.verify_file(ONNX)

@@ -77,6 +77,7 @@ class ScoreMeta(_Meta):
     name: str
     terms: list[dict[str, Any]]
     k: Optional[int] = None
+    margin: Optional[int] = None  # peak: the tile border band left out
 
 
 class PlanMeta(_Meta):
@@ -96,6 +97,18 @@ class PlanMeta(_Meta):
     parity: Optional[dict[str, float]] = None
 
 
+class TilingMeta(_Meta):
+    """How a frame at working resolution is cut into model inputs (engine/tiling.py). The
+    calibration is per frame of this size: the maximum over its tiles."""
+
+    tile: int = Field(gt=0)
+    stride: int = Field(gt=0)
+    height: int = Field(gt=0, description="working resolution the ROI is resized to, rows")
+    width: int = Field(gt=0, description="working resolution, columns")
+    margin: int = Field(0, ge=0, description="tile border band left out of the score; the frame is mirrored "
+                                             "outwards by as much")
+
+
 class BundleMeta(_Meta):
     format: Literal["ganomaly-edge-bundle"]
     format_version: int
@@ -104,6 +117,7 @@ class BundleMeta(_Meta):
     input: InputMeta
     outputs: dict[str, Any]
     opset: Optional[int] = None
+    tiling: Optional[TilingMeta] = None  # absent: one model input per frame
     score: ScoreMeta
     calibration: Calibration
     checkpoint: dict[str, Any] = Field(default_factory=dict)

@@ -41,20 +41,22 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def resize_to(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``[H, W, C]`` to ``[size, size, C]``: area filter when shrinking, bilinear when growing."""
+def resize_to(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize ``[H, W, C]`` to ``[size, size, C]`` (or ``[h, w, C]`` for ``size = (h, w)``): area
+    filter when shrinking, bilinear when growing."""
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     h, w = image.shape[:2]
-    if (h, w) != (size, size):
-        interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
-        out = cv2.resize(image, (size, size), interpolation=interp)
+    if (h, w) != (th, tw):
+        interp = cv2.INTER_AREA if (h > th or w > tw) else cv2.INTER_LINEAR
+        out = cv2.resize(image, (tw, th), interpolation=interp)
         if out.ndim == 2:
             out = out[:, :, None]
         return out
     return image
 
 
-def prepare(image: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """One image, any size and channel count -> uint8 ``[size, size, channels]``."""
+def prepare(image: np.ndarray, size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """One image, any size and channel count -> uint8 ``[size, size, channels]`` (or ``[h, w, channels]``)."""
     return resize_to(to_channels(image, channels), size)
 
 

@@ -115,7 +115,7 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
         if not parser.parse(onnx_bytes):
             errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
             raise BuildError("TensorRT cannot parse the bundle's ONNX graph: " + "; ".join(errs))
-        config = _configure(trt, builder, network, bundle.input, opts, series)
+        config = _configure(trt, builder, network, bundle.input, opts, series, bundle.tiling.count)
         with _Spinner(f"building {opts.precision} TensorRT plan for {dev.name()}", opts.progress):
             plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -123,18 +123,20 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
             raise BuildError(f"TensorRT failed to build the plan: {detail}")
         if opts.timing_cache:
             _save_timing_cache(config, opts.timing_cache)
+    tiles = bundle.tiling.count
     fp16_mode = None
     if opts.precision == "fp16":
         fp16_mode = "fp16-typed-graph" if SERIES[series].strongly_typed else "builder-flag, fp32 score head"
     info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
             "compute_capability": dev.compute_capability(), "precision": opts.precision,
-            "max_batch": opts.max_batch, "opt_batch": opts.opt_batch or max(1, opts.max_batch // 2),
+            "max_batch": opts.max_batch * tiles, "opt_batch": (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles,
             "fp16_mode": fp16_mode}
     return bytes(plan), info
 
 
-def _configure(trt, builder, network, spec, opts: BuildOptions, series: str):
-    """Builder config: workspace, precision, one optimisation profile 1..max_batch, timing cache."""
+def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, tiles: int = 1):
+    """Builder config: workspace, precision, one optimisation profile, timing cache. The profile's
+    batch is in model inputs: ``max_batch`` frames of ``tiles`` tiles each at most."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
     if opts.precision == "fp32":
@@ -144,9 +146,9 @@ def _configure(trt, builder, network, spec, opts: BuildOptions, series: str):
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         _pin_score_head(trt, network)
     h, w, c = spec.shape
-    opt = opts.opt_batch or max(1, opts.max_batch // 2)
+    opt = (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles
     profile = builder.create_optimization_profile()
-    profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch, h, w, c))
+    profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch * tiles, h, w, c))
     config.add_optimization_profile(profile)
     if opts.timing_cache:
         _use_timing_cache(config, opts.timing_cache, trt.__version__)

@@ -68,7 +68,7 @@ def test_localisation_finds_the_planted_region():
     r = regions(res, cfg)
     (x, y, w, h), s = r[0]
     assert 3 <= x <= 6 and 18 <= y <= 21 and s > 0.3
-    view = View(0, 0, 64, 64, 0, 32)
+    view = View(0, 0, 64, 64, 0, 32, 32)
     boxes = boxes_in_frame(res, view, cfg)
     assert boxes[0].x == pytest.approx(2 * x, abs=1) and boxes[0].w >= 10
     frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -63,7 +63,7 @@ def test_every_score_head_exports_with_parity(score, tmp_path):
 def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
     b = open_bundle(tiny_bundle)
     assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"
-    assert b.meta.format_version == 2 and b.meta.score.name and b.meta.integrity
+    assert b.meta.format_version == 3 and b.meta.score.name and b.meta.integrity
     assert set(b.meta.files) == {"model.onnx", "reference.npz"}
     assert b.meta.checkpoint["sha256"] and len(b.reference()["inputs"]) == 8
     arch = archive(tiny_bundle, str(tmp_path / "b.tar.gz"))
@@ -116,11 +116,24 @@ def test_truncated_model_file(tiny_bundle):
 
 
 def test_newer_and_older_format_versions(tiny_bundle):
-    _rewrite_meta(tiny_bundle, format_version=3)
+    _rewrite_meta(tiny_bundle, format_version=4)
     with pytest.raises(BundleError, match="newer than the version this ganomaly-edge reads.*upgrade"):
         load(tiny_bundle)
     _rewrite_meta(tiny_bundle, format_version=1)  # before bundle.json was hash-covered
     with pytest.raises(BundleError, match="older.*rebuild the bundle"):
+        load(tiny_bundle)
+
+
+def test_a_version_2_bundle_loads_as_untiled_and_a_tiled_one_needs_version_3(tiny_bundle):
+    """Bundles built before tiles (format 2) keep working; a tiling in a format-2 file is refused
+    (an agent of that version would have ignored it and scored the wrong input)."""
+    from conftest import edit_bundle_meta
+
+    edit_bundle_meta(tiny_bundle, lambda m: m.update(format_version=2))
+    eng = load(tiny_bundle)
+    assert not eng.tiling.tiled and eng.tiling.count == 1
+    edit_bundle_meta(tiny_bundle, lambda m: m.update(tiling={"tile": 16, "stride": 8, "height": 32, "width": 32}))
+    with pytest.raises(BundleError, match="format version 2.*tiling"):
         load(tiny_bundle)
 
 

@@ -176,7 +176,7 @@ class BrokenEngine:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def infer(self, frames):
+    def score_frames(self, frames, tiling=None):  # what the pipeline calls
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
@@ -219,9 +219,9 @@ class HangingEngine(BrokenEngine):
         super().__init__(real)
         self.release = release
 
-    def infer(self, frames):
+    def score_frames(self, frames, tiling=None):
         self.release.wait()
-        return self._real.infer(frames)
+        return self._real.score_frames(frames, tiling)
 
 
 def test_a_hung_engine_stops_the_watchdog(tmp_path, monkeypatch):

@@ -153,7 +153,7 @@ def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: lis
 
 
 def _agent_run(bundle: str, video: str, work: str, threads: int, threshold: float, fps: float | None,
-               spinning: bool, max_batch: int = 8, workers: int = 0) -> dict:
+               spinning: bool, max_batch: int = 8, workers: int = 0, camera_extra: str = "") -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -182,6 +182,7 @@ name = "bench"
 kind = "file"
 uri = "{video}"
 {pace}
+{camera_extra}
 [cameras.decision]
 threshold = {threshold}
 k = 1
@@ -445,6 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--duration", type=float, default=600.0)
     so.add_argument("--sample", type=float, default=10.0)
     so.add_argument("--max-mb", type=float, default=64.0)
+    t = sub.add_parser("tiles", help="the agent with a tiled bundle on a 1920x1080 stream: fps and "
+                                     "capture-to-PUBACK latency for a region of interest")
+    t.add_argument("bundle", help="a tiled bundle (ganomaly-train --tile)")
+    t.add_argument("--roi", default="420,0,1080,1080", help="x,y,w,h in the 1920x1080 frame")
+    t.add_argument("--working-size", action="append", default=[],
+                   help="WIDTHxHEIGHT the ROI is resized to (repeatable; default: the bundle's)")
+    t.add_argument("--frames", type=int, default=300)
+    t.add_argument("--paced-fps", type=float, default=10.0, help="frame rate of the latency run")
+    t.add_argument("--rounds", type=int, default=3)
     d = sub.add_parser("drain", help="how fast a backlog of stored events drains to a real broker")
     d.add_argument("--events", type=int, default=10000)
     d.add_argument("--blob-kib", type=int, default=8, help="size of each event's JPEG-sized blob")
@@ -455,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.what == "soak":
         print(json.dumps(bench_soak(args.duration, args.sample, args.max_mb), indent=1))
+        return 0
+    if args.what == "tiles":
+        from .bench_tiles import bench_tiles
+
+        print(json.dumps(bench_tiles(args.bundle, args.roi, args.working_size, args.frames, args.paced_fps,
+                                     args.rounds), indent=1))
         return 0
     if args.what == "drain":
         print(json.dumps(bench_drain(args.events, args.blob_kib, args.max_inflight), indent=1))

@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                          "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16")
-    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, default=8,
+                    help="frames per inference call (default 8); for a tiled bundle the TensorRT profile "
+                         "covers this many frames times the tiles of one frame")
     ap.add_argument("--workspace-mib", type=int, default=1024)
     ap.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated")
     ap.add_argument("--name", help="model name recorded in the bundle")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ganomaly_edge.engine.calibration import calibrate
+from ganomaly_edge.engine.tiling import Tiling
 
 from .network import Discriminator, Generator
 from .scoring import apply_spec, components, embed, encode, make_spec
@@ -39,28 +40,45 @@ def atomic_save(obj: Any, path: str) -> None:
 
 
 def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_images: np.ndarray, score: str,
-             target_far: float, device: torch.device, seed: int) -> dict[str, Any]:
-    """Encode the training images (knn banks), score the held-out images, calibrate."""
+             target_far: float, device: torch.device, seed: int, tiling: Tiling | None = None) -> dict[str, Any]:
+    """Encode the training tiles (knn banks), score the held-out frames, calibrate per frame.
+
+    Components are standardised over the held-out tiles; a frame's raw score is the maximum
+    over its tiles, and the threshold is set on those frame scores, so the false-alarm target
+    holds per frame however many tiles it has."""
+    tiling = tiling or Tiling.single(train_images.shape[1])
     rng = np.random.default_rng(seed)
-    bank_src = train_images
-    if len(bank_src) > BANK_MAX:
-        bank_src = bank_src[np.sort(rng.choice(len(bank_src), BANK_MAX, replace=False))]
+    bank_src = bank_tiles(train_images, tiling, rng)
     bank = encode(g, bank_src, device).astype(np.float32)
     fbank = embed(g, d, bank_src, device).astype(np.float32)
-    val_comps = components(g, d, val_images, device, bank=bank, fbank=fbank)
-    spec = make_spec(score, val_comps)
-    calib = calibrate(apply_spec(spec, val_comps), target_far)
-    log.info("calibrated score %r on %d held-out normal images: threshold %.5g (raw) for a %.2g%% "
-             "false-alarm rate", spec["name"], calib["n"], calib["threshold_raw"], 100 * target_far)
-    return {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_images), "score": spec,
+    val_tiles = tiling.split(val_images)
+    val_comps = components(g, d, val_tiles, device, bank=bank, fbank=fbank, margin=tiling.margin)
+    spec = make_spec(score, val_comps, tiling.margin)
+    calib = calibrate(tiling.frame_scores(apply_spec(spec, val_comps)), target_far)
+    log.info("calibrated score %r on %d held-out normal frames (%d tiles each): threshold %.5g (raw) "
+             "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.count,
+             calib["threshold_raw"], 100 * target_far)
+    return {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
             "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}}
 
 
+def bank_tiles(train_images: np.ndarray, tiling: Tiling, rng: np.random.Generator) -> np.ndarray:
+    """At most BANK_MAX tiles of the training frames, a seeded random choice over all of them."""
+    per = tiling.count
+    total = len(train_images) * per
+    pick = np.sort(rng.choice(total, min(total, BANK_MAX), replace=False))
+    frames = pick // per
+    out = []
+    for f in np.unique(frames):
+        out.append(tiling.split(train_images[f:f + 1])[pick[frames == f] % per])
+    return np.ascontiguousarray(np.concatenate(out))
+
+
 def reference_images(val: np.ndarray, n_normal: int = 6) -> np.ndarray:
-    """A few held-out normal images plus copies with an inverted square patch: inputs whose
-    expected outputs the bundle stores, so every backend can prove itself on normal and
-    anomalous-looking frames alike."""
-    normal = val[:n_normal]
+    """A few held-out normal images (tiles, when tiling) plus copies with an inverted square
+    patch: inputs whose expected outputs the bundle stores, so every backend can prove itself
+    on normal and anomalous-looking inputs alike."""
+    normal = val[np.unique(np.linspace(0, len(val) - 1, n_normal).astype(int))]  # spread over frames and tiles
     patched = normal[:2].copy()
     s = val.shape[1]
     a, b = s // 4, s // 4 + max(s // 3, 2)
@@ -93,7 +111,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
 
 def models_from_checkpoint(ck: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Generator, Discriminator]:
     c = ck["config"]
-    g = Generator(c["image_size"], c["channels"], c["latent_dim"], c["width"])
+    g = Generator(c["image_size"], c["channels"], c["latent_dim"], c["width"], c.get("arch", "paper"))
     d = Discriminator(c["image_size"], c["channels"], c["width"])
     g.load_state_dict(ck["generator"])
     d.load_state_dict(ck["discriminator"])

@@ -9,6 +9,8 @@ import sys
 
 from ganomaly_edge.engine.version import version
 
+DEFAULT_ARCH = "paper"  # chosen on the high-resolution benchmark (README)
+
 log = logging.getLogger("ganomaly")
 
 
@@ -23,6 +25,7 @@ def _fail(msg: str) -> int:
 
 
 def _train_parser() -> argparse.ArgumentParser:
+    from .network import ARCHS
     from .scoring import CANDIDATES, DEFAULT_SCORE
 
     ap = argparse.ArgumentParser(
@@ -31,23 +34,40 @@ def _train_parser() -> argparse.ArgumentParser:
                     "calibrate its score on held-out normal images and write a checkpoint.")
     ap.add_argument("--data", required=True, help="folder of normal images (png, jpg, bmp, tiff)")
     ap.add_argument("--out", required=True, help="checkpoint file to write (rewritten every epoch)")
-    ap.add_argument("--image-size", type=int, default=64, help="square input size (default 64)")
+    ap.add_argument("--image-size", help="without --tile: the square model input (default 64). With --tile: "
+                                         "the working resolution frames are resized to before tiling, a side "
+                                         "or WIDTHxHEIGHT (default: the images' native size)")
+    ap.add_argument("--tile", type=int, default=0,
+                    help="inspect at working resolution in tiles of this side (e.g. 64); 0 = resize whole frames")
+    ap.add_argument("--stride", type=int, default=0,
+                    help="tile stride when scoring (default: half a tile; at most 3/4 of one)")
+    ap.add_argument("--arch", choices=ARCHS, default=DEFAULT_ARCH,
+                    help=f"generator: paper (GANomaly) or skip (U-Net skips, Skip-GANomaly); default {DEFAULT_ARCH}")
     ap.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 greyscale, 3 colour (BGR)")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=50, help="at most this many epochs (default 50)")
+    ap.add_argument("--patience", type=int, default=3,
+                    help="stop after this many epochs without improvement on the held-out normal "
+                         "images (default 3; 0 = run every epoch)")
+    ap.add_argument("--time-budget", type=float, default=0.0, metavar="MINUTES",
+                    help="stop training in time to finish, calibration included, within this many minutes")
+    ap.add_argument("--select", choices=["last", "best-val"], default="best-val",
+                    help="keep the epoch with the lowest held-out loss (default) or the last one")
+    ap.add_argument("--tiles-per-image", type=int, default=16,
+                    help="with --tile: random tiles drawn from each training image per epoch (default 16)")
+    for name, what in (("flip", "mirroring"), ("rot90", "90-degree turns"),
+                       ("shift", "small shifts"), ("brightness", "brightness changes")):
+        ap.add_argument(f"--no-{name}", action="store_true", help=f"no {what} in training (where they matter)")
+    ap.add_argument("--no-augment", action="store_true", help="no augmentation at all")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of the images held out for model selection and calibration")
-    ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold")
+    ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold, per frame")
     ap.add_argument("--score", choices=sorted(CANDIDATES), default=DEFAULT_SCORE,
                     help=f"anomaly score to deploy (default {DEFAULT_SCORE}; see README)")
-    ap.add_argument("--select", choices=["last", "best-val"], default="last",
-                    help="keep the last epoch, or the epoch with the lowest validation loss")
-    ap.add_argument("--patience", type=int, default=0,
-                    help="stop after this many epochs without validation improvement (0 = never)")
-    ap.add_argument("--width", type=int, default=64, help="base channel width (paper: 64)")
+    ap.add_argument("--width", type=int, default=0, help="base channel width (paper: 64; default 64, 32 with --tile)")
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -55,34 +75,83 @@ def _train_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _config(args, frames_shape: tuple[int, ...]):
+    """The TrainConfig the arguments ask for, given the loaded frames' [N, H, W, C] shape."""
+    from .trainer import TrainConfig
+
+    off = args.no_augment
+    tiled = bool(args.tile)
+    return TrainConfig(
+        image_size=args.tile if tiled else frames_shape[1], channels=args.channels, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
+        target_far=args.far, score=args.score, select=args.select, patience=args.patience,
+        threads=args.threads, width=args.width or (32 if tiled else 64), latent_dim=args.latent_dim,
+        arch=args.arch, tile=args.tile, stride=args.stride if tiled else 0,
+        frame_height=frames_shape[1] if tiled else 0, frame_width=frames_shape[2] if tiled else 0,
+        tiles_per_image=args.tiles_per_image, flip=not (off or args.no_flip),
+        rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
+        brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget)
+
+
+def _check_args(args) -> str | None:
+    if args.epochs < 1 or args.batch_size < 2:
+        return "--epochs must be >= 1 and --batch-size >= 2 (BatchNorm needs a batch)"
+    if not 0 < args.far < 0.5:
+        return "--far must be between 0 and 0.5, e.g. 0.01 for 1 %"
+    if args.stride and not args.tile:
+        return "--stride needs --tile"
+    if args.tile and not 0 < (args.stride or args.tile // 2) <= args.tile - 2 * (args.tile // 8):
+        return (f"--stride must be between 1 and {args.tile - 2 * (args.tile // 8)}: the score reads each tile "
+                f"{args.tile // 8} px in from its border, and a longer stride would leave gaps between tiles")
+    if args.time_budget < 0:
+        return "--time-budget must be positive (minutes)"
+    return None
+
+
+def _load(args):
+    """The training frames: resized to the square model input, or kept at working resolution for tiles."""
+    from .data import DataError, load_folder, parse_size
+    from .network import check_image_size
+
+    size = parse_size(args.image_size) if args.image_size else None
+    if not args.tile:
+        if size is None:
+            size = 64
+        if not isinstance(size, int):
+            raise DataError("without --tile the model input is square: pass --image-size N, or add --tile "
+                            "to inspect a WIDTHxHEIGHT working resolution in tiles")
+        check_image_size(size)
+    else:
+        check_image_size(args.tile)
+    data = load_folder(args.data, size, args.channels)
+    if args.tile and min(data.images.shape[1:3]) < args.tile:
+        raise DataError(f"the working resolution {data.images.shape[2]}x{data.images.shape[1]} is smaller "
+                        f"than one {args.tile} px tile: use a smaller --tile or a larger --image-size")
+    return data
+
+
 def train_main(argv: list[str] | None = None) -> int:
     ap = _train_parser()
     args = ap.parse_args(argv)
     _setup_logging(args.quiet)
 
-    from .data import DataError, load_folder
-    from .network import UnsupportedSizeError, check_image_size
+    from .data import DataError
+    from .network import UnsupportedSizeError
 
+    bad = _check_args(args)
+    if bad:
+        return _fail(bad)
     try:
-        check_image_size(args.image_size)
-        if args.epochs < 1 or args.batch_size < 2:
-            return _fail("--epochs must be >= 1 and --batch-size >= 2 (BatchNorm needs a batch)")
-        if not 0 < args.far < 0.5:
-            return _fail("--far must be between 0 and 0.5, e.g. 0.01 for 1 %")
-        data = load_folder(args.data, args.image_size, args.channels)
+        data = _load(args)
     except (UnsupportedSizeError, DataError) as e:
         return _fail(str(e))
     log.info("%d images loaded from %s (%d unreadable, skipped)", len(data.images), args.data, len(data.skipped))
 
     from .checkpoint import load_checkpoint
-    from .trainer import Trainer, TrainConfig
+    from .trainer import Trainer
 
-    cfg = TrainConfig(image_size=args.image_size, channels=args.channels, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed, device=args.device,
-                      val_fraction=args.val_fraction, target_far=args.far, score=args.score,
-                      select=args.select, patience=args.patience, threads=args.threads,
-                      width=args.width, latent_dim=args.latent_dim)
     try:
+        cfg = _config(args, data.images.shape)
         tr = Trainer(cfg, data.images, out_path=args.out, progress=not args.quiet,
                      data_info={"source": os.path.abspath(args.data), "n_images": len(data.images),
                                 "skipped": len(data.skipped)})
@@ -93,7 +162,7 @@ def train_main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     c = ck["calibration"]
     print(f"checkpoint: {args.out}\nscore: {ck['score']['name']}  threshold (raw): {c['threshold_raw']:.6g} "
-          f"for {100 * c['target_far']:.2g}% false alarms on {c['n']} held-out normal images")
+          f"for {100 * c['target_far']:.2g}% false alarms per frame on {c['n']} held-out normal images")
     return 0
 
 
@@ -107,6 +176,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--normal", required=True, help="folder of normal test images")
     ap.add_argument("--abnormal", required=True, help="folder of anomalous test images")
     ap.add_argument("--out", required=True, help="report folder")
+    ap.add_argument("--masks", help="folder of defect masks named like the anomalous images (non-zero = "
+                                    "defect): adds pixel-level localisation (ROC AUC of the residual map)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -121,19 +192,45 @@ def eval_main(argv: list[str] | None = None) -> int:
         if not ck.get("complete"):
             return _fail(f"{args.checkpoint} is from an unfinished run (no calibration yet): "
                          "finish it with ganomaly-train --resume")
-        size, ch = ck["config"]["image_size"], ck["config"]["channels"]
-        normal = load_folder(args.normal, size, ch).images
-        abnormal = load_folder(args.abnormal, size, ch).images
+        from .evaluate import evaluate, tiling_of
+
+        t, ch = tiling_of(ck), ck["config"]["channels"]
+        size = (t.height, t.width)
+        normal = load_folder(args.normal, size, ch)
+        abnormal = load_folder(args.abnormal, size, ch)
+        masks = _masks(args.masks, abnormal.paths, size) if args.masks else None
     except (FileNotFoundError, ValueError, DataError) as e:
         return _fail(str(e))
-    from .evaluate import evaluate
-
-    rep = evaluate(ck, normal, abnormal, args.out, device=args.device, plots=not args.no_plots)
+    names = [os.path.relpath(p, args.normal) for p in normal.paths] + \
+            [os.path.relpath(p, args.abnormal) for p in abnormal.paths]
+    rep = evaluate(ck, normal.images, abnormal.images, args.out, device=args.device, plots=not args.no_plots,
+                   masks=masks, names=names)
     for name, s in rep["scores"].items():
         mark = "*" if name == rep["default_score"] else " "
         print(f"{mark} {name:<20} ROC AUC {s['roc_auc']:.3f}  AP {s['average_precision']:.3f}")
     t = rep["at_threshold"]
     print(f"at the calibrated threshold: TPR {t['true_positive_rate']:.3f}, false-alarm rate "
           f"{t['false_alarm_rate']:.3f} ({t['false_alarms']} of {rep['counts']['normal']} normal)")
+    if "localisation" in rep:
+        print(f"pixel-level ROC AUC of the residual map: {rep['localisation']['pixel_roc_auc']:.3f}")
     print(f"report: {os.path.join(args.out, 'report.json')}")
     return 0
+
+
+def _masks(folder: str, paths: list[str], size: tuple[int, int]):
+    """One mask per anomalous image (same relative name; a missing mask is an error), at the
+    working resolution."""
+    import numpy as np
+
+    from ganomaly_edge.engine.preprocess import read_image, resize_to
+
+    from .data import DataError
+
+    out = []
+    for p in paths:
+        m = os.path.join(folder, os.path.basename(p))
+        img = read_image(m, 1) if os.path.exists(m) else None
+        if img is None:
+            raise DataError(f"no readable mask {m} for {p}: every anomalous image needs one for --masks")
+        out.append(resize_to(img, size)[:, :, 0])
+    return np.stack(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,8 +41,10 @@ def find_images(root: str) -> list[str]:
     return found
 
 
-def load_folder(root: str, size: int, channels: int) -> ImageSet:
-    """Every readable image under ``root``, resized to ``size``; unreadable ones are skipped and counted."""
+def load_folder(root: str, size: int | tuple[int, int] | None, channels: int) -> ImageSet:
+    """Every readable image under ``root``, resized to ``size`` (a side, or (height, width));
+    ``size=None`` keeps the native size, and images of another size than the most common one are
+    resized to it (with a warning). Unreadable files are skipped and counted."""
     paths = find_images(root)
     if not paths:
         raise DataError(
@@ -57,7 +60,7 @@ def load_folder(root: str, size: int, channels: int) -> ImageSet:
         if img is None:
             skipped.append(p)
             continue
-        images.append(prepare(img, size, channels))
+        images.append(prepare(img, size, channels) if size is not None else img)
         kept.append(p)
     if skipped:
         log.warning("skipped %d unreadable or corrupt image(s) of %d under %s (first: %s)",
@@ -65,7 +68,32 @@ def load_folder(root: str, size: int, channels: int) -> ImageSet:
     if not images:
         raise DataError(f"none of the {len(paths)} image files under {root!r} could be read: "
                         "they are all corrupt or in an unsupported format")
+    if size is None:
+        images = _common_size(images, root)
     return ImageSet(np.stack(images), kept, skipped)
+
+
+def _common_size(images: list[np.ndarray], root: str) -> list[np.ndarray]:
+    shapes = Counter(im.shape[:2] for im in images)
+    (h, w), n = shapes.most_common(1)[0]
+    if n < len(images):
+        log.warning("%d of %d images under %s are not %dx%d (the most common size): resized to it; "
+                    "pass --image-size to choose the working resolution", len(images) - n, len(images), root, w, h)
+        images = [prepare(im, (h, w), im.shape[2]) for im in images]
+    return images
+
+
+def parse_size(text: str) -> int | tuple[int, int]:
+    """'256' -> 256 (a square side); '640x360' -> (360, 640) as (height, width)."""
+    t = text.lower().strip()
+    try:
+        if "x" in t:
+            w, h = (int(v) for v in t.split("x"))
+            return (h, w)
+        return int(t)
+    except ValueError:
+        raise DataError(f"--image-size must be a side (e.g. 256) or WIDTHxHEIGHT (e.g. 640x360), "
+                        f"not {text!r}") from None
 
 
 def split(n: int, val_fraction: float, seed: int, min_val: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT, SCORE, RESIDUAL = "images", "score", "residual"
-PARITY_REL = 1e-4  # the export fails if ONNX Runtime's score differs more (relative)
+# The export fails if ONNX Runtime's score differs more than 1e-4 relative AND more than 1e-3
+# calibrated units (a tenth of the fp32 self-test tolerance). The second figure is the one that
+# matters for a decision; the first alone is ill-posed for standardised sums, whose scores sit
+# near zero (an undertrained model's tiny component spread magnifies float rounding).
+PARITY_REL = 1e-4
+PARITY_CALIBRATED = 1e-3
 
 
 class ExportError(RuntimeError):
@@ -90,9 +95,11 @@ def checkpoint_to_bundle(ckpt_path: str, out_dir: str, name: str | None = None) 
     print(f"parity ONNX Runtime vs PyTorch on {len(refs)} reference images: max |score diff| "
           f"{p['max_abs_score']:.3g} ({p['max_rel_score']:.3g} relative, {p['max_calibrated_score']:.3g} "
           f"in calibrated units), max |residual diff| {p['max_abs_residual']:.3g}")
-    if p["max_rel_score"] > PARITY_REL or p["max_abs_residual"] > 1e-4:
-        raise ExportError(f"ONNX export does not score like PyTorch (relative score difference "
-                          f"{p['max_rel_score']:.3g} > {PARITY_REL}); not writing a bundle")
+    if (p["max_rel_score"] > PARITY_REL and p["max_calibrated_score"] > PARITY_CALIBRATED) \
+            or p["max_abs_residual"] > 1e-4:
+        raise ExportError(f"ONNX export does not score like PyTorch (score difference {p['max_rel_score']:.3g} "
+                          f"relative, {p['max_calibrated_score']:.3g} calibrated units; residual "
+                          f"{p['max_abs_residual']:.3g}); not writing a bundle")
     with torch.no_grad():
         ref_score, ref_res = scorer(torch.from_numpy(refs))
     reference = {"inputs": refs, "score": ref_score.numpy().astype(np.float32),
@@ -108,7 +115,9 @@ def checkpoint_to_bundle(ckpt_path: str, out_dir: str, name: str | None = None) 
                     RESIDUAL: {"dtype": "float32", "shape": ["N", size, size],
                                "meaning": "mean |x - G(x)| over channels, normalised units (0..2)"}},
         "opset": OPSET,
-        "score": {"name": ck["score"]["name"], "terms": ck["score"]["terms"], "k": ck["score"].get("k")},
+        "tiling": ck.get("tiling"),
+        "score": {"name": ck["score"]["name"], "terms": ck["score"]["terms"], "k": ck["score"].get("k"),
+                  "margin": ck["score"].get("margin")},
         "calibration": ck["calibration"],
         "checkpoint": {"sha256": ck_hash, "epochs": ck["epoch"], "config": cfg, "data": ck.get("data", {}),
                        "versions": ck.get("versions", {})},

@@ -88,6 +88,16 @@ class Encoder(nn.Module):
         z = self.final(f)
         return (z, f) if with_features else z
 
+    def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(z, the activation after every down-sampling block, finest first): a U-Net's skips."""
+        skips = []
+        h = x
+        for layer in self.features:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                skips.append(h)
+        return self.final(h), skips
+
 
 class Decoder(nn.Module):
     """DCGAN decoder: latent [N, nz, 1, 1] -> image [N, C, S, S] in [-1, 1] (Tanh)."""
@@ -115,18 +125,65 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class Generator(nn.Module):
-    """x -> (x_hat, z, z_hat): encoder G_E, decoder G_D, second encoder E."""
+class SkipDecoder(nn.Module):
+    """Skip-GANomaly's decoder (Akcay et al., 2019): each up-sampling block also sees the
+    encoder's activation at its resolution (U-Net skips), so fine detail need not pass the
+    bottleneck. The finest skip (half resolution) is left out: with it the network can copy its
+    input, defects included, and the residual goes blind."""
 
-    def __init__(self, image_size: int, channels: int, latent_dim: int = 100, width: int = 64):
+    def __init__(self, image_size: int, out_channels: int, latent_dim: int, width: int = 64):
         super().__init__()
+        base, n_down = check_image_size(image_size)
+        ch = width * 2 ** (n_down - 1)
+        self.stem = nn.Sequential(nn.ConvTranspose2d(latent_dim, ch, base, 1, 0, bias=False),
+                                  nn.BatchNorm2d(ch), nn.ReLU(True))
+        ups = []
+        for i in range(n_down - 1):
+            # Each block also takes the encoder's activation of its input size (same channels).
+            ups.append(nn.Sequential(nn.ConvTranspose2d(2 * ch, ch // 2, 4, 2, 1, bias=False),
+                                     nn.BatchNorm2d(ch // 2), nn.ReLU(True)))
+            ch //= 2
+        self.ups = nn.ModuleList(ups)
+        self.head = nn.Sequential(nn.ConvTranspose2d(ch, out_channels, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        h = self.stem(z)
+        coarse = skips[::-1]  # coarsest first: coarse[0] has the stem's size
+        for i, up in enumerate(self.ups):
+            h = up(torch.cat([h, coarse[i]], 1))
+        return self.head(h)  # the finest activation (coarse[-1]) is not used
+
+
+ARCHS = ("paper", "skip")
+
+
+class Generator(nn.Module):
+    """x -> (x_hat, z, z_hat): encoder G_E, decoder G_D, second encoder E. ``arch="skip"`` gives
+    the decoder U-Net skips from G_E (Skip-GANomaly); the rest is the same."""
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int = 100, width: int = 64,
+                 arch: str = "paper"):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown generator architecture {arch!r}; choose one of {ARCHS}")
+        self.arch = arch
         self.encoder1 = Encoder(image_size, channels, latent_dim, width)
-        self.decoder = Decoder(image_size, channels, latent_dim, width)
+        if arch == "skip":
+            self.decoder = SkipDecoder(image_size, channels, latent_dim, width)
+        else:
+            self.decoder = Decoder(image_size, channels, latent_dim, width)
         self.encoder2 = Encoder(image_size, channels, latent_dim, width)
 
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, G_E's penultimate features, x_hat) in one pass of the encoder."""
+        if self.arch == "skip":
+            z, skips = self.encoder1.pyramid(x)
+            return z, skips[-1], self.decoder(z, skips)
+        z, feat = self.encoder1(x, True)
+        return z, feat, self.decoder(z)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        z = self.encoder1(x)
-        x_hat = self.decoder(z)
+        z, _, x_hat = self.reconstruct(x)
         z_hat = self.encoder2(x_hat)
         return x_hat, z, z_hat
 

@@ -45,9 +45,12 @@ def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def peak_residual(residual: torch.Tensor) -> torch.Tensor:
-    """Max over positions of the residual map averaged in a window of ~1/8 of the image side."""
+def peak_residual(residual: torch.Tensor, margin: int = 0) -> torch.Tensor:
+    """Max over positions of the residual map averaged in a window of ~1/8 of the image side,
+    ``margin`` pixels in from each side (a tile's border reconstructs worse: engine/tiling.py)."""
     k = max(3, residual.shape[-1] // 8)
+    if margin:
+        residual = residual[:, margin:-margin, margin:-margin]
     return torch.amax(F.avg_pool2d(residual[:, None], k, stride=1), dim=(1, 2, 3))
 
 
@@ -89,6 +92,7 @@ class Scorer(nn.Module):
         if unknown:
             raise ValueError(f"unknown score components {sorted(unknown)}; known: {COMPONENTS}")
         self.k = int(spec.get("k", KNN_K))
+        self.margin = int(spec.get("margin") or 0)
         if "knn" in needed:
             if bank is None:
                 raise ValueError("the knn component needs the training encodings (bank)")
@@ -106,7 +110,7 @@ class Scorer(nn.Module):
     def forward(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_model_input(images_u8)
         comps, residual, _ = score_components(self.generator, self.discriminator, x, self.needed,
-                                              self.bank, self.fbank, self.k)
+                                              self.bank, self.fbank, self.k, self.margin)
         score = None
         for name, w, m, s in self.terms:
             term = (comps[name] - m) * (w / s)
@@ -115,13 +119,12 @@ class Scorer(nn.Module):
 
 
 def score_components(g: Generator, d: Discriminator, x: torch.Tensor, needed: set[str],
-                     bank: torch.Tensor | None, fbank: torch.Tensor | None, k: int = KNN_K):
+                     bank: torch.Tensor | None, fbank: torch.Tensor | None, k: int = KNN_K, margin: int = 0):
     """The one definition of every component: ({name: [N]}, residual [N, H, W], x_hat), computing
     only what ``needed`` asks for. The exported graph and the evaluation both call it."""
     # Submodules are called as modules (not their parts), so exported node names keep their
     # scopes (/encoder1/..., /discriminator/...): the FP16 pass selects layers by them.
-    z, feat = g.encoder1(x, True)
-    x_hat = g.decoder(z)
+    z, feat, x_hat = g.reconstruct(x)
     comps: dict[str, torch.Tensor] = {}
     fr = None
     if "latent" in needed:  # the second encoder is a third of the FLOPs: only when scored
@@ -139,7 +142,7 @@ def score_components(g: Generator, d: Discriminator, x: torch.Tensor, needed: se
         comps["fknn"] = knn_distance(embedding(feat, fr), fbank, k)
     residual = torch.mean(torch.abs(x - x_hat), dim=1)
     if "peak" in needed:
-        comps["peak"] = peak_residual(residual)
+        comps["peak"] = peak_residual(residual, margin)
     return comps, residual, x_hat
 
 
@@ -172,7 +175,7 @@ def embed(generator: Generator, discriminator: Discriminator, images_u8: np.ndar
 @torch.no_grad()
 def components(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
                device: torch.device, bank: np.ndarray | None = None, batch_size: int = 256,
-               with_images: bool = False, fbank: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               with_images: bool = False, fbank: np.ndarray | None = None, margin: int = 0) -> dict[str, np.ndarray]:
     """Every score component for every image (eval mode), plus reconstructions if asked."""
     generator.eval()
     discriminator.eval()
@@ -183,7 +186,7 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
     recons, residuals = [], []
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        comps, res, x_hat = score_components(generator, discriminator, x, needed, bank_t, fbank_t)
+        comps, res, x_hat = score_components(generator, discriminator, x, needed, bank_t, fbank_t, margin=margin)
         for name, v in comps.items():
             acc[name].append(v.cpu().numpy())
         if with_images:
@@ -218,7 +221,7 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
 DEFAULT_SCORE = "knn+fknn+peak"
 
 
-def make_spec(name: str, val_components: dict[str, np.ndarray]) -> dict[str, Any]:
+def make_spec(name: str, val_components: dict[str, np.ndarray], margin: int = 0) -> dict[str, Any]:
     """Score spec for candidate ``name``, standardised on the validation images' components."""
     if name not in CANDIDATES:
         raise ValueError(f"unknown score {name!r}; choose one of {sorted(CANDIDATES)}")
@@ -230,7 +233,7 @@ def make_spec(name: str, val_components: dict[str, np.ndarray]) -> dict[str, Any
         mean = 0.0 if single else float(np.mean(v))
         std = 1.0 if single else float(max(np.std(v), 1e-12))
         terms.append({"component": comp, "weight": w, "mean": mean, "std": std})
-    return {"name": name, "terms": terms, "k": KNN_K}
+    return {"name": name, "terms": terms, "k": KNN_K, "margin": margin}
 
 
 def apply_spec(spec: dict[str, Any], comps: dict[str, np.ndarray]) -> np.ndarray:

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from ganomaly_edge.engine.preprocess import COLOR_ORDER, NORMALISATION
+from ganomaly_edge.engine.tiling import Tiling
 
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
+from .checkpoint import BANK_MAX, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
+from .augment import Augment, Sampler
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
@@ -46,9 +48,35 @@ class TrainConfig:
     select: str = "last"  # "last" or "best-val": model selection on normal validation images
     patience: int = 0  # early stopping on the validation loss; 0 = off
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    arch: str = "paper"  # generator: "paper" (GANomaly) or "skip" (U-Net skips, Skip-GANomaly)
+    tile: int = 0  # 0: whole frames of image_size; else tiles of this side (image_size == tile)
+    stride: int = 0  # tile stride at scoring time (0: tile // 2)
+    frame_height: int = 0  # working resolution of the frames when tiling
+    frame_width: int = 0
+    tiles_per_image: int = 16  # random tiles drawn from every training frame per epoch
+    flip: bool = False
+    rot90: bool = False
+    shift: int = 0
+    brightness: float = 0.0
+    time_budget_s: float = 0.0  # stop training in time to finish within this (0 = no limit)
 
     def weights(self) -> LossWeights:
         return LossWeights(self.w_adv, self.w_con, self.w_enc)
+
+    def augment(self) -> Augment:
+        return Augment(self.flip, self.rot90, self.shift, self.brightness)
+
+    def tiling(self) -> Tiling:
+        """How frames are cut at scoring time (one tile per frame when untiled)."""
+        if not self.tile:
+            return Tiling.single(self.image_size)
+        margin = self.tile // 8  # the border band the score leaves out (engine/tiling.py)
+        return Tiling(self.tile, self.stride or max(self.tile // 2, 1), self.frame_height, self.frame_width, margin)
+
+    def frame_shape(self) -> tuple[int, int, int]:
+        if not self.tile:
+            return (self.image_size, self.image_size, self.channels)
+        return (self.frame_height, self.frame_width, self.channels)
 
 
 @dataclass
@@ -73,7 +101,7 @@ def fingerprint(images: np.ndarray) -> str:
 
 def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Discriminator]:
     check_image_size(cfg.image_size)
-    g = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.width).to(device)
+    g = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.width, cfg.arch).to(device)
     d = Discriminator(cfg.image_size, cfg.channels, cfg.width).to(device)
     g.apply(init_weights)
     d.apply(init_weights)
@@ -95,32 +123,33 @@ def validation_loss(g: Generator, val: np.ndarray, device: torch.device, batch: 
 
 
 class Trainer:
-    """Trains on uint8 [N, S, S, C] normal images; ``run`` returns the final checkpoint."""
+    """Trains on uint8 [N, H, W, C] normal frames (whole model inputs, or frames cut into tiles);
+    ``run`` returns the final checkpoint."""
 
     def __init__(self, cfg: TrainConfig, images: np.ndarray, out_path: str | None = None,
                  data_info: dict[str, Any] | None = None, progress: bool = True,
                  on_epoch: Callable[[int, "Trainer"], None] | None = None):
         if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"training images must be uint8 [N, S, S, C], got {images.dtype} {images.shape}")
-        if images.shape[1:] != (cfg.image_size, cfg.image_size, cfg.channels):
-            raise ValueError(f"images are {images.shape[1:]}, config expects "
-                             f"{(cfg.image_size, cfg.image_size, cfg.channels)}")
-        self.cfg = cfg
-        self.out_path = out_path
-        self.progress = progress
-        self.on_epoch = on_epoch
+            raise ValueError(f"training images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+        if cfg.tile and cfg.image_size != cfg.tile:
+            raise ValueError(f"with tiles the model input is the tile: image_size {cfg.image_size} != tile {cfg.tile}")
+        if images.shape[1:] != cfg.frame_shape():
+            raise ValueError(f"images are {images.shape[1:]}, config expects {cfg.frame_shape()}")
+        self.tiling = cfg.tiling()
+        self.cfg, self.out_path, self.progress, self.on_epoch = cfg, out_path, progress, on_epoch
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         tr_idx, val_idx = split(len(images), cfg.val_fraction, cfg.seed)
-        self.train_images = images[tr_idx]
-        self.val_images = images[val_idx]
-        if len(self.train_images) < cfg.batch_size:
+        self.train_images, self.val_images = images[tr_idx], images[val_idx]
+        self.sampler = Sampler(self.train_images, cfg.image_size, cfg.augment(), cfg.seed, self.tiling.margin)
+        self.val_tiles = self._val_tiles()
+        per_epoch = len(self.train_images) * (cfg.tiles_per_image if self.tiling.tiled else 1)
+        self.batch_size = min(cfg.batch_size, per_epoch)
+        if self.batch_size < cfg.batch_size:
             log.warning("only %d training images for batch size %d: using batch size %d",
-                        len(self.train_images), cfg.batch_size, len(self.train_images))
-            self.batch_size = len(self.train_images)
-        else:
-            self.batch_size = cfg.batch_size
+                        per_epoch, cfg.batch_size, self.batch_size)
+        self.n_batches = max(per_epoch // self.batch_size, 1)  # the ragged last batch is dropped
         self.data_info = dict(data_info or {})
         self.data_info.update({"n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
                                "fingerprint": fingerprint(images)})
@@ -132,6 +161,15 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] | None = None
         self.d_reinits = 0
+        self.started = time.monotonic()
+        self.bar = None
+
+    def _val_tiles(self, most: int = 2048) -> np.ndarray:
+        """The held-out frames' tiles (at most ``most``, a seeded choice) for the validation loss."""
+        tiles = self.tiling.split(self.val_images)
+        if len(tiles) > most:
+            tiles = tiles[np.sort(np.random.default_rng(self.cfg.seed).choice(len(tiles), most, replace=False))]
+        return tiles
 
     # -- one optimisation step -------------------------------------------------------------
     def step(self, x: torch.Tensor) -> dict[str, float]:
@@ -169,33 +207,54 @@ class Trainer:
 
     # -- epochs ------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, float]:
-        from tqdm import tqdm
-
         self.g.train()
         self.d.train()
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + self.epoch)
-        order = torch.randperm(len(self.train_images), generator=gen).numpy()
-        n_batches = len(order) // self.batch_size  # drop the ragged last batch, as the official code
+        # Each frame once per pass, as many passes as the epoch's batches need (one untiled;
+        # ``tiles_per_image`` with tiles, a random tile of the frame each time).
+        n_frames, need = len(self.train_images), self.n_batches * self.batch_size
+        order = torch.cat([torch.randperm(n_frames, generator=gen)
+                           for _ in range(-(-need // n_frames))]).numpy()[:need]
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
-        bar = tqdm(range(n_batches), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                   disable=not self.progress, leave=False, unit="batch")
-        for b in bar:
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = to_model_input(torch.from_numpy(self.train_images[idx]).to(self.device, non_blocking=True))
-            parts = self.step(x)
+        done = 0
+        for b in range(self.n_batches):
+            if self.out_of_time():
+                break
+            x = self.sampler.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
+            parts = self.step(to_model_input(torch.from_numpy(x).to(self.device, non_blocking=True)))
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if b % 5 == 0:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items()})
-        bar.close()
+            done += 1
+            if self.bar is not None:
+                self.bar.update(1)
+                if b % 5 == 0:
+                    self.bar.set_postfix({"epoch": self.epoch + 1, **{k: f"{parts[k]:.3g}" for k in ("g_con", "d")}})
         secs = time.perf_counter() - t0
-        rec = {k: v / max(n_batches, 1) for k, v in sums.items()}
-        rec.update({"epoch": self.epoch + 1, "seconds": secs,
-                    "s_per_batch": secs / max(n_batches, 1),
-                    "val_con": validation_loss(self.g, self.val_images, self.device),
-                    "d_reinits": self.d_reinits})
+        rec = {k: v / max(done, 1) for k, v in sums.items()}
+        t1 = time.perf_counter()
+        rec.update({"epoch": self.epoch + 1, "seconds": secs, "batches": done,
+                    "s_per_batch": secs / max(done, 1),
+                    "val_con": validation_loss(self.g, self.val_tiles, self.device),
+                    "val_seconds": time.perf_counter() - t1, "d_reinits": self.d_reinits})
+        self._fit_bar(rec)
         return rec
+
+    def _fit_bar(self, rec: dict[str, float]) -> None:
+        """Shrink the bar's total to the batches the time budget leaves room for."""
+        if self.bar is None or not self.cfg.time_budget_s or not rec["batches"]:
+            return
+        left = self.cfg.time_budget_s - (time.monotonic() - self.started) - self.finish_estimate(rec)
+        per_batch = (rec["seconds"] + rec["val_seconds"]) / rec["batches"]
+        fits = self.bar.n + max(int(left / per_batch), 0)
+        if fits < self.bar.total:
+            self.bar.total = fits
+            self.bar.refresh()
+
+    def out_of_time(self, reserve: float = 0.0) -> bool:
+        """True when the time budget (less ``reserve`` seconds) is spent."""
+        b = self.cfg.time_budget_s
+        return bool(b) and time.monotonic() - self.started + reserve > b
 
     def state(self, complete: bool = False) -> dict[str, Any]:
         return {
@@ -206,6 +265,7 @@ class Trainer:
             "preprocess": {"image_size": self.cfg.image_size, "channels": self.cfg.channels,
                            "color_order": COLOR_ORDER, "normalisation": NORMALISATION,
                            "layout": "NHWC uint8"},
+            "tiling": asdict(self.tiling) if self.tiling.tiled else None,
             "generator": self.g.state_dict(),
             "discriminator": self.d.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -223,7 +283,8 @@ class Trainer:
         if ck["data"].get("fingerprint") != self.data_info["fingerprint"]:
             raise ValueError("cannot resume: the training images differ from those the checkpoint "
                              "was trained on (different folder or contents); start a new run")
-        saved = {k: v for k, v in ck["config"].items() if k not in ("epochs", "device", "patience", "threads")}
+        saved = {k: v for k, v in ck["config"].items()
+                 if k not in ("epochs", "device", "patience", "threads", "time_budget_s")}
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now.get(k)}
@@ -240,23 +301,21 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        log.info("training GANomaly %dx%dx%d on %s: %d train / %d validation images, %d epochs, batch %d",
-                 cfg.image_size, cfg.image_size, cfg.channels, self.device, len(self.train_images),
-                 len(self.val_images), cfg.epochs, self.batch_size)
+        log.info("training GANomaly (%s generator) on %s tiles of %s, %s: %d train / %d held-out "
+                 "images, at most %d epochs of %d batches of %d%s; augmentation: %s",
+                 cfg.arch, f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}", self.tiling.describe(),
+                 self.device, len(self.train_images), len(self.val_images), cfg.epochs, self.n_batches,
+                 self.batch_size, f", time budget {cfg.time_budget_s / 60:.1f} min" if cfg.time_budget_s else "",
+                 cfg.augment().describe())
+        self._open_bar()
         stale = 0
         while self.epoch < cfg.epochs:
             rec = self.run_epoch()
+            if rec["batches"] == 0:
+                break
             self.epoch += 1
             self.history.append(rec)
-            improved = self.best is None or rec["val_con"] < self.best["val_con"]
-            if improved:
-                stale = 0
-                self.best = {"epoch": self.epoch, "val_con": rec["val_con"]}
-                if cfg.select == "best-val":
-                    self.best["generator"] = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
-                    self.best["discriminator"] = {k: v.detach().clone() for k, v in self.d.state_dict().items()}
-            else:
-                stale += 1
+            stale = 0 if self._keep_if_best(rec) else stale + 1
             log.info("epoch %d/%d  g %.4f (adv %.4f con %.4f enc %.4f)  d %.4f  val_con %.4f  %.1fs (%.3f s/batch)",
                      self.epoch, cfg.epochs, rec["g"], rec["g_adv"], rec["g_con"], rec["g_enc"], rec["d"],
                      rec["val_con"], rec["seconds"], rec["s_per_batch"])
@@ -265,23 +324,58 @@ class Trainer:
             if self.on_epoch:
                 self.on_epoch(self.epoch, self)
             if cfg.patience and stale >= cfg.patience:
-                log.info("early stop: validation loss has not improved for %d epochs (best epoch %d)",
+                log.info("early stop: the held-out images' loss has not improved for %d epochs (best epoch %d)",
                          stale, self.best["epoch"])
                 break
+            if self.out_of_time(reserve=rec["seconds"] + self.finish_estimate(rec)):
+                log.info("time budget: stopping after epoch %d (another epoch and the calibration would "
+                         "not fit in %.1f min)", self.epoch, cfg.time_budget_s / 60)
+                break
+        self._close_bar()
         if cfg.select == "best-val" and self.best and "generator" in self.best:
             self.g.load_state_dict(self.best.pop("generator"))
             self.d.load_state_dict(self.best.pop("discriminator"))
-            log.info("selected epoch %d (lowest validation loss on normal images)", self.best["epoch"])
+            log.info("selected epoch %d (lowest loss on the held-out normal images)", self.best["epoch"])
         ck = self.finish()
         if self.out_path:
             atomic_save(ck, self.out_path)
-            log.info("wrote %s", self.out_path)
+            log.info("wrote %s (%.1f min in all)", self.out_path, (time.monotonic() - self.started) / 60)
         return ck
+
+    def _keep_if_best(self, rec: dict[str, float]) -> bool:
+        """Remember the epoch if its held-out loss is the lowest so far; True if it was."""
+        if self.best is not None and rec["val_con"] >= self.best["val_con"]:
+            return False
+        self.best = {"epoch": self.epoch, "val_con": rec["val_con"]}
+        if self.cfg.select == "best-val":
+            self.best["generator"] = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
+            self.best["discriminator"] = {k: v.detach().clone() for k, v in self.d.state_dict().items()}
+        return True
+
+    def finish_estimate(self, rec: dict[str, float]) -> float:
+        """Seconds the calibration will take: every held-out tile and the bank scored, about
+        three times the cost per tile of the validation loss (D and the banks come in)."""
+        per_tile = rec.get("val_seconds", 0.0) / max(len(self.val_tiles), 1)
+        n = len(self.val_images) * self.tiling.count + min(len(self.train_images) * self.tiling.count, BANK_MAX)
+        return 3.0 * per_tile * n
+
+    def _open_bar(self) -> None:
+        """One bar over the whole run; its total shrinks to what the time budget allows once the
+        speed is known, so the time left it shows holds."""
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.cfg.epochs * self.n_batches, desc="training", unit="batch",
+                        disable=not self.progress, dynamic_ncols=True)
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def finish(self) -> dict[str, Any]:
         """The final checkpoint: banks, score and calibration on the held-out images (checkpoint.finalise)."""
         ck = self.state(complete=True)
         ck.update(finalise(self.g, self.d, self.train_images, self.val_images, self.cfg.score,
-                           self.cfg.target_far, self.device, self.cfg.seed))
+                           self.cfg.target_far, self.device, self.cfg.seed, self.tiling))
         ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d")}
         return ck

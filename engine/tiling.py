@@ -1,0 +1,133 @@
+"""Tiles: how a frame at working resolution becomes a batch of model inputs, and back.
+
+A frame of ``height`` x ``width`` is covered by ``tile`` x ``tile`` squares every ``stride``
+pixels; the last row and column are moved in to end at the frame's edge, so every pixel is
+covered. A frame's raw score is the maximum over its tiles, and its residual map is the tiles'
+maps put back in place, overlaps blended with a tapered weight.
+
+A tile's border reconstructs worse than its centre (the decoder sees no context beyond it), so
+the score reads only a tile's interior, ``margin`` pixels in from each side. For the interiors
+to cover the whole frame, the frame is first mirrored outwards by ``margin`` pixels, and the
+stride is at most ``tile - 2 * margin``; the stitched map gives the border band almost no weight.
+
+An untiled model is the case ``tile == height == width``: one tile per frame. Training, export
+and every runtime use this module, so they cut frames the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+class TilingError(ValueError):
+    """A frame size and a tiling do not fit together; the message says how to fix it."""
+
+
+def positions(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one side: 0, stride, 2*stride, ..., and one ending at the edge."""
+    if tile > length:
+        raise TilingError(f"a {tile} px tile does not fit a side of {length} px: use a larger working "
+                          "resolution or a smaller tile")
+    out = list(range(0, length - tile + 1, stride))
+    if out[-1] != length - tile:
+        out.append(length - tile)
+    return out
+
+
+@dataclass(frozen=True)
+class Tiling:
+    tile: int
+    stride: int
+    height: int
+    width: int
+    margin: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tile < 1 or not 1 <= self.stride <= self.tile:
+            raise TilingError(f"stride must be between 1 and the tile size ({self.tile}), got {self.stride}")
+        if self.margin < 0 or 2 * self.margin >= self.tile:
+            raise TilingError(f"margin {self.margin} leaves no interior in a {self.tile} px tile")
+        if self.stride > self.tile - 2 * self.margin:
+            raise TilingError(f"stride {self.stride} leaves gaps between the {self.tile - 2 * self.margin} px tile "
+                              f"interiors that are scored: use a stride of at most {self.tile - 2 * self.margin}")
+        positions(self.height + 2 * self.margin, self.tile, self.stride)
+        positions(self.width + 2 * self.margin, self.tile, self.stride)
+
+    @classmethod
+    def single(cls, size: int) -> "Tiling":
+        return cls(size, size, size, size)
+
+    @property
+    def tiled(self) -> bool:
+        return self.count > 1 or (self.height, self.width) != (self.tile, self.tile)
+
+    @cached_property
+    def origins(self) -> list[tuple[int, int]]:
+        """(y, x) of every tile on the mirrored canvas, row by row."""
+        m2 = 2 * self.margin
+        return [(y, x) for y in positions(self.height + m2, self.tile, self.stride)
+                for x in positions(self.width + m2, self.tile, self.stride)]
+
+    @property
+    def count(self) -> int:
+        return len(self.origins)
+
+    def resized(self, height: int, width: int) -> "Tiling":
+        return Tiling(self.tile, self.stride, height, width, self.margin)
+
+    def split(self, frames: np.ndarray) -> np.ndarray:
+        """[N, H, W, C] -> [N * count, tile, tile, C], frame by frame, tiles row by row."""
+        n, h, w = frames.shape[:3]
+        if (h, w) != (self.height, self.width):
+            raise TilingError(f"frames are {w}x{h}, the tiling expects {self.width}x{self.height}")
+        if not self.tiled:
+            return frames
+        t, m = self.tile, self.margin
+        if m:
+            pad = ((0, 0), (m, m), (m, m)) + ((0, 0),) * (frames.ndim - 3)
+            frames = np.pad(frames, pad, mode="reflect")
+        out = np.empty((n, self.count, t, t) + frames.shape[3:], frames.dtype)
+        for k, (y, x) in enumerate(self.origins):
+            out[:, k] = frames[:, y:y + t, x:x + t]
+        return out.reshape((n * self.count, t, t) + frames.shape[3:])
+
+    def frame_scores(self, tile_scores: np.ndarray) -> np.ndarray:
+        """Each frame's score: the maximum over its tiles."""
+        return np.asarray(tile_scores).reshape(-1, self.count).max(axis=1)
+
+    @cached_property
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tile weight (tapered towards the border, never zero) and 1 / its sum per pixel."""
+        t, m = self.tile, self.margin
+        ramp = np.minimum(np.arange(t) + 0.5, t - 0.5 - np.arange(t)).astype(np.float32)
+        if m:  # the unscored border band: almost no weight
+            ramp = np.clip((ramp - m + 1) / max(t / 8, 1.0), 0.01, 1.0)
+        else:
+            ramp = np.minimum(ramp / max(t / 4, 1.0), 1.0)
+        w = np.outer(ramp, ramp)
+        total = np.zeros((self.height + 2 * m, self.width + 2 * m), np.float32)
+        for y, x in self.origins:
+            total[y:y + t, x:x + t] += w
+        return w, 1.0 / total
+
+    def stitch(self, tile_maps: np.ndarray) -> np.ndarray:
+        """[N * count, tile, tile] residual maps -> [N, H, W], overlaps blended."""
+        if not self.tiled:
+            return tile_maps
+        t, m = self.tile, self.margin
+        maps = np.asarray(tile_maps, np.float32).reshape(-1, self.count, t, t)
+        w, inv = self._weights
+        out = np.zeros((maps.shape[0], self.height + 2 * m, self.width + 2 * m), np.float32)
+        for k, (y, x) in enumerate(self.origins):
+            out[:, y:y + t, x:x + t] += maps[:, k] * w
+        out *= inv
+        return out[:, m:m + self.height, m:m + self.width] if m else out
+
+    def describe(self) -> str:
+        if not self.tiled:
+            return f"{self.width}x{self.height}, untiled"
+        return (f"{self.width}x{self.height} in {self.count} tiles of {self.tile} px "
+                f"(stride {self.stride}, interior from {self.margin} px in)")

@@ -1,0 +1,293 @@
+"""Tiled inspection end to end: training on tiles at working resolution, the bundle's tiling,
+frame scores and stitched maps from every backend, per-frame calibration, the agent's boxes in
+frame coordinates, and the training recipe (augmentations, time budget, Skip-GANomaly)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_images
+
+SIZE, TILE, STRIDE = 96, 32, 16
+
+
+def train_cli(*args, timeout=300):
+    """ganomaly-train as a user runs it, in a process of its own."""
+    return subprocess.run([sys.executable, "-c", "import sys; from ganomaly_edge.train.cli import train_main; "
+                           "sys.exit(train_main(sys.argv[1:]))", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def parts(n, seed=0, size=SIZE):
+    from ganomaly_edge.tools.defects import part
+
+    rng = np.random.default_rng(seed)
+    return np.stack([part(size, rng)[0] for _ in range(n)])[..., None]
+
+
+@pytest.fixture(scope="session")
+def tiled(tmp_path_factory):
+    """A real tiled checkpoint and bundle: 96x96 grey parts in 32 px tiles, stride 16."""
+    from ganomaly_edge.train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
+
+    d = tmp_path_factory.mktemp("tiled")
+    cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=16, epochs=6, batch_size=32, threads=1,
+                      tile=TILE, stride=STRIDE, frame_height=SIZE, frame_width=SIZE, tiles_per_image=8,
+                      flip=True, rot90=True, brightness=0.1)
+    ck = Trainer(cfg, parts(200), out_path=str(d / "t.pt"), progress=False).run()
+    bundle = checkpoint_to_bundle(str(d / "t.pt"), str(d / "bundle"), name="tiles")
+    return {"ck": ck, "ck_path": str(d / "t.pt"), "bundle": bundle.path}
+
+
+def test_the_bundle_records_the_tiling_and_a_per_frame_calibration(tiled):
+    from ganomaly_edge.engine.bundle import open_bundle
+
+    b = open_bundle(tiled["bundle"])
+    t = b.tiling
+    # 96 px mirrored out by the 4 px margin: 104 = tiles at 0, 16, ..., 64 and 72 each way.
+    assert (t.tile, t.stride, t.height, t.width, t.margin) == (TILE, STRIDE, SIZE, SIZE, 4) and t.count == 36
+    assert b.input.height == b.input.width == TILE
+    assert b.meta.format_version == 3
+    # Calibrated on the held-out frames (20 of 200), not on their 500 tiles.
+    assert b.calibration.n == tiled["ck"]["data"]["n_val"] == 20
+
+
+def test_frame_scores_are_the_worst_tile_and_maps_are_stitched_like_pytorch(tiled):
+    import torch
+
+    from ganomaly_edge.engine import load
+    from ganomaly_edge.engine.tiling import Tiling
+    from ganomaly_edge.train.export import scorer_from_checkpoint
+
+    frames = parts(5, seed=7)
+    frames[2, 40:52, 40:52] = 255  # a bright patch in one frame
+    eng = load(tiled["bundle"], "onnxruntime")
+    raw, maps = eng.score_frames(frames)
+    assert raw.shape == (5,) and maps.shape == (5, SIZE, SIZE)
+    t = Tiling(TILE, STRIDE, SIZE, SIZE, 4)
+    with torch.no_grad():
+        s, r = scorer_from_checkpoint(tiled["ck"])(torch.from_numpy(t.split(frames)))
+    assert np.allclose(raw, s.numpy().reshape(5, -1).max(1), rtol=1e-4, atol=1e-5)
+    assert np.allclose(maps, t.stitch(r.numpy()), atol=1e-4)
+    assert np.argmax(raw) == 2  # the patched frame is the worst
+
+
+def test_engine_takes_frames_at_working_resolution_only(tiled):
+    from ganomaly_edge.engine import FrameError, load
+
+    eng = load(tiled["bundle"], "onnxruntime")
+    with pytest.raises(FrameError, match="working resolution"):
+        eng.score_frames(np.zeros((1, 64, 64, 1), np.uint8))
+    # Any size of at least a tile works once the camera asks for it.
+    raw, maps = eng.score_frames(np.zeros((2, 64, 128, 1), np.uint8), eng.tiling.resized(64, 128))
+    assert raw.shape == (2,) and maps.shape == (2, 64, 128)
+
+
+def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog):
+    from ganomaly_edge.agent.config import CameraConfig
+    from ganomaly_edge.agent.pipeline import camera_tiling
+    from ganomaly_edge.engine import load
+
+    cam = CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size="192x128")
+    t = camera_tiling(cam, load(tiled["bundle"], "onnxruntime"))
+    assert (t.height, t.width, t.count) == (128, 192, 8 * 12)
+    assert "calibrated for" in caplog.text
+    with pytest.raises(ValueError, match="needs a tiled model"):
+        camera_tiling(cam, load(tiny_bundle, "onnxruntime"))
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size="big")
+
+
+def test_tensorrt_profile_covers_tiles_times_frames(tiled, tmp_path, monkeypatch):
+    import shutil
+
+    from fakes import install
+    from ganomaly_edge.engine import load
+    from ganomaly_edge.engine.bundle import open_bundle
+    from ganomaly_edge.engine.trt_build import BuildOptions, build_into_bundle
+
+    dst = tmp_path / "b"
+    shutil.copytree(tiled["bundle"], dst)
+    frames = parts(10, seed=3)
+    ort_raw, ort_maps = load(str(dst), "onnxruntime").score_frames(frames)
+    install(monkeypatch, "10.3")
+    entry = build_into_bundle(open_bundle(str(dst)), BuildOptions(precision="fp32", max_batch=4, progress=False))
+    assert entry.max_batch == 4 * 36
+    eng = load(str(dst), "tensorrt")
+    assert eng.max_batch == 144 and eng.max_frames == 4
+    raw, maps = eng.score_frames(frames)  # 360 tiles: three calls
+    eng.close()
+    assert np.allclose(raw, ort_raw, rtol=1e-4, atol=1e-4) and np.allclose(maps, ort_maps, atol=1e-3)
+
+
+def _agent_config(path, bundle, port, folder, store):
+    path.write_text(f"""device_id = "test"
+log_level = "INFO"
+[model]
+bundle = "{bundle}"
+threads = 2
+[mqtt]
+port = {port}
+prefix = "ganomaly/test"
+[store]
+path = "{store}"
+[[cameras]]
+name = "line"
+roi = {{ x = 100, y = 50, w = 192, h = 192 }}
+[cameras.source]
+kind = "folder"
+uri = "{folder}"
+watch = false
+[cameras.decision]
+threshold = 0.0
+""")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
+    """Frames of 400x300 with the part in a 192x192 ROI at (100, 50), resized to the 96x96
+    working resolution: the strongest box of each alarm lies on the painted defect."""
+    from ganomaly_edge.tools.broker import Mosquitto
+    from test_agent_e2e import Subscriber
+
+    rng = np.random.default_rng(5)
+    frames, truth = [], []
+    for i, img in enumerate(parts(6, seed=11, size=192)[..., 0]):
+        f = np.full((300, 400), 45, np.uint8)
+        y, x = 60 + 16 * (i % 3), 60 + 14 * (i % 4)
+        img[y:y + 24, x:x + 24] = 255
+        f[50:242, 100:292] = img
+        frames.append(f)
+        truth.append((100 + x, 50 + y, 24, 24))
+    names = write_images(tmp_path / "scans", frames)
+    with Mosquitto(workdir=str(tmp_path / "broker")) as b:
+        cfg = _agent_config(tmp_path / "a.toml", tiled["bundle"], b.port, tmp_path / "scans", tmp_path / "ev.db")
+        sub = Subscriber(b.port)
+        p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert sub.wait(lambda: len(sub.alarms()) == 6, 10), p.stderr[-2000:]
+        sub.close()
+    hits = 0
+    for ev in sub.alarms():
+        gx, gy, gw, gh = truth[[os.path.basename(n) for n in names].index(ev["item"])]
+        bx = ev["boxes"][0]
+        assert 100 <= bx["x"] and bx["x"] + bx["w"] <= 292 and 50 <= bx["y"] and bx["y"] + bx["h"] <= 242
+        hits += bx["x"] < gx + gw and gx < bx["x"] + bx["w"] and bx["y"] < gy + gh and gy < bx["y"] + bx["h"]
+        assert ev["frame_size"] == {"w": 400, "h": 300}
+    assert hits >= 5, [(ev["item"], ev["boxes"][:2], truth[[os.path.basename(n) for n in names].index(ev["item"])]) for ev in sub.alarms()]
+
+
+def test_colour_frames_train_and_score_through_the_cli(tmp_path):
+    from ganomaly_edge.engine import load
+    from ganomaly_edge.train.export import checkpoint_to_bundle
+
+    rng = np.random.default_rng(2)
+    base = cv2.resize(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8), (100, 60), interpolation=cv2.INTER_NEAREST)
+    write_images(tmp_path / "normal", [np.roll(base, int(s), axis=1) for s in rng.integers(0, 100, 60)], ".jpg")
+    ck = tmp_path / "c.pt"
+    r = train_cli("--data", str(tmp_path / "normal"), "--out", str(ck), "--tile", "32", "--stride", "24",
+                  "--epochs", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = checkpoint_to_bundle(str(ck), str(tmp_path / "b"))
+    t = b.tiling
+    # Mirrored out by 4 px to 68x108: rows at 0, 24, 36; columns at 0, 24, 48, 72, 76.
+    assert (t.height, t.width, t.margin, t.count, b.input.channels) == (60, 100, 4, 3 * 5, 3)
+    raw, maps = load(b.path, "onnxruntime").score_frames(np.zeros((1, 60, 100, 3), np.uint8))
+    assert maps.shape == (1, 60, 100)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--stride", "8"], "--stride needs --tile"),
+    (["--tile", "32", "--stride", "28"], "between 1 and 24"),
+    (["--tile", "128"], "smaller than one 128 px tile"),
+    (["--image-size", "64x32"], "square"),
+    (["--tile", "32", "--image-size", "wide"], "WIDTHxHEIGHT"),
+])
+def test_train_cli_refuses_bad_tiling(tmp_path, args, message):
+    write_images(tmp_path / "d", parts(12, size=96)[..., 0])
+    r = train_cli("--data", str(tmp_path / "d"), "--out", str(tmp_path / "c.pt"), *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-1500:]
+
+
+def test_time_budget_stops_training_and_still_calibrates():
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
+
+    cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=8, epochs=1000, batch_size=16, threads=1,
+                      tile=TILE, stride=24, frame_height=SIZE, frame_width=SIZE, tiles_per_image=4,
+                      time_budget_s=4.0)
+    tr = Trainer(cfg, parts(60), progress=False)
+    ck = tr.run()
+    assert 1 <= ck["epoch"] < 1000 and ck["complete"] and ck["calibration"]["n"] == 10
+
+
+def test_augmentations_keep_the_pixels_and_can_be_switched_off():
+    from ganomaly_edge.train.augment import Augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
+    assert np.array_equal(Augment().apply(x.copy(), rng), x)
+    turned = Augment(flip=True, rot90=True).apply(x.copy(), rng)
+    assert not np.array_equal(turned, x)
+    assert all(np.array_equal(np.sort(a.ravel()), np.sort(b.ravel())) for a, b in zip(turned, x))
+    lit = Augment(brightness=0.2).apply(x.copy(), rng)
+    ratio = lit.reshape(64, -1).mean(1) / x.reshape(64, -1).mean(1)
+    assert np.all((ratio > 0.75) & (ratio < 1.25)) and ratio.std() > 0.02
+
+
+def test_skip_generator_trains_exports_and_passes_the_tensorrt_check(tmp_path):
+    import torch
+
+    from ganomaly_edge.engine import load
+    from ganomaly_edge.train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.network import Generator
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
+
+    g = Generator(64, 1, 16, 8, arch="skip")
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in g.decoder.modules()) == 5
+    cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=8, epochs=1, batch_size=16, threads=1,
+                      tile=TILE, stride=24, frame_height=SIZE, frame_width=SIZE, tiles_per_image=4, arch="skip")
+    Trainer(cfg, parts(40), out_path=str(tmp_path / "s.pt"), progress=False).run()
+    b = checkpoint_to_bundle(str(tmp_path / "s.pt"), str(tmp_path / "b"))  # parity and TensorRT checks inside
+    assert b.meta.checkpoint["config"]["arch"] == "skip"
+    assert load(b.path, "onnxruntime").selftest_report["passed"]
+
+
+def test_eval_reports_frame_auc_and_pixel_localisation(tiled, tmp_path):
+    from ganomaly_edge.tools.defects import paint
+
+    rng = np.random.default_rng(4)
+    normal = parts(20, seed=21)[..., 0]
+    bad, masks = zip(*(paint(im, "missing", 16, rng) for im in parts(20, seed=22)[..., 0]))
+    write_images(tmp_path / "n", normal)
+    write_images(tmp_path / "a", bad)
+    write_images(tmp_path / "m", masks)
+    from ganomaly_edge.train.cli import eval_main
+
+    assert eval_main([tiled["ck_path"], "--normal", str(tmp_path / "n"), "--abnormal", str(tmp_path / "a"),
+                      "--masks", str(tmp_path / "m"), "--out", str(tmp_path / "rep")]) == 0
+    rep = json.load(open(tmp_path / "rep" / "report.json"))
+    assert rep["counts"] == {"normal": 20, "abnormal": 20}
+    assert 0 <= rep["localisation"]["pixel_roc_auc"] <= 1 and rep["localisation"]["pixels"] == 40 * SIZE * SIZE
+    assert "36 tiles" in rep["checkpoint"]["tiling"]
+    rows = open(tmp_path / "rep" / "scores.csv").read().splitlines()
+    assert len(rows) == 41 and rows[0].startswith("file,label,calibrated")
+    assert os.path.getsize(tmp_path / "rep" / "reconstructions.png") > 0
+
+
+@pytest.mark.parametrize("rotate,box,want", [
+    (0, (10, 5, 4, 4), (120, 60, 8, 8)),  # 192x96 ROI at (100, 50) on a 96x48 working image: x2
+    (90, (0, 0, 24, 96), (100, 98, 192, 48)),  # turned clockwise: its left half is the ROI's bottom half
+])
+def test_boxes_map_back_from_a_non_square_working_resolution(rotate, box, want):
+    from ganomaly_edge.agent.geometry import View
+
+    h, w = (48, 96) if rotate == 0 else (96, 48)
+    assert View(100, 50, 192, 96, rotate, h, w).to_frame(box) == want
