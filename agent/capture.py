@@ -92,7 +92,7 @@ class Reader:
 class Capture:
     STUCK_LIMIT = 4  # abandoned reads still hanging at once: beyond this the watchdog stops
 
-    def __init__(self, cam: CameraConfig, size: int, channels: int, q: queue.Queue, stats: CameraStats,
+    def __init__(self, cam: CameraConfig, size: tuple[int, int], channels: int, q: queue.Queue, stats: CameraStats,
                  set_online: Callable[..., None], record=None):
         self.cam, self.size, self.channels, self.q, self.stats = cam, size, channels, q, stats
         self.set_online = set_online

@@ -56,7 +56,7 @@ class CameraPipeline:
                  max_failures: int = 5):
         self.cam, self.engine = cam, engine
         self.tiling = camera_tiling(cam, engine)
-        max_batch = min(max_batch, engine.max_frames or max_batch)
+        max_batch = min(max_batch, engine.max_frames(self.tiling) or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
         workers = max(1, workers) if engine.concurrent else 1
         log.info("camera %s: %s, %d inference worker(s)%s", cam.name, engine.backend, workers,

@@ -60,10 +60,19 @@ class Engine(abc.ABC):
         """Model inputs (tiles, or whole frames when untiled) -> raw scores, residual maps."""
         return self._run(self.check_frames(frames))
 
-    @property
-    def max_frames(self) -> int | None:
-        """Frames per call that fit the engine's batch limit in one piece (at least one)."""
-        return None if not self.max_batch else max(1, self.max_batch // self.tiling.count)
+    # Model inputs per call when the engine sets no limit (ONNX Runtime on a CPU), rounded to
+    # whole frames: a tiled micro-batch (8 frames of 81 tiles) would otherwise be one 650-tile
+    # call, hundreds of MB of activations for no speed gained (one tile fills a core at 64 px).
+    CHUNK = 64
+
+    def max_frames(self, tiling: Tiling | None = None) -> int | None:
+        """Frames of ``tiling`` (default the bundle's) per call that fit the engine's batch limit
+        in one piece, at least one; without a limit, those that fit CHUNK tiles when tiled (a
+        bigger micro-batch only adds latency), else None."""
+        t = tiling or self.tiling
+        if not self.max_batch:
+            return max(1, self.CHUNK // t.count) if t.tiled else None
+        return max(1, self.max_batch // t.count)
 
     def score_frames(self, frames: np.ndarray, tiling: Tiling | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames at working resolution, uint8 [N, H, W, C] -> (raw frame scores [N], residual
@@ -80,7 +89,12 @@ class Engine(abc.ABC):
             tiles = t.split(frames)
         except TilingError as e:
             raise FrameError(str(e)) from None
-        step = self.max_batch or len(tiles)
+        # Whole frames per call: as many as the engine's limit (or CHUNK tiles) holds, at least
+        # one; only a plan whose profile is smaller than one frame's tiles splits a frame.
+        if self.max_batch:
+            step = (self.max_batch // t.count) * t.count or self.max_batch
+        else:
+            step = max(self.CHUNK // t.count, 1) * t.count if t.tiled else len(tiles)
         parts = [self.infer(tiles[i:i + step]) for i in range(0, len(tiles), step)]
         raw = np.concatenate([p[0] for p in parts])
         maps = np.concatenate([p[1] for p in parts])

@@ -78,6 +78,7 @@ class ScoreMeta(_Meta):
     terms: list[dict[str, Any]]
     k: Optional[int] = None
     margin: Optional[int] = None  # peak: the tile border band left out
+    residual: Optional[Literal["abs", "range"]] = None  # the residual output: |x - G(x)| (default) or edge-tolerant
 
 
 class PlanMeta(_Meta):

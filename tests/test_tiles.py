@@ -34,12 +34,13 @@ def parts(n, seed=0, size=SIZE):
 def tiled(tmp_path_factory):
     """A real tiled checkpoint and bundle: 96x96 grey parts in 32 px tiles, stride 16."""
     from ganomaly_edge.train.export import checkpoint_to_bundle
+    from ganomaly_edge.train.scoring import DEFAULT_TILE_SCORE
     from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
     d = tmp_path_factory.mktemp("tiled")
     cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=16, epochs=6, batch_size=32, threads=1,
                       tile=TILE, stride=STRIDE, frame_height=SIZE, frame_width=SIZE, tiles_per_image=8,
-                      flip=True, rot90=True, brightness=0.1)
+                      flip=True, rot90=True, brightness=0.1, score=DEFAULT_TILE_SCORE)
     ck = Trainer(cfg, parts(200), out_path=str(d / "t.pt"), progress=False).run()
     bundle = checkpoint_to_bundle(str(d / "t.pt"), str(d / "bundle"), name="tiles")
     return {"ck": ck, "ck_path": str(d / "t.pt"), "bundle": bundle.path}
@@ -87,6 +88,14 @@ def test_engine_takes_frames_at_working_resolution_only(tiled):
     # Any size of at least a tile works once the camera asks for it.
     raw, maps = eng.score_frames(np.zeros((2, 64, 128, 1), np.uint8), eng.tiling.resized(64, 128))
     assert raw.shape == (2,) and maps.shape == (2, 64, 128)
+    # A frame's tiles go in one call; frames are grouped up to the CPU chunk (64 tiles: one of 36).
+    sizes, real = [], eng.infer
+    eng.infer = lambda x: (sizes.append(len(x)), real(x))[1]
+    eng.score_frames(parts(3, seed=1))
+    assert sizes == [36, 36, 36]
+    sizes.clear()
+    eng.score_frames(np.zeros((5, 64, 64, 1), np.uint8), eng.tiling.resized(64, 64))  # 16 tiles a frame
+    assert sizes == [64, 16]
 
 
 def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog):
@@ -120,7 +129,7 @@ def test_tensorrt_profile_covers_tiles_times_frames(tiled, tmp_path, monkeypatch
     entry = build_into_bundle(open_bundle(str(dst)), BuildOptions(precision="fp32", max_batch=4, progress=False))
     assert entry.max_batch == 4 * 36
     eng = load(str(dst), "tensorrt")
-    assert eng.max_batch == 144 and eng.max_frames == 4
+    assert eng.max_batch == 144 and eng.max_frames() == 4 and eng.max_frames(eng.tiling.resized(64, 64)) == 144 // 16
     raw, maps = eng.score_frames(frames)  # 360 tiles: three calls
     eng.close()
     assert np.allclose(raw, ort_raw, rtol=1e-4, atol=1e-4) and np.allclose(maps, ort_maps, atol=1e-3)
@@ -145,7 +154,7 @@ kind = "folder"
 uri = "{folder}"
 watch = false
 [cameras.decision]
-threshold = 0.0
+threshold = -100.0  # every frame alarms: this test is about where the boxes land
 """)
     return str(path)
 
@@ -291,3 +300,111 @@ def test_boxes_map_back_from_a_non_square_working_resolution(rotate, box, want):
 
     h, w = (48, 96) if rotate == 0 else (96, 48)
     assert View(100, 50, 192, 96, rotate, h, w).to_frame(box) == want
+
+
+def test_the_edge_tolerant_residual_ignores_a_soft_edge_and_keeps_a_pit():
+    """range_residual: a reconstruction that draws an edge a pixel off or blurred leaves
+    nothing; a pit on a surface the decoder redraws flat still does."""
+    import torch
+
+    from ganomaly_edge.train.scoring import range_residual, window_peak
+
+    x = -torch.ones(1, 1, 32, 32)
+    x[..., 16:] = 1.0  # a hard edge
+    x_hat = x.clone()
+    x_hat[..., 15] = 0.0  # drawn a pixel soft
+    assert (x - x_hat).abs().amax() == 1.0 and range_residual(x, x_hat).amax() == 0.0
+    shifted = torch.roll(x, 1, dims=3)  # drawn a pixel too far
+    assert range_residual(x, shifted)[0, :, 2:-2].amax() == 0.0
+    pitted = x.clone()
+    pitted[..., 5:7, 24:26] = -1.0  # a dark pit on the bright side
+    r = range_residual(pitted, x)
+    assert r[0, 5:7, 24:26].min() == 2.0 and r.sum() == 8.0
+    assert window_peak(r, 2)[0] == 2.0 and window_peak(r, 2, margin=8)[0] == 0.0  # outside the interior
+
+
+def test_a_tiled_bundle_outputs_the_map_its_score_reads(tiled):
+    import torch
+
+    from ganomaly_edge.engine.bundle import open_bundle
+    from ganomaly_edge.train.scoring import range_residual, to_model_input
+    from ganomaly_edge.train.checkpoint import models_from_checkpoint
+
+    b = open_bundle(tiled["bundle"])
+    assert b.meta.score.name == "rpeak" and b.meta.score.residual == "range"
+    assert "edge-tolerant" in b.meta.outputs["residual"]["meaning"]
+    ref = np.load(os.path.join(tiled["bundle"], "reference.npz"))
+    g, _ = models_from_checkpoint(tiled["ck"])
+    g.eval()
+    with torch.no_grad():
+        x = to_model_input(torch.from_numpy(ref["inputs"]))
+        want = range_residual(x, g.reconstruct(x)[2]).numpy()
+    assert np.allclose(ref["residual"], want, atol=1e-5)
+
+
+def test_a_resumed_tiled_run_with_augmentation_equals_an_unbroken_one(tmp_path):
+    """Tiles are drawn and augmented from (seed, epoch): --resume cuts the same tiles."""
+    import torch
+
+    from ganomaly_edge.train.checkpoint import load_checkpoint
+    from ganomaly_edge.train.trainer import Trainer, TrainConfig
+
+    def cfg(epochs):
+        return TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=8, epochs=epochs, batch_size=16,
+                           threads=1, tile=TILE, stride=24, frame_height=SIZE, frame_width=SIZE, tiles_per_image=4,
+                           flip=True, rot90=True, shift=4, brightness=0.1, score="rpeak")
+
+    frames = parts(40)
+    straight = Trainer(cfg(2), frames, progress=False).run()
+    path = str(tmp_path / "ck.pt")
+    Trainer(cfg(1), frames, out_path=path, progress=False).run()
+    tr = Trainer(cfg(2), frames, out_path=path, progress=False)
+    tr.load_state(load_checkpoint(path))
+    resumed = tr.run()
+    for k in straight["generator"]:
+        assert torch.allclose(straight["generator"][k].float(), resumed["generator"][k].float(), atol=1e-6), k
+
+
+def test_foreign_patches_change_a_share_of_the_images_in_small_places_only():
+    from ganomaly_edge.train.augment import corrupt
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 64, 64, 1), dtype=np.uint8)
+    assert np.array_equal(corrupt(x, 0.0, rng), x)
+    out = corrupt(x, 0.5, rng)
+    changed = (out != x).reshape(200, -1)
+    hit = changed.any(1)
+    assert 70 <= hit.sum() <= 130  # about half of the images
+    # at most two patches of at most 16 x 16 (a quarter of the side) each
+    assert changed.sum(1).max() <= 2 * 16 * 16 and np.array_equal(x[~hit], out[~hit])
+
+
+def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
+    """--tile alone gives the recipe README recommends: the skip generator, the edge-tolerant
+    score, foreign patches, augmentation and held-out early stopping."""
+    from ganomaly_edge.train.checkpoint import load_checkpoint
+
+    write_images(tmp_path / "d", parts(24, size=96)[..., 0])
+    r = train_cli("--data", str(tmp_path / "d"), "--out", str(tmp_path / "c.pt"), "--tile", "32", "--channels", "1",
+                  "--epochs", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16")
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = load_checkpoint(str(tmp_path / "c.pt"))["config"]
+    assert (c["arch"], c["score"], c["corrupt"], c["select"], c["patience"]) == ("skip", "rpeak", 0.5, "best-val", 3)
+    assert c["flip"] and c["rot90"] and c["shift"] == 4 and c["brightness"] == 0.1
+    assert "foreign patches: 50 % of inputs" in r.stderr and "training:" in r.stderr  # the log and the bar
+
+
+def test_the_benchmark_splits_auc_by_defect_size(tmp_path):
+    """tools/benchmark_hires: small (< 5 % of the side) and larger defects each against every
+    normal image, from the report's scores.csv and the set's defects.csv."""
+    from ganomaly_edge.tools.benchmark_hires import by_size
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "defects.csv").write_text(
+        "file,kind,extent_px,share_of_side\n0000.png,spot,5,0.02\n0001.png,spot,30,0.1\n0002.png,crack,6,0.03\n")
+    rows = ["file,label,calibrated,peak", "n/0000.png,0,0,1", "n/0001.png,0,0,2", "n/0002.png,0,0,3",
+            "a/0000.png,1,0,2.5", "a/0001.png,1,0,9", "a/0002.png,1,0,0.5"]
+    (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n")
+    got = by_size(str(tmp_path), str(tmp_path))
+    # small: 2.5 and 0.5 against 1, 2, 3 -> 2 of 6 pairs won; large: 9 beats all three
+    assert got["peak"]["small"] == pytest.approx(2 / 6) and got["peak"]["large"] == 1.0

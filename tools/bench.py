@@ -178,11 +178,11 @@ stats_interval_s = 1000
 path = "{work}/events-{fps}.db"
 [[cameras]]
 name = "bench"
+{camera_extra}
 [cameras.source]
 kind = "file"
 uri = "{video}"
 {pace}
-{camera_extra}
 [cameras.decision]
 threshold = {threshold}
 k = 1

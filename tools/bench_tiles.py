@@ -74,8 +74,7 @@ def bench_tiles(bundle: str, roi_text: str, sizes: list[str], frames: int, paced
     for text in sizes or [f"{tiling.width}x{tiling.height}"]:
         w, h = (int(v) for v in text.lower().split("x"))
         t = tiling.resized(h, w)
-        extra = (f"working_size = [{w}, {h}]\n[cameras.roi]\nx = {roi[0]}\ny = {roi[1]}\n"
-                 f"w = {roi[2]}\nh = {roi[3]}\n")
+        extra = f"working_size = [{w}, {h}]\nroi = {{ x = {roi[0]}, y = {roi[1]}, w = {roi[2]}, h = {roi[3]} }}"
         thr = _threshold(bundle, video, roi, (w, h), 0.25)
         fps, p50, p99 = [], [], []
         for _ in range(rounds):

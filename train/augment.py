@@ -49,6 +49,38 @@ class Augment:
         return np.ascontiguousarray(x)
 
 
+def corrupt(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the batch uint8 [N, S, S, C] in which ``share`` of the images carry one or two
+    foreign patches: rectangles or ellipses of 2 to S/4 px a side, filled with a flat grey, with
+    noise, or with a piece of another image of the batch (CutPaste). Trained to give back the
+    clean image, the generator learns to redraw what is normal instead of copying whatever it is
+    shown: with U-Net skips it would otherwise pass a defect straight through to its output.
+    Deliberately generic: nothing here knows the shapes of any benchmark's defects."""
+    out = x.copy()
+    n, s = len(x), x.shape[1]
+    for i in np.flatnonzero(rng.random(n) < share):
+        for _ in range(int(rng.integers(1, 3))):
+            h, w = rng.integers(2, max(s // 4, 3) + 1, 2)
+            y0, x0 = int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
+            mask = np.zeros((h, w), bool)
+            if rng.random() < 0.5:
+                mask[:] = True
+            else:
+                yy, xx = np.ogrid[:h, :w]
+                mask = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1.0
+            kind = rng.integers(3)
+            if kind == 0:
+                fill = np.full((h, w) + x.shape[3:], rng.integers(0, 256), np.uint8)
+            elif kind == 1:
+                fill = rng.integers(0, 256, (h, w) + x.shape[3:], dtype=np.uint8)
+            else:
+                j, a, b = int(rng.integers(n)), int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
+                fill = x[j, a:a + h, b:b + w]
+            region = out[i, y0:y0 + h, x0:x0 + w]
+            region[mask] = fill[mask]
+    return out
+
+
 def shifted(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
     """Whole images moved by up to ``shift`` px each way, borders mirrored."""
     s = x.shape[1]
@@ -72,6 +104,10 @@ class Sampler:
         if self.tiled and margin:
             frames = np.pad(frames, ((0, 0), (margin, margin), (margin, margin), (0, 0)), mode="reflect")
         self.frames = frames
+
+    def reseed(self, seed: int, epoch: int) -> None:
+        """Draws from (seed, epoch) alone, so a resumed run cuts the same tiles as an unbroken one."""
+        self.rng = np.random.default_rng((seed, epoch))
 
     def batch(self, idx: np.ndarray) -> np.ndarray:
         """A batch drawing from the frames ``idx`` (one tile or image each)."""

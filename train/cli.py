@@ -9,7 +9,10 @@ import sys
 
 from ganomaly_edge.engine.version import version
 
-DEFAULT_ARCH = "paper"  # chosen on the high-resolution benchmark (README)
+# Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in README), and
+# Skip-GANomaly's for tiles, chosen on the high-resolution benchmark (README: Inspecting
+# high-resolution images).
+DEFAULT_ARCH, DEFAULT_TILE_ARCH = "paper", "skip"
 
 log = logging.getLogger("ganomaly")
 
@@ -26,7 +29,7 @@ def _fail(msg: str) -> int:
 
 def _train_parser() -> argparse.ArgumentParser:
     from .network import ARCHS
-    from .scoring import CANDIDATES, DEFAULT_SCORE
+    from .scoring import CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE
 
     ap = argparse.ArgumentParser(
         prog="ganomaly-train",
@@ -41,8 +44,9 @@ def _train_parser() -> argparse.ArgumentParser:
                     help="inspect at working resolution in tiles of this side (e.g. 64); 0 = resize whole frames")
     ap.add_argument("--stride", type=int, default=0,
                     help="tile stride when scoring (default: half a tile; at most 3/4 of one)")
-    ap.add_argument("--arch", choices=ARCHS, default=DEFAULT_ARCH,
-                    help=f"generator: paper (GANomaly) or skip (U-Net skips, Skip-GANomaly); default {DEFAULT_ARCH}")
+    ap.add_argument("--arch", choices=ARCHS,
+                    help=f"generator: paper (GANomaly) or skip (U-Net skips, Skip-GANomaly); default "
+                         f"{DEFAULT_ARCH}, with --tile {DEFAULT_TILE_ARCH}")
     ap.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 greyscale, 3 colour (BGR)")
     ap.add_argument("--epochs", type=int, default=50, help="at most this many epochs (default 50)")
     ap.add_argument("--patience", type=int, default=3,
@@ -58,6 +62,9 @@ def _train_parser() -> argparse.ArgumentParser:
                        ("shift", "small shifts"), ("brightness", "brightness changes")):
         ap.add_argument(f"--no-{name}", action="store_true", help=f"no {what} in training (where they matter)")
     ap.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    ap.add_argument("--corrupt", type=float,
+                    help="share of training inputs shown with foreign patches that the generator must redraw "
+                         "clean (default 0.5 with --tile, else 0; 0 = the paper's plain reconstruction)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -65,8 +72,9 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of the images held out for model selection and calibration")
     ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold, per frame")
-    ap.add_argument("--score", choices=sorted(CANDIDATES), default=DEFAULT_SCORE,
-                    help=f"anomaly score to deploy (default {DEFAULT_SCORE}; see README)")
+    ap.add_argument("--score", choices=sorted(CANDIDATES),
+                    help=f"anomaly score to deploy (default {DEFAULT_SCORE}, with --tile {DEFAULT_TILE_SCORE}; "
+                         "see README)")
     ap.add_argument("--width", type=int, default=0, help="base channel width (paper: 64; default 64, 32 with --tile)")
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
@@ -77,6 +85,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _config(args, frames_shape: tuple[int, ...]):
     """The TrainConfig the arguments ask for, given the loaded frames' [N, H, W, C] shape."""
+    from .scoring import DEFAULT_SCORE, DEFAULT_TILE_SCORE
     from .trainer import TrainConfig
 
     off = args.no_augment
@@ -84,13 +93,15 @@ def _config(args, frames_shape: tuple[int, ...]):
     return TrainConfig(
         image_size=args.tile if tiled else frames_shape[1], channels=args.channels, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
-        target_far=args.far, score=args.score, select=args.select, patience=args.patience,
+        target_far=args.far, score=args.score or (DEFAULT_TILE_SCORE if tiled else DEFAULT_SCORE),
+        select=args.select, patience=args.patience,
         threads=args.threads, width=args.width or (32 if tiled else 64), latent_dim=args.latent_dim,
-        arch=args.arch, tile=args.tile, stride=args.stride if tiled else 0,
+        arch=args.arch or (DEFAULT_TILE_ARCH if tiled else DEFAULT_ARCH), tile=args.tile, stride=args.stride if tiled else 0,
         frame_height=frames_shape[1] if tiled else 0, frame_width=frames_shape[2] if tiled else 0,
         tiles_per_image=args.tiles_per_image, flip=not (off or args.no_flip),
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
-        brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget)
+        brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
+        corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0))
 
 
 def _check_args(args) -> str | None:
@@ -103,6 +114,8 @@ def _check_args(args) -> str | None:
     if args.tile and not 0 < (args.stride or args.tile // 2) <= args.tile - 2 * (args.tile // 8):
         return (f"--stride must be between 1 and {args.tile - 2 * (args.tile // 8)}: the score reads each tile "
                 f"{args.tile // 8} px in from its border, and a longer stride would leave gaps between tiles")
+    if args.corrupt is not None and not 0 <= args.corrupt <= 1:
+        return "--corrupt must be a share between 0 and 1"
     if args.time_budget < 0:
         return "--time-budget must be positive (minutes)"
     return None
@@ -212,7 +225,10 @@ def eval_main(argv: list[str] | None = None) -> int:
     print(f"at the calibrated threshold: TPR {t['true_positive_rate']:.3f}, false-alarm rate "
           f"{t['false_alarm_rate']:.3f} ({t['false_alarms']} of {rep['counts']['normal']} normal)")
     if "localisation" in rep:
-        print(f"pixel-level ROC AUC of the residual map: {rep['localisation']['pixel_roc_auc']:.3f}")
+        loc = rep["localisation"]
+        other = "".join(f", {k[len('pixel_roc_auc_'):]} map {v:.3f}" for k, v in loc.items()
+                        if k.startswith("pixel_roc_auc_") and v is not None)
+        print(f"pixel-level ROC AUC of the residual map ({loc['map']}): {loc['pixel_roc_auc']:.3f}{other}")
     print(f"report: {os.path.join(args.out, 'report.json')}")
     return 0
 

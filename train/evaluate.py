@@ -41,7 +41,8 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
     labels = np.r_[np.zeros(len(normal), np.int64), np.ones(len(abnormal), np.int64)]
     with torch.no_grad():
         comps = components(g, d, tiling.split(images), torch.device(device), bank=ck["bank"],
-                           with_images=plots or masks is not None, fbank=ck.get("fbank"), margin=tiling.margin)
+                           with_images=plots or masks is not None, fbank=ck.get("fbank"), margin=tiling.margin,
+                           residual_map=ck["score"].get("residual") or "abs")
     val = {k: np.asarray(v, np.float64) for k, v in ck["val_components"].items()}
     scores: dict[str, Any] = {}
     # A checkpoint from before a component existed cannot score with it.
@@ -55,7 +56,11 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
     report = _report(ck, tiling, normal, abnormal, default["name"], scores, cal, labels, calib)
     residual = tiling.stitch(comps["residual"]) if "residual" in comps else None
     if masks is not None:
-        report["localisation"] = pixel_auroc(residual, labels, masks)
+        kind = ck["score"].get("residual") or "abs"
+        report["localisation"] = {**pixel_auroc(residual, labels, masks), "map": kind}
+        for other in {"abs", "range"} - {kind}:  # the other map, for comparison
+            report["localisation"][f"pixel_roc_auc_{other}"] = pixel_auroc(
+                tiling.stitch(comps[f"residual_{other}"]), labels, masks)["pixel_roc_auc"]
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -156,13 +161,16 @@ def _grid(out_dir: str, labels: np.ndarray, cal: np.ndarray, images: np.ndarray,
     rng = np.random.default_rng(0)
     pick = [i for c in (0, 1) for i in rng.permutation(np.flatnonzero(labels == c))[:4]]
     fig, axes = plt.subplots(3, len(pick), figsize=(1.6 * len(pick), 5.2), squeeze=False)
+    # One colour scale for the row, set by what is shown: an edge-tolerant map is mostly zero,
+    # and on the fixed 0..1 scale of the plain residual its defects would be invisible.
+    top = max(float(np.percentile(residual[pick], 99.9)), 1e-3)
     for j, i in enumerate(pick):
         img, rec = images[i], recon[i]
         cmap = "gray" if img.shape[2] == 1 else None
         show = (lambda a: a[:, :, 0]) if img.shape[2] == 1 else (lambda a: a[:, :, ::-1])
         axes[0, j].imshow(show(img), cmap=cmap, vmin=0, vmax=255)
         axes[1, j].imshow(show(rec), cmap=cmap, vmin=0, vmax=255)
-        axes[2, j].imshow(residual[i], cmap="inferno", vmin=0, vmax=1)
+        axes[2, j].imshow(residual[i], cmap="inferno", vmin=0, vmax=top)
         axes[0, j].set_title(("normal" if labels[i] == 0 else "abnormal") + f"\n{cal[i]:.2f}", fontsize=8)
         for r in range(3):
             axes[r, j].axis("off")

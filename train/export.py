@@ -34,6 +34,13 @@ PARITY_REL = 1e-4
 PARITY_CALIBRATED = 1e-3
 
 
+RESIDUAL_MEANING = {
+    "abs": "mean |x - G(x)| over channels, normalised units (0..2)",
+    "range": "edge-tolerant residual: how far x lies outside the 3x3 range of G(x), mean over channels, "
+             "normalised units (0..2)",
+}
+
+
 class ExportError(RuntimeError):
     pass
 
@@ -113,11 +120,11 @@ def checkpoint_to_bundle(ckpt_path: str, out_dir: str, name: str | None = None) 
                   "normalisation": ck["preprocess"]["normalisation"]},
         "outputs": {SCORE: {"dtype": "float32", "shape": ["N"], "meaning": "raw anomaly score"},
                     RESIDUAL: {"dtype": "float32", "shape": ["N", size, size],
-                               "meaning": "mean |x - G(x)| over channels, normalised units (0..2)"}},
+                               "meaning": RESIDUAL_MEANING[ck["score"].get("residual") or "abs"]}},
         "opset": OPSET,
         "tiling": ck.get("tiling"),
         "score": {"name": ck["score"]["name"], "terms": ck["score"]["terms"], "k": ck["score"].get("k"),
-                  "margin": ck["score"].get("margin")},
+                  "margin": ck["score"].get("margin"), "residual": ck["score"].get("residual")},
         "calibration": ck["calibration"],
         "checkpoint": {"sha256": ck_hash, "epochs": ck["epoch"], "config": cfg, "data": ck.get("data", {}),
                        "versions": ck.get("versions", {})},

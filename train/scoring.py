@@ -9,6 +9,11 @@ depends on the rest of its batch):
                G(x) (the feature-matching distance that drives the adversarial loss).
 - ``peak``     the largest local mean of the residual map (a window of about 1/8 of the image):
                small defects that barely move an image-wide mean still make a peak.
+- ``rpeak``    the same on the edge-tolerant residual (``range_residual``): how far each pixel
+               lies outside the range of the reconstruction around it, so a reconstruction that
+               draws an edge a pixel too soft or too far leaves nothing, while a pit or a spot
+               on a surface the decoder redraws clean still does. A small window (2 px): at
+               native resolution a defect may be a few pixels.
 - ``knn``      mean squared distance of z to its k nearest encodings of the training images
                (a memory bank stored with the model).
 - ``fknn``     the same nearest-neighbour distance on a richer description of x: the penultimate
@@ -33,8 +38,11 @@ from torch import nn
 
 from .network import Discriminator, Generator
 
-COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak")
+COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak", "rpeak")
 KNN_K = 5
+RANGE_NEIGHBOURHOOD = 3  # range_residual's tolerance: the reconstruction's range over 3 x 3 pixels
+RPEAK_WINDOW = 2
+RESIDUALS = ("abs", "range")  # the residual map a bundle outputs: |x - G(x)|, or range_residual
 
 
 def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
@@ -48,10 +56,24 @@ def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
 def peak_residual(residual: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """Max over positions of the residual map averaged in a window of ~1/8 of the image side,
     ``margin`` pixels in from each side (a tile's border reconstructs worse: engine/tiling.py)."""
-    k = max(3, residual.shape[-1] // 8)
+    return window_peak(residual, max(3, residual.shape[-1] // 8), margin)
+
+
+def range_residual(x: torch.Tensor, x_hat: torch.Tensor, n: int = RANGE_NEIGHBOURHOOD) -> torch.Tensor:
+    """[N, C, H, W] -> [N, H, W]: how far each pixel of x lies outside [min, max] of x_hat over
+    its n x n neighbourhood, mean over channels (0 inside the range)."""
+    hi = F.max_pool2d(x_hat, n, 1, n // 2)
+    lo = -F.max_pool2d(-x_hat, n, 1, n // 2)
+    return torch.relu(torch.maximum(x - hi, lo - x)).mean(1)
+
+
+def window_peak(residual: torch.Tensor, window: int, margin: int = 0) -> torch.Tensor:
+    """Max over positions ``margin`` px in from each side of the residual's mean in a window."""
     if margin:
         residual = residual[:, margin:-margin, margin:-margin]
-    return torch.amax(F.avg_pool2d(residual[:, None], k, stride=1), dim=(1, 2, 3))
+    if window > 1:
+        residual = F.avg_pool2d(residual[:, None], window, stride=1)[:, 0]
+    return torch.amax(residual, dim=(1, 2))
 
 
 def knn_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
@@ -93,6 +115,9 @@ class Scorer(nn.Module):
             raise ValueError(f"unknown score components {sorted(unknown)}; known: {COMPONENTS}")
         self.k = int(spec.get("k", KNN_K))
         self.margin = int(spec.get("margin") or 0)
+        self.residual = spec.get("residual") or "abs"
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"unknown residual map {self.residual!r}; known: {RESIDUALS}")
         if "knn" in needed:
             if bank is None:
                 raise ValueError("the knn component needs the training encodings (bank)")
@@ -110,7 +135,7 @@ class Scorer(nn.Module):
     def forward(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_model_input(images_u8)
         comps, residual, _ = score_components(self.generator, self.discriminator, x, self.needed,
-                                              self.bank, self.fbank, self.k, self.margin)
+                                              self.bank, self.fbank, self.k, self.margin, self.residual)
         score = None
         for name, w, m, s in self.terms:
             term = (comps[name] - m) * (w / s)
@@ -119,9 +144,11 @@ class Scorer(nn.Module):
 
 
 def score_components(g: Generator, d: Discriminator, x: torch.Tensor, needed: set[str],
-                     bank: torch.Tensor | None, fbank: torch.Tensor | None, k: int = KNN_K, margin: int = 0):
+                     bank: torch.Tensor | None, fbank: torch.Tensor | None, k: int = KNN_K, margin: int = 0,
+                     residual_map: str = "abs"):
     """The one definition of every component: ({name: [N]}, residual [N, H, W], x_hat), computing
-    only what ``needed`` asks for. The exported graph and the evaluation both call it."""
+    only what ``needed`` asks for; the residual is |x - G(x)| or, for ``residual_map="range"``,
+    the edge-tolerant one. The exported graph and the evaluation both call it."""
     # Submodules are called as modules (not their parts), so exported node names keep their
     # scopes (/encoder1/..., /discriminator/...): the FP16 pass selects layers by them.
     z, feat, x_hat = g.reconstruct(x)
@@ -143,6 +170,12 @@ def score_components(g: Generator, d: Discriminator, x: torch.Tensor, needed: se
     residual = torch.mean(torch.abs(x - x_hat), dim=1)
     if "peak" in needed:
         comps["peak"] = peak_residual(residual, margin)
+    if "rpeak" in needed or residual_map == "range":
+        tolerant = range_residual(x, x_hat)
+        if "rpeak" in needed:
+            comps["rpeak"] = window_peak(tolerant, RPEAK_WINDOW, margin)
+        if residual_map == "range":
+            residual = tolerant
     return comps, residual, x_hat
 
 
@@ -175,27 +208,34 @@ def embed(generator: Generator, discriminator: Discriminator, images_u8: np.ndar
 @torch.no_grad()
 def components(generator: Generator, discriminator: Discriminator, images_u8: np.ndarray,
                device: torch.device, bank: np.ndarray | None = None, batch_size: int = 256,
-               with_images: bool = False, fbank: np.ndarray | None = None, margin: int = 0) -> dict[str, np.ndarray]:
-    """Every score component for every image (eval mode), plus reconstructions if asked."""
+               with_images: bool = False, fbank: np.ndarray | None = None, margin: int = 0,
+               residual_map: str = "abs") -> dict[str, np.ndarray]:
+    """Every score component for every image (eval mode), plus reconstructions and the
+    ``residual_map`` if asked."""
     generator.eval()
     discriminator.eval()
     bank_t = torch.from_numpy(bank).to(device) if bank is not None else None
     fbank_t = torch.from_numpy(fbank).to(device) if fbank is not None else None
     needed = {c for c in COMPONENTS if not (c == "knn" and bank_t is None) and not (c == "fknn" and fbank_t is None)}
     acc: dict[str, list[np.ndarray]] = {c: [] for c in needed}
-    recons, residuals = [], []
+    recons: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {"abs": [], "range": []}
     for i in range(0, len(images_u8), batch_size):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch_size]).to(device))
-        comps, res, x_hat = score_components(generator, discriminator, x, needed, bank_t, fbank_t, margin=margin)
+        comps, res, x_hat = score_components(generator, discriminator, x, needed, bank_t, fbank_t, margin=margin,
+                                             residual_map=residual_map)
         for name, v in comps.items():
             acc[name].append(v.cpu().numpy())
         if with_images:
             recons.append(((x_hat.permute(0, 2, 3, 1) + 1.0) * 127.5).clamp(0, 255).byte().cpu().numpy())
-            residuals.append(res.cpu().numpy())
+            maps["abs"].append(torch.mean(torch.abs(x - x_hat), dim=1).cpu().numpy())
+            maps["range"].append(range_residual(x, x_hat).cpu().numpy())
     out = {k: np.concatenate(v).astype(np.float64) for k, v in acc.items() if v}
     if with_images:
         out["reconstruction"] = np.concatenate(recons)
-        out["residual"] = np.concatenate(residuals)
+        for kind, parts in maps.items():  # both maps, for evaluation; "residual" is the bundle's
+            out[f"residual_{kind}"] = np.concatenate(parts)
+        out["residual"] = out[f"residual_{residual_map}"]
     return out
 
 
@@ -217,8 +257,19 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "fknn+latent": [("fknn", 1.0), ("latent", 1.0)],
     "fknn+latent+peak": [("fknn", 1.0), ("latent", 1.0), ("peak", 1.0)],
     "knn+fknn+peak": [("knn", 1.0), ("fknn", 1.0), ("peak", 1.0)],
+    "rpeak": [("rpeak", 1.0)],
+    "rpeak+peak": [("rpeak", 1.0), ("peak", 1.0)],
+    "rpeak+knn": [("rpeak", 1.0), ("knn", 1.0)],
+    "rpeak+fknn": [("rpeak", 1.0), ("fknn", 1.0)],
 }
-DEFAULT_SCORE = "knn+fknn+peak"
+DEFAULT_SCORE = "knn+fknn+peak"  # whole frames resized to the model input (README: The score)
+DEFAULT_TILE_SCORE = "rpeak"  # tiles at native resolution (README: Inspecting high-resolution images)
+
+
+def residual_map_for(name: str) -> str:
+    """The residual map a bundle with score ``name`` outputs: the one its score reads, so boxes
+    come from what raised the alarm."""
+    return "range" if any(c == "rpeak" for c, _ in CANDIDATES[name]) else "abs"
 
 
 def make_spec(name: str, val_components: dict[str, np.ndarray], margin: int = 0) -> dict[str, Any]:
@@ -233,7 +284,7 @@ def make_spec(name: str, val_components: dict[str, np.ndarray], margin: int = 0)
         mean = 0.0 if single else float(np.mean(v))
         std = 1.0 if single else float(max(np.std(v), 1e-12))
         terms.append({"component": comp, "weight": w, "mean": mean, "std": std})
-    return {"name": name, "terms": terms, "k": KNN_K, "margin": margin}
+    return {"name": name, "terms": terms, "k": KNN_K, "margin": margin, "residual": residual_map_for(name)}
 
 
 def apply_spec(spec: dict[str, Any], comps: dict[str, np.ndarray]) -> np.ndarray:
