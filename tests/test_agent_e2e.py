@@ -98,7 +98,8 @@ class Subscriber:
         self.c.disconnect()
 
 
-def write_config(path, bundle, port, source, store, camera="cam1", decision="", extra=""):
+def write_config(path, bundle, port, source, store, camera="cam1", decision="", extra="",
+                 roi="x = 16, y = 16, w = 64, h = 64"):
     src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
     path.write_text(f"""device_id = "test"
 log_level = "INFO"
@@ -116,7 +117,7 @@ path = "{store}"
 {extra}
 [[cameras]]
 name = "{camera}"
-roi = {{ x = 16, y = 16, w = 64, h = 64 }}
+roi = {{ {roi} }}
 [cameras.source]
 {src}
 retry_min_s = 0.5

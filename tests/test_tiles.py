@@ -135,36 +135,12 @@ def test_tensorrt_profile_covers_tiles_times_frames(tiled, tmp_path, monkeypatch
     assert np.allclose(raw, ort_raw, rtol=1e-4, atol=1e-4) and np.allclose(maps, ort_maps, atol=1e-3)
 
 
-def _agent_config(path, bundle, port, folder, store):
-    path.write_text(f"""device_id = "test"
-log_level = "INFO"
-[model]
-bundle = "{bundle}"
-threads = 2
-[mqtt]
-port = {port}
-prefix = "ganomaly/test"
-[store]
-path = "{store}"
-[[cameras]]
-name = "line"
-roi = {{ x = 100, y = 50, w = 192, h = 192 }}
-[cameras.source]
-kind = "folder"
-uri = "{folder}"
-watch = false
-[cameras.decision]
-threshold = -100.0  # every frame alarms: this test is about where the boxes land
-""")
-    return str(path)
-
-
 @pytest.mark.slow
 def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
     """Frames of 400x300 with the part in a 192x192 ROI at (100, 50), resized to the 96x96
     working resolution: the strongest box of each alarm lies on the painted defect."""
     from ganomaly_edge.tools.broker import Mosquitto
-    from test_agent_e2e import Subscriber
+    from test_agent_e2e import Subscriber, write_config
 
     rng = np.random.default_rng(5)
     frames, truth = [], []
@@ -177,7 +153,10 @@ def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
         truth.append((100 + x, 50 + y, 24, 24))
     names = write_images(tmp_path / "scans", frames)
     with Mosquitto(workdir=str(tmp_path / "broker")) as b:
-        cfg = _agent_config(tmp_path / "a.toml", tiled["bundle"], b.port, tmp_path / "scans", tmp_path / "ev.db")
+        # threshold -100: every frame alarms, since this test is about where the boxes land
+        cfg = write_config(tmp_path / "a.toml", tiled["bundle"], b.port,
+                           {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
+                           camera="line", decision="threshold = -100.0", roi="x = 100, y = 50, w = 192, h = 192")
         sub = Subscriber(b.port)
         p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
