@@ -142,7 +142,6 @@ def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
     from ganomaly_edge.tools.broker import Mosquitto
     from test_agent_e2e import Subscriber, write_config
 
-    rng = np.random.default_rng(5)
     frames, truth = [], []
     for i, img in enumerate(parts(6, seed=11, size=192)[..., 0]):
         f = np.full((300, 400), 45, np.uint8)
