@@ -76,8 +76,8 @@ class Engine(abc.ABC):
 
     def score_frames(self, frames: np.ndarray, tiling: Tiling | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames at working resolution, uint8 [N, H, W, C] -> (raw frame scores [N], residual
-        maps [N, H, W]): every tile of every frame in one batch (split where the engine's batch
-        limit asks), a frame's score the maximum over its tiles, the maps stitched."""
+        maps [N, H, W]): a frame's tiles in one call, as many frames per call as ``max_frames``
+        allows, a frame's score the maximum over its tiles, the maps stitched."""
         t = tiling or self.tiling
         if frames.ndim == 3:
             frames = frames[None]
@@ -89,12 +89,11 @@ class Engine(abc.ABC):
             tiles = t.split(frames)
         except TilingError as e:
             raise FrameError(str(e)) from None
-        # Whole frames per call: as many as the engine's limit (or CHUNK tiles) holds, at least
-        # one; only a plan whose profile is smaller than one frame's tiles splits a frame.
+        # Whole frames per call (max_frames); only a plan whose profile is smaller than one
+        # frame's tiles splits a frame.
+        step = (self.max_frames(t) or len(frames)) * t.count
         if self.max_batch:
-            step = (self.max_batch // t.count) * t.count or self.max_batch
-        else:
-            step = max(self.CHUNK // t.count, 1) * t.count if t.tiled else len(tiles)
+            step = min(step, self.max_batch)
         parts = [self.infer(tiles[i:i + step]) for i in range(0, len(tiles), step)]
         raw = np.concatenate([p[0] for p in parts])
         maps = np.concatenate([p[1] for p in parts])
