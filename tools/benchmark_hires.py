@@ -15,7 +15,7 @@ the defect masks. Nothing looks at a test label before the final figures: traini
 selection, early stopping and the threshold use normal training images only.
 
     python -m ganomaly_edge.tools.benchmark_hires --set parts --config resize64 --config tile64 \\
-        --config tile64-skip --config resize64-skip --budget 8 --out runs/hires
+        --config tile64-paper --config resize64-skip --budget 8 --out runs/hires
 """
 
 from __future__ import annotations
