@@ -260,9 +260,8 @@ class MqttPublisher:
             self.event_mids[ev.seq] = set(mids)
             self.json_mid[ev.seq] = mids[0]
             self.event_ids[ev.seq] = ev.id
-        crop = next((data for topic, data in ev.blobs if topic.endswith("/crop/0")), None)
-        if crop is not None:  # Home Assistant's image entity shows the latest one
-            self.client.publish(self.topics.latest_crop(ev.topic.rsplit("/", 2)[-2]), crop, qos=0)
+            # All of this under the lock, before anything else is sent: a PUBACK (network thread)
+            # finds its mid here or in ``early``, and a disconnect resets ``sent_upto`` after, not before.
             for m in mids:
                 self.inflight[m] = ev.seq
             for m in mids:
@@ -271,6 +270,9 @@ class MqttPublisher:
                     self.inflight.pop(m, None)
                     self._acked(ev.seq, m, rc)
             self.sent_upto = max(self.sent_upto, ev.seq)
+        crop = next((data for topic, data in ev.blobs if topic.endswith("/crop/0")), None)
+        if crop is not None:  # Home Assistant's image entity shows the latest one (QoS 0, not tracked)
+            self.client.publish(self.topics.latest_crop(ev.topic.rsplit("/", 2)[-2]), crop, qos=0)
         return True
 
     def _flush_loop(self) -> None:

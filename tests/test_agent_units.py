@@ -317,6 +317,82 @@ def test_a_puback_wakes_the_flush_loop(tmp_path):
     store.close()
 
 
+def test_events_with_and_without_crops_go_out_once_each_and_leave_the_store(tmp_path):
+    """Against a real mosquitto: an event is registered as in flight whether or not it has a crop,
+    so it is sent once, its PUBACK deletes it, and the flush loop moves on to the next."""
+    import json as _json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.topics import Topics
+    from ganomaly_edge.tools.broker import Mosquitto
+
+    with Mosquitto(workdir=str(tmp_path / "broker")) as broker:
+        got, lock = [], threading.Lock()
+        sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="sub")
+        sub.on_message = lambda c, u, m: (lock.acquire(), got.append(_json.loads(m.payload)["id"]), lock.release())
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_connect = lambda c, *a: c.subscribe("t/+/alarm", qos=1)
+        sub.connect("127.0.0.1", broker.port)
+        sub.loop_start()
+        assert subscribed.wait(10)
+        store = EventStore(str(tmp_path / "ev.db"))
+        topics = Topics("t")
+        for i in range(6):
+            blobs = [("t/cam/alarm/crop/0", b"\xff\xd8" + bytes([i]))] if i % 2 else []
+            store.add(f"e{i}", "cam", topics.alarm("cam"), {"id": f"e{i}"}, blobs)
+        pub = MqttPublisher(MqttConfig(port=broker.port), topics, "agent", store)
+        pub.start()
+        deadline = time.monotonic() + 20
+        while store.depth()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # time for any redelivery to show
+        pub.stop(flush_timeout=1)
+        sub.loop_stop()
+        sub.disconnect()
+        assert store.depth()[0] == 0
+        assert sorted(got) == [f"e{i}" for i in range(6)]  # each exactly once
+        store.close()
+
+
+def test_a_disconnect_while_an_event_goes_out_sends_it_again_after_reconnecting(tmp_path):
+    """The connection can drop between an event's publishes and the last message sent for it (the
+    latest-crop image). The disconnect forgets what was in flight; the event must then be offered
+    again from the store, not skipped because it was counted as sent after the reset."""
+    from types import SimpleNamespace
+
+    import paho.mqtt.client as mqtt
+
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.topics import Topics
+
+    store = EventStore(str(tmp_path / "ev.db"))
+    topics = Topics("t")
+    pub = MqttPublisher(MqttConfig(), topics, "c", store)
+    store.add("e1", "cam", topics.alarm("cam"), {"id": "e1"}, [("t/cam/alarm/crop/0", b"\xff\xd8")])
+    mids = iter(range(1, 100))
+
+    def publish(topic, payload, qos=0, retain=False):
+        if topic == topics.latest_crop("cam"):
+            pub._on_disconnect(pub.client, None, None, mqtt.ReasonCode(mqtt.PacketTypes.DISCONNECT, identifier=0x8B),
+                               None)  # the broker went away
+        return SimpleNamespace(rc=mqtt.MQTT_ERR_SUCCESS, mid=next(mids))
+
+    pub.client.publish = publish
+    pub.connected.set()
+    (ev,) = store.pending(limit=1, after_seq=0)
+    assert pub._publish_event(ev)
+    assert pub.sent_upto == 0 and not pub.inflight and not pub.event_mids
+    assert [e.id for e in store.pending(limit=5, after_seq=pub.sent_upto)] == ["e1"]  # offered again
+    store.close()
+
+
 @pytest.mark.parametrize("use_inotify", [True, False])
 def test_a_quiet_folder_is_not_listed_again_however_many_files_it_has_seen(tmp_path, use_inotify, monkeypatch):
     """The folder's cost per poll must not grow with its history: new files come from inotify, or,
