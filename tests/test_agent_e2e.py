@@ -266,7 +266,10 @@ def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
     assert p.wait(120) == 0
     ids = logged_alarm_ids(tmp_path / "agent.log")
     assert len(ids) >= 10
-    assert sub.wait(lambda: {e["id"] for e in sub.alarms()} >= set(ids), 30)
+    delivered = sub.wait(lambda: {e["id"] for e in sub.alarms()} >= set(ids), 30)
+    missing = set(ids) - {e["id"] for e in sub.alarms()}
+    assert delivered, f"{len(missing)} of {len(ids)} alarms never arrived: {sorted(missing)}\n" \
+                      + "".join(open(tmp_path / "agent.log").readlines()[-30:])
     got = [e["id"] for e in sub.alarms()]
     assert set(got) == set(ids)  # exactly once after dropping redeliveries by id
     assert "disconnected" in open(tmp_path / "agent.log").read()
