@@ -320,11 +320,7 @@ def test_a_puback_wakes_the_flush_loop(tmp_path):
 def test_events_with_and_without_crops_go_out_once_each_and_leave_the_store(tmp_path):
     """Against a real mosquitto: an event is registered as in flight whether or not it has a crop,
     so it is sent once, its PUBACK deletes it, and the flush loop moves on to the next."""
-    import json as _json
-    import threading
-
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from test_agent_e2e import Subscriber
 
     from ganomaly_edge.agent.config import MqttConfig
     from ganomaly_edge.agent.mqtt import MqttPublisher
@@ -332,15 +328,7 @@ def test_events_with_and_without_crops_go_out_once_each_and_leave_the_store(tmp_
     from ganomaly_edge.tools.broker import Mosquitto
 
     with Mosquitto(workdir=str(tmp_path / "broker")) as broker:
-        got, lock = [], threading.Lock()
-        sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="sub")
-        sub.on_message = lambda c, u, m: (lock.acquire(), got.append(_json.loads(m.payload)["id"]), lock.release())
-        subscribed = threading.Event()
-        sub.on_subscribe = lambda *a: subscribed.set()
-        sub.on_connect = lambda c, *a: c.subscribe("t/+/alarm", qos=1)
-        sub.connect("127.0.0.1", broker.port)
-        sub.loop_start()
-        assert subscribed.wait(10)
+        sub = Subscriber(broker.port, prefix="t")
         store = EventStore(str(tmp_path / "ev.db"))
         topics = Topics("t")
         for i in range(6):
@@ -353,10 +341,9 @@ def test_events_with_and_without_crops_go_out_once_each_and_leave_the_store(tmp_
             time.sleep(0.05)
         time.sleep(1.0)  # time for any redelivery to show
         pub.stop(flush_timeout=1)
-        sub.loop_stop()
-        sub.disconnect()
+        sub.close()
         assert store.depth()[0] == 0
-        assert sorted(got) == [f"e{i}" for i in range(6)]  # each exactly once
+        assert sorted(e["id"] for e in sub.alarms()) == [f"e{i}" for i in range(6)]  # each exactly once
         store.close()
 
 
