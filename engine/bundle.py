@@ -39,8 +39,8 @@ from .tiling import Tiling, TilingError
 log = logging.getLogger(__name__)
 
 FORMAT = "ganomaly-edge-bundle"
-FORMAT_VERSION = 3  # 2: bundle.json carries an integrity hash of itself; 3: tiling
-READABLE_VERSIONS = (2, 3)  # a version-2 bundle is an untiled version 3
+FORMAT_VERSION = 4  # 2: bundle.json carries an integrity hash of itself; 3: tiling; 4: tile position statistics
+READABLE_VERSIONS = (2, 3, 4)  # a version-2 bundle is an untiled version 3, a version 3 one has no position statistics
 META = "bundle.json"
 ONNX = "model.onnx"
 REFERENCE = "reference.npz"
@@ -99,7 +99,7 @@ class Bundle:
         t = self.meta.tiling
         if t is None:
             return Tiling.single(self.meta.input.height)
-        return Tiling(t.tile, t.stride, t.height, t.width, t.margin)
+        return _tiling(t)
 
     @property
     def model_hash(self) -> str:
@@ -230,8 +230,11 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         if meta.format_version < 3:
             raise BundleError(f"{meta_path}: format version {meta.format_version} with a tiling (tiles came "
                               "in version 3); the file was edited: rebuild the bundle")
+        if meta.tiling.position_mean is not None and meta.format_version < 4:
+            raise BundleError(f"{meta_path}: format version {meta.format_version} with tile position statistics "
+                              "(they came in version 4); the file was edited: rebuild the bundle")
         try:
-            Tiling(meta.tiling.tile, meta.tiling.stride, meta.tiling.height, meta.tiling.width, meta.tiling.margin)
+            _tiling(meta.tiling)
         except TilingError as e:
             raise BundleError(f"{meta_path}: invalid tiling ({e}); rebuild the bundle") from e
         if meta.tiling.tile != meta.input.height or meta.input.height != meta.input.width:
@@ -242,6 +245,10 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         b.verify_file(ONNX)
         b.verify_file(REFERENCE)
     return b
+
+
+def _tiling(t) -> Tiling:
+    return Tiling(t.tile, t.stride, t.height, t.width, t.margin, t.position_mean, t.position_scale)
 
 
 def write_bundle(out_dir: str, onnx_bytes: bytes, reference: dict[str, np.ndarray], meta: dict[str, Any]) -> Bundle:

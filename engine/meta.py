@@ -108,6 +108,10 @@ class TilingMeta(_Meta):
     width: int = Field(gt=0, description="working resolution, columns")
     margin: int = Field(0, ge=0, description="tile border band left out of the score; the frame is mirrored "
                                              "outwards by as much")
+    # Format 4: each tile position's mean and scale on held-out normal frames, row by row; the
+    # frame score is then the maximum of the standardised tile scores (engine/tiling.py).
+    position_mean: Optional[list[float]] = None
+    position_scale: Optional[list[float]] = None
 
 
 class BundleMeta(_Meta):

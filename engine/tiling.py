@@ -5,6 +5,13 @@ pixels; the last row and column are moved in to end at the frame's edge, so ever
 covered. A frame's raw score is the maximum over its tiles, and its residual map is the tiles'
 maps put back in place, overlaps blended with a tapered weight.
 
+A part on a line sits in the same place in every frame, so one tile position (a grainy table, a
+bore's edge) can be far noisier on normal frames than the rest, and a defect elsewhere would have
+to beat that position's normal peaks. A tiling may therefore carry each position's mean and
+scale on held-out normal frames (``standardised``): a tile's score is then standardised by its
+position's before the maximum is taken, so each position competes against its own normal range.
+Those statistics belong to one frame size: ``resized`` drops them.
+
 A tile's border reconstructs worse than its centre (the decoder sees no context beyond it), so
 the score reads only a tile's interior, ``margin`` pixels in from each side. For the interiors
 to cover the whole frame, the frame is first mirrored outwards by ``margin`` pixels, and the
@@ -44,6 +51,9 @@ class Tiling:
     height: int
     width: int
     margin: int = 0
+    # Per tile position, row by row: the mean and scale of its scores on held-out normal frames.
+    position_mean: tuple[float, ...] | None = None
+    position_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tile < 1 or not 1 <= self.stride <= self.tile:
@@ -55,6 +65,18 @@ class Tiling:
                               f"interiors that are scored: use a stride of at most {self.tile - 2 * self.margin}")
         positions(self.height + 2 * self.margin, self.tile, self.stride)
         positions(self.width + 2 * self.margin, self.tile, self.stride)
+        if (self.position_mean is None) != (self.position_scale is None):
+            raise TilingError("a tiling's position statistics need both the mean and the scale")
+        if self.position_mean is not None:
+            for name in ("position_mean", "position_scale"):
+                v = getattr(self, name)
+                object.__setattr__(self, name, tuple(float(x) for x in v))
+                if len(getattr(self, name)) != self.count:
+                    raise TilingError(f"{name} has {len(v)} values for the {self.count} tile positions of "
+                                      f"{self.describe_geometry()}")
+            if not all(np.isfinite(self.position_mean)) or not all(np.isfinite(s) and s > 0
+                                                                   for s in self.position_scale):
+                raise TilingError("position statistics must be finite, with positive scales")
 
     @classmethod
     def single(cls, size: int) -> "Tiling":
@@ -75,8 +97,32 @@ class Tiling:
     def count(self) -> int:
         return len(self.origins)
 
+    @property
+    def position_standardised(self) -> bool:
+        return self.position_mean is not None
+
     def resized(self, height: int, width: int) -> "Tiling":
+        """The same tiles over another frame size (without position statistics: they belong to this one)."""
         return Tiling(self.tile, self.stride, height, width, self.margin)
+
+    # A position's variance is pooled half-and-half with that of all held-out tile scores: a
+    # hundred held-out frames estimate one position's spread too roughly to divide by it alone.
+    POOLING = 0.5
+
+    def standardised(self, val_tile_scores: np.ndarray) -> "Tiling":
+        """This tiling with each position's statistics from raw tile scores of held-out normal
+        frames ([n_frames * count], frame by frame); unchanged when there is one tile."""
+        if self.count == 1:
+            return self
+        v = np.asarray(val_tile_scores, np.float64).reshape(-1, self.count)
+        scale = np.sqrt((1 - self.POOLING) * v.var(0) + self.POOLING * v.var())
+        scale = np.maximum(scale, 1e-6 * max(float(np.abs(v).max()), 1e-12))
+        return Tiling(self.tile, self.stride, self.height, self.width, self.margin,
+                      tuple(v.mean(0)), tuple(scale))
+
+    def geometry(self) -> "Tiling":
+        """This tiling without position statistics: frame scores are the maximum of raw tile scores."""
+        return self.resized(self.height, self.width)
 
     def split(self, frames: np.ndarray) -> np.ndarray:
         """[N, H, W, C] -> [N * count, tile, tile, C], frame by frame, tiles row by row."""
@@ -95,8 +141,12 @@ class Tiling:
         return out.reshape((n * self.count, t, t) + frames.shape[3:])
 
     def frame_scores(self, tile_scores: np.ndarray) -> np.ndarray:
-        """Each frame's score: the maximum over its tiles."""
-        return np.asarray(tile_scores).reshape(-1, self.count).max(axis=1)
+        """Each frame's score: the maximum over its tiles, each standardised by its position's
+        statistics when the tiling has them."""
+        s = np.asarray(tile_scores).reshape(-1, self.count)
+        if self.position_mean is not None:
+            s = (s.astype(np.float64) - np.asarray(self.position_mean)) / np.asarray(self.position_scale)
+        return s.max(axis=1)
 
     @cached_property
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +176,11 @@ class Tiling:
         out *= inv
         return out[:, m:m + self.height, m:m + self.width] if m else out
 
-    def describe(self) -> str:
+    def describe_geometry(self) -> str:
         if not self.tiled:
             return f"{self.width}x{self.height}, untiled"
         return (f"{self.width}x{self.height} in {self.count} tiles of {self.tile} px "
                 f"(stride {self.stride}, interior from {self.margin} px in)")
+
+    def describe(self) -> str:
+        return self.describe_geometry() + (", each position standardised" if self.position_standardised else "")

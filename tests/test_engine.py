@@ -63,7 +63,7 @@ def test_every_score_head_exports_with_parity(score, tmp_path):
 def test_bundle_round_trip_and_archive(tiny_bundle, tmp_path):
     b = open_bundle(tiny_bundle)
     assert b.input.shape == (16, 16, 1) and b.input.color_order == "BGR"
-    assert b.meta.format_version == 3 and b.meta.score.name and b.meta.integrity
+    assert b.meta.format_version == 4 and b.meta.score.name and b.meta.integrity
     assert set(b.meta.files) == {"model.onnx", "reference.npz"}
     assert b.meta.checkpoint["sha256"] and len(b.reference()["inputs"]) == 8
     arch = archive(tiny_bundle, str(tmp_path / "b.tar.gz"))
@@ -116,7 +116,7 @@ def test_truncated_model_file(tiny_bundle):
 
 
 def test_newer_and_older_format_versions(tiny_bundle):
-    _rewrite_meta(tiny_bundle, format_version=4)
+    _rewrite_meta(tiny_bundle, format_version=5)
     with pytest.raises(BundleError, match="newer than the version this ganomaly-edge reads.*upgrade"):
         load(tiny_bundle)
     _rewrite_meta(tiny_bundle, format_version=1)  # before bundle.json was hash-covered

@@ -54,9 +54,13 @@ def test_the_bundle_records_the_tiling_and_a_per_frame_calibration(tiled):
     # 96 px mirrored out by the 4 px margin: 104 = tiles at 0, 16, ..., 64 and 72 each way.
     assert (t.tile, t.stride, t.height, t.width, t.margin) == (TILE, STRIDE, SIZE, SIZE, 4) and t.count == 36
     assert b.input.height == b.input.width == TILE
-    assert b.meta.format_version == 3
-    # Calibrated on the held-out frames (20 of 200), not on their 500 tiles.
+    assert b.meta.format_version == 4
+    # Calibrated on the held-out frames (20 of 200), not on their 720 tiles.
     assert b.calibration.n == tiled["ck"]["data"]["n_val"] == 20
+    # Each tile position's statistics on those frames, as the checkpoint holds them.
+    assert t.position_standardised and len(t.position_mean) == len(t.position_scale) == 36
+    assert np.allclose(t.position_mean, tiled["ck"]["tiling"]["position_mean"])
+    assert min(t.position_scale) > 0 and np.ptp(t.position_mean) > 0
 
 
 def test_frame_scores_are_the_worst_tile_and_maps_are_stitched_like_pytorch(tiled):
@@ -74,7 +78,9 @@ def test_frame_scores_are_the_worst_tile_and_maps_are_stitched_like_pytorch(tile
     t = Tiling(TILE, STRIDE, SIZE, SIZE, 4)
     with torch.no_grad():
         s, r = scorer_from_checkpoint(tiled["ck"])(torch.from_numpy(t.split(frames)))
-    assert np.allclose(raw, s.numpy().reshape(5, -1).max(1), rtol=1e-4, atol=1e-5)
+    # The worst tile after each position is standardised by its held-out mean and scale.
+    mean, scale = np.array(eng.tiling.position_mean), np.array(eng.tiling.position_scale)
+    assert np.allclose(raw, ((s.numpy().reshape(5, -1) - mean) / scale).max(1), rtol=1e-4, atol=1e-4)
     assert np.allclose(maps, t.stitch(r.numpy()), atol=1e-4)
     assert np.argmax(raw) == 2  # the patched frame is the worst
 
@@ -98,13 +104,25 @@ def test_engine_takes_frames_at_working_resolution_only(tiled):
     assert sizes == [64, 16]
 
 
-def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog):
+def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog, tmp_path):
+    import shutil
+
+    from conftest import edit_bundle_meta
     from ganomaly_edge.agent.config import CameraConfig
     from ganomaly_edge.agent.pipeline import camera_tiling
     from ganomaly_edge.engine import load
 
     cam = CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size="192x128")
-    t = camera_tiling(cam, load(tiled["bundle"], "onnxruntime"))
+    # Position statistics hold for the bundle's 96x96 frames only: another size is refused.
+    with pytest.raises(ValueError, match="standardises each of its 36 tile positions.*--no-position-stats"):
+        camera_tiling(cam, load(tiled["bundle"], "onnxruntime"))
+    same = CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size=f"{SIZE}x{SIZE}")
+    assert camera_tiling(same, load(tiled["bundle"], "onnxruntime")).position_standardised
+    # A bundle of raw tile scores takes any size, with a warning.
+    raw = tmp_path / "raw"
+    shutil.copytree(tiled["bundle"], raw)
+    edit_bundle_meta(str(raw), lambda m: m["tiling"].update(position_mean=None, position_scale=None))
+    t = camera_tiling(cam, load(str(raw), "onnxruntime"))
     assert (t.height, t.width, t.count) == (128, 192, 8 * 12)
     assert "calibrated for" in caplog.text
     with pytest.raises(ValueError, match="needs a tiled model"):
@@ -264,9 +282,46 @@ def test_eval_reports_frame_auc_and_pixel_localisation(tiled, tmp_path):
     assert rep["counts"] == {"normal": 20, "abnormal": 20}
     assert 0 <= rep["localisation"]["pixel_roc_auc"] <= 1 and rep["localisation"]["pixels"] == 40 * SIZE * SIZE
     assert "36 tiles" in rep["checkpoint"]["tiling"]
+    assert "each position standardised" in rep["checkpoint"]["tiling"]
+    raw = rep["raw_tile_max"]  # the comparison: frame scores as the maximum of raw tile scores
+    assert 0 <= raw["roc_auc"] <= 1 and 0 <= raw["false_alarm_rate"] <= 1
+    assert "standardised" not in raw["frame_scores"] and raw["roc_auc"] != rep["scores"][rep["default_score"]]["roc_auc"]
     rows = open(tmp_path / "rep" / "scores.csv").read().splitlines()
     assert len(rows) == 41 and rows[0].startswith("file,label,calibrated")
     assert os.path.getsize(tmp_path / "rep" / "reconstructions.png") > 0
+
+
+def test_position_statistics_let_a_quiet_position_alarm_past_a_noisy_one():
+    from sklearn.metrics import roc_auc_score as roc_auc
+
+    from ganomaly_edge.engine.tiling import Tiling, TilingError
+
+    t = Tiling(32, 32, 32, 64)  # two tile positions
+    assert t.count == 2
+    rng = np.random.default_rng(0)
+    base = np.array([1.0, 0.2])  # position 0 (a grainy table) peaks high on every normal frame
+    spread = np.array([0.1, 0.01])
+    val = base + spread * rng.normal(size=(200, 2))
+    normal = base + spread * rng.normal(size=(100, 2))
+    bad = base + spread * rng.normal(size=(100, 2))
+    bad[:, 1] += 0.5  # a defect on the quiet position: far outside its own range, below position 0
+    tiles = np.concatenate([normal, bad]).ravel()
+    labels = np.r_[np.zeros(100), np.ones(100)]
+    s = t.standardised(val.ravel())
+    assert s.position_standardised and not t.position_standardised
+    assert np.allclose(s.position_mean, val.mean(0))
+    # Each position's variance pooled half-and-half with that of all held-out tile scores.
+    assert np.allclose(np.square(s.position_scale), 0.5 * val.var(0) + 0.5 * val.var())
+    assert roc_auc(labels, t.frame_scores(tiles)) < 0.7 < 0.99 < roc_auc(labels, s.frame_scores(tiles))
+    # The held-out frames are on the same footing: their own standardised peaks stay small.
+    assert np.quantile(s.frame_scores(val.ravel()), 0.99) < s.frame_scores(tiles)[100:].min()
+    # Statistics belong to one frame size and one tiling.
+    assert not s.resized(32, 96).position_standardised and s.geometry() == t
+    with pytest.raises(TilingError, match="2 values for the 3 tile positions"):
+        Tiling(32, 32, 32, 96, 0, s.position_mean, s.position_scale)
+    with pytest.raises(TilingError, match="positive"):
+        Tiling(32, 32, 32, 64, 0, s.position_mean, (1.0, 0.0))
+    assert Tiling.single(32).standardised(np.ones(5)) == Tiling.single(32)
 
 
 @pytest.mark.parametrize("rotate,box,want", [
@@ -386,3 +441,32 @@ def test_the_benchmark_splits_auc_by_defect_size(tmp_path):
     got = by_size(str(tmp_path), str(tmp_path))
     # small: 2.5 and 0.5 against 1, 2, 3 -> 2 of 6 pairs won; large: 9 beats all three
     assert got["peak"]["small"] == pytest.approx(2 / 6) and got["peak"]["large"] == 1.0
+
+
+def test_position_statistics_need_format_4_and_a_format_3_bundle_keeps_raw_tile_scores(tiled, tmp_path):
+    """A format-3 agent would ignore position statistics and compare raw maxima with a threshold
+    set on standardised ones, so they are refused in a file claiming format 3; a real format-3
+    bundle (no statistics) loads and takes the maximum of raw tile scores."""
+    import shutil
+
+    from conftest import edit_bundle_meta
+    from ganomaly_edge.engine import load
+    from ganomaly_edge.engine.bundle import BundleError
+
+    b = tmp_path / "b"
+    shutil.copytree(tiled["bundle"], b)
+    edit_bundle_meta(str(b), lambda m: m.update(format_version=3))
+    with pytest.raises(BundleError, match="format version 3 with tile position statistics.*version 4"):
+        load(str(b), "onnxruntime")
+    edit_bundle_meta(str(b), lambda m: m["tiling"].update(position_mean=[0.0] * 35, position_scale=[1.0] * 35,
+                                                          ) or m.update(format_version=4))
+    with pytest.raises(BundleError, match="35 values for the 36 tile positions"):
+        load(str(b), "onnxruntime")
+    edit_bundle_meta(str(b), lambda m: m["tiling"].pop("position_mean") and m["tiling"].pop("position_scale")
+                     and m.update(format_version=3))
+    eng = load(str(b), "onnxruntime")
+    assert not eng.tiling.position_standardised and eng.tiling.count == 36
+    frames = parts(3, seed=5)
+    raw, _ = eng.score_frames(frames)
+    s, _ = eng.infer(eng.tiling.split(frames))
+    assert np.allclose(raw, s.reshape(3, -1).max(1))

@@ -81,8 +81,6 @@ def rescore(ck_path: str, train_dir: str, score: str | None, stride: int | None,
     """The checkpoint's networks with bank, calibration and score made anew by the current code
     (train/checkpoint.finalise on the same split of the same images), optionally with another
     score or tile stride: a new score is compared on the same networks without retraining."""
-    from dataclasses import asdict
-
     import torch
 
     from ganomaly_edge.engine.tiling import Tiling
@@ -91,15 +89,16 @@ def rescore(ck_path: str, train_dir: str, score: str | None, stride: int | None,
     from ganomaly_edge.train.evaluate import tiling_of
 
     ck = load_checkpoint(ck_path)
-    cfg, t = ck["config"], tiling_of(ck)
+    cfg, t = ck["config"], tiling_of(ck).geometry()
     if stride:
         t = Tiling(t.tile, stride, t.height, t.width, t.margin)
     images = load_folder(train_dir, (t.height, t.width), cfg["channels"]).images
     tr, val = split(len(images), cfg["val_fraction"], cfg["seed"])
     g, d = models_from_checkpoint(ck)
     ck.update(finalise(g, d, images[tr], images[val], score or cfg["score"], cfg["target_far"],
-                       torch.device("cpu"), cfg["seed"], t))
-    ck["tiling"] = asdict(t) if t.tiled else None
+                       torch.device("cpu"), cfg["seed"], t, position_stats=cfg.get("position_stats", True)))
+    if not t.tiled:
+        ck["tiling"] = None
     ck["config"] = {**cfg, "score": ck["score"]["name"], "stride": t.stride if t.tiled else 0}
     atomic_save(ck, out_path)
     return out_path
@@ -144,6 +143,7 @@ def run_config(set_name: str, data: str, config: str, args: argparse.Namespace) 
             "tiling": rep["checkpoint"]["tiling"], "default_score": rep["default_score"],
             "roc_auc": {k: round(v["roc_auc"], 4) for k, v in rep["scores"].items()},
             "at_threshold": rep["at_threshold"],
+            "other_frame_scores": rep.get("raw_tile_max") or rep.get("position_stats"),
             "pixel_roc_auc": (rep.get("localisation") or {}).get("pixel_roc_auc"),
             "pixel_roc_auc_abs": (rep.get("localisation") or {}).get("pixel_roc_auc_abs"),
             "residual_map": (rep.get("localisation") or {}).get("map"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,15 @@ def atomic_save(obj: Any, path: str) -> None:
 
 
 def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_images: np.ndarray, score: str,
-             target_far: float, device: torch.device, seed: int, tiling: Tiling | None = None) -> dict[str, Any]:
+             target_far: float, device: torch.device, seed: int, tiling: Tiling | None = None,
+             position_stats: bool = True) -> dict[str, Any]:
     """Encode the training tiles (knn banks), score the held-out frames, calibrate per frame.
 
-    Components are standardised over the held-out tiles; a frame's raw score is the maximum
-    over its tiles, and the threshold is set on those frame scores, so the false-alarm target
-    holds per frame however many tiles it has."""
+    Components are standardised over the held-out tiles. With ``position_stats`` (and more than
+    one tile), each tile position's score is standardised by its mean and scale on the held-out
+    frames (Tiling.standardised); a frame's raw score is the maximum over its tiles, and the
+    threshold is set on those frame scores, so the false-alarm target holds per frame however
+    many tiles it has."""
     tiling = tiling or Tiling.single(train_images.shape[1])
     rng = np.random.default_rng(seed)
     bank_src = bank_tiles(train_images, tiling, rng)
@@ -54,12 +58,18 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     val_tiles = tiling.split(val_images)
     val_comps = components(g, d, val_tiles, device, bank=bank, fbank=fbank, margin=tiling.margin)
     spec = make_spec(score, val_comps, tiling.margin)
-    calib = calibrate(tiling.frame_scores(apply_spec(spec, val_comps)), target_far)
-    log.info("calibrated score %r on %d held-out normal frames (%d tiles each): threshold %.5g (raw) "
-             "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.count,
+    tile_scores = apply_spec(spec, val_comps)
+    if position_stats and tiling.count > 1:
+        tiling = tiling.standardised(tile_scores)
+    calib = calibrate(tiling.frame_scores(tile_scores), target_far)
+    log.info("calibrated score %r on %d held-out normal frames (%s): threshold %.5g (raw) "
+             "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.describe(),
              calib["threshold_raw"], 100 * target_far)
-    return {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
-            "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}}
+    out = {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
+           "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}}
+    if tiling.tiled:
+        out["tiling"] = asdict(tiling)
+    return out
 
 
 def bank_tiles(train_images: np.ndarray, tiling: Tiling, rng: np.random.Generator) -> np.ndarray:

@@ -65,6 +65,9 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--corrupt", type=float,
                     help="share of training inputs shown with foreign patches that the generator must redraw "
                          "clean (default 0.5 with --tile, else 0; 0 = the paper's plain reconstruction)")
+    ap.add_argument("--no-position-stats", action="store_true",
+                    help="with --tile: take the maximum of raw tile scores instead of standardising each tile "
+                         "position on the held-out frames (the default suits parts that sit in the same place)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -101,7 +104,8 @@ def _config(args, frames_shape: tuple[int, ...]):
         tiles_per_image=args.tiles_per_image, flip=not (off or args.no_flip),
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
         brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
-        corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0))
+        corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0),
+        position_stats=not args.no_position_stats)
 
 
 def _check_args(args) -> str | None:
@@ -111,6 +115,8 @@ def _check_args(args) -> str | None:
         return "--far must be between 0 and 0.5, e.g. 0.01 for 1 %"
     if args.stride and not args.tile:
         return "--stride needs --tile"
+    if args.no_position_stats and not args.tile:
+        return "--no-position-stats needs --tile"
     if args.tile and not 0 < (args.stride or args.tile // 2) <= args.tile - 2 * (args.tile // 8):
         return (f"--stride must be between 1 and {args.tile - 2 * (args.tile // 8)}: the score reads each tile "
                 f"{args.tile // 8} px in from its border, and a longer stride would leave gaps between tiles")
@@ -224,6 +230,12 @@ def eval_main(argv: list[str] | None = None) -> int:
     t = rep["at_threshold"]
     print(f"at the calibrated threshold: TPR {t['true_positive_rate']:.3f}, false-alarm rate "
           f"{t['false_alarm_rate']:.3f} ({t['false_alarms']} of {rep['counts']['normal']} normal)")
+    for key, what in (("raw_tile_max", "with the maximum of raw tile scores instead"),
+                      ("position_stats", "with each tile position standardised (not in this checkpoint)")):
+        if key in rep:
+            p = rep[key]
+            print(f"{what}: ROC AUC {p['roc_auc']:.3f}, TPR {p['true_positive_rate']:.3f}, "
+                  f"false-alarm rate {p['false_alarm_rate']:.3f}")
     if "localisation" in rep:
         loc = rep["localisation"]
         other = "".join(f", {k[len('pixel_roc_auc_'):]} map {v:.3f}" for k, v in loc.items()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ganomaly_edge.engine.calibration import normalise
+from ganomaly_edge.engine.calibration import calibrate, normalise
 from ganomaly_edge.engine.tiling import Tiling
 
 from sklearn.metrics import average_precision_score as average_precision
@@ -47,13 +47,20 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
     scores: dict[str, Any] = {}
     # A checkpoint from before a component existed cannot score with it.
     available = [n for n, terms in CANDIDATES.items() if all(c in comps and c in val for c, _ in terms)]
-    frame = {n: tiling.frame_scores(apply_spec(make_spec(n, val, tiling.margin), comps)) for n in available}
+    frame = {n: _frame_scores(tiling, make_spec(n, val, tiling.margin), val, comps) for n in available}
     for name in available:
         scores[name] = {"roc_auc": roc_auc(labels, frame[name]),
                         "average_precision": average_precision(labels, frame[name])}
     default, calib = ck["score"], ck["calibration"]
     cal = normalise(tiling.frame_scores(apply_spec(default, comps)), calib)
     report = _report(ck, tiling, normal, abnormal, default["name"], scores, cal, labels, calib)
+    if tiling.count > 1 and all(t["component"] in val for t in default["terms"]):
+        # The other way to make frame scores of tiles, for comparison.
+        geo = tiling.geometry()
+        other = geo if tiling.position_standardised else geo.standardised(apply_spec(default, val))
+        report["position_stats" if other.position_standardised else "raw_tile_max"] = _alternative_report(
+            other.frame_scores(apply_spec(default, val)), other.frame_scores(apply_spec(default, comps)),
+            labels, calib["target_far"], other.describe())
     residual = tiling.stitch(comps["residual"]) if "residual" in comps else None
     if masks is not None:
         kind = ck["score"].get("residual") or "abs"
@@ -69,6 +76,26 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
         recon = stitch_images(tiling, comps["reconstruction"])
         _plots(out_dir, labels, frame, cal, calib["threshold"], default["name"], images, recon, residual)
     return report
+
+
+def _frame_scores(tiling: Tiling, spec: dict[str, Any], val: dict[str, np.ndarray],
+                  comps: dict[str, np.ndarray]) -> np.ndarray:
+    """Frame scores of ``spec`` made the way the checkpoint makes them: the maximum of raw tile
+    scores, or of tile scores standardised per position on the held-out frames (with this
+    score's own position statistics)."""
+    if tiling.position_standardised:
+        tiling = tiling.geometry().standardised(apply_spec(spec, val))
+    return tiling.frame_scores(apply_spec(spec, comps))
+
+
+def _alternative_report(val_frames: np.ndarray, frames: np.ndarray, labels: np.ndarray, far: float,
+                        how: str) -> dict[str, Any]:
+    thr = calibrate(val_frames, far)["threshold_raw"]
+    alarm = frames > thr
+    return {"frame_scores": how, "roc_auc": roc_auc(labels, frames),
+            "average_precision": average_precision(labels, frames),
+            "true_positive_rate": float(alarm[labels == 1].mean()),
+            "false_alarm_rate": float(alarm[labels == 0].mean())}
 
 
 def _report(ck, tiling, normal, abnormal, default, scores, cal, labels, calib) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class TrainConfig:
     brightness: float = 0.0
     time_budget_s: float = 0.0  # stop training in time to finish within this (0 = no limit)
     corrupt: float = 0.0  # share of training inputs shown with foreign patches, to be redrawn clean
+    position_stats: bool = True  # tiled: standardise each tile position's score on held-out frames
 
     def weights(self) -> LossWeights:
         return LossWeights(self.w_adv, self.w_con, self.w_enc)
@@ -412,6 +413,7 @@ class Trainer:
         """The final checkpoint: banks, score and calibration on the held-out images (checkpoint.finalise)."""
         ck = self.state(complete=True)
         ck.update(finalise(self.g, self.d, self.train_images, self.val_images, self.cfg.score,
-                           self.cfg.target_far, self.device, self.cfg.seed, self.tiling))
+                           self.cfg.target_far, self.device, self.cfg.seed, self.tiling,
+                           position_stats=self.cfg.position_stats))
         ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d")}
         return ck
