@@ -145,8 +145,13 @@ class Tiling:
         statistics when the tiling has them."""
         s = np.asarray(tile_scores).reshape(-1, self.count)
         if self.position_mean is not None:
-            s = (s.astype(np.float64) - np.asarray(self.position_mean)) / np.asarray(self.position_scale)
+            mean, scale = self._position_arrays
+            s = (s.astype(np.float64) - mean) / scale
         return s.max(axis=1)
+
+    @cached_property
+    def _position_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.position_mean), np.asarray(self.position_scale)
 
     @cached_property
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:

@@ -52,15 +52,16 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
         scores[name] = {"roc_auc": roc_auc(labels, frame[name]),
                         "average_precision": average_precision(labels, frame[name])}
     default, calib = ck["score"], ck["calibration"]
-    cal = normalise(tiling.frame_scores(apply_spec(default, comps)), calib)
+    tile_scores = apply_spec(default, comps)
+    cal = normalise(tiling.frame_scores(tile_scores), calib)
     report = _report(ck, tiling, normal, abnormal, default["name"], scores, cal, labels, calib)
     if tiling.count > 1 and all(t["component"] in val for t in default["terms"]):
         # The other way to make frame scores of tiles, for comparison.
-        geo = tiling.geometry()
-        other = geo if tiling.position_standardised else geo.standardised(apply_spec(default, val))
+        val_scores, geo = apply_spec(default, val), tiling.geometry()
+        other = geo if tiling.position_standardised else geo.standardised(val_scores)
         report["position_stats" if other.position_standardised else "raw_tile_max"] = _alternative_report(
-            other.frame_scores(apply_spec(default, val)), other.frame_scores(apply_spec(default, comps)),
-            labels, calib["target_far"], other.describe())
+            other.frame_scores(val_scores), other.frame_scores(tile_scores), labels, calib["target_far"],
+            other.describe())
     residual = tiling.stitch(comps["residual"]) if "residual" in comps else None
     if masks is not None:
         kind = ck["score"].get("residual") or "abs"
