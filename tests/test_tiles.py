@@ -458,12 +458,16 @@ def test_position_statistics_need_format_4_and_a_format_3_bundle_keeps_raw_tile_
     edit_bundle_meta(str(b), lambda m: m.update(format_version=3))
     with pytest.raises(BundleError, match="format version 3 with tile position statistics.*version 4"):
         load(str(b), "onnxruntime")
-    edit_bundle_meta(str(b), lambda m: m["tiling"].update(position_mean=[0.0] * 35, position_scale=[1.0] * 35,
-                                                          ) or m.update(format_version=4))
+    def statistics(m, version, **stats):
+        m["format_version"] = version
+        for k in ("position_mean", "position_scale"):
+            m["tiling"].pop(k, None)
+        m["tiling"].update(stats)
+
+    edit_bundle_meta(str(b), lambda m: statistics(m, 4, position_mean=[0.0] * 35, position_scale=[1.0] * 35))
     with pytest.raises(BundleError, match="35 values for the 36 tile positions"):
         load(str(b), "onnxruntime")
-    edit_bundle_meta(str(b), lambda m: m["tiling"].pop("position_mean") and m["tiling"].pop("position_scale")
-                     and m.update(format_version=3))
+    edit_bundle_meta(str(b), lambda m: statistics(m, 3))
     eng = load(str(b), "onnxruntime")
     assert not eng.tiling.position_standardised and eng.tiling.count == 36
     frames = parts(3, seed=5)
