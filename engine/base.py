@@ -61,7 +61,7 @@ class Engine(abc.ABC):
         return self._run(self.check_frames(frames))
 
     # Model inputs per call when the engine sets no limit (ONNX Runtime on a CPU), rounded to
-    # whole frames: a tiled micro-batch (8 frames of 81 tiles) would otherwise be one 650-tile
+    # whole frames: a tiled micro-batch (8 frames of 49 tiles) would otherwise be one 392-tile
     # call, hundreds of MB of activations for no speed gained (one tile fills a core at 64 px).
     CHUNK = 64
 

@@ -414,7 +414,7 @@ def test_foreign_patches_change_a_share_of_the_images_in_small_places_only():
 
 def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
     """--tile alone gives the recipe README recommends: the skip generator, the edge-tolerant
-    score, foreign patches, augmentation and held-out early stopping."""
+    score, foreign patches, augmentation, held-out early stopping and abutting tile interiors."""
     from ganomaly_edge.train.checkpoint import load_checkpoint
 
     write_images(tmp_path / "d", parts(24, size=96)[..., 0])
@@ -423,6 +423,9 @@ def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     c = load_checkpoint(str(tmp_path / "c.pt"))["config"]
     assert (c["arch"], c["score"], c["corrupt"], c["select"], c["patience"]) == ("skip", "rpeak", 0.5, "best-val", 3)
+    # the stride defaults to the scored interior (32 - 2 * 4): 96 px mirrored to 104 gives 4 x 4 tiles
+    t = load_checkpoint(str(tmp_path / "c.pt"))["tiling"]
+    assert (t["stride"], t["margin"]) == (24, 4) and len(t["position_mean"]) == 16
     assert c["flip"] and c["rot90"] and c["shift"] == 4 and c["brightness"] == 0.1
     assert "foreign patches: 50 % of inputs" in r.stderr and "training:" in r.stderr  # the log and the bar
 

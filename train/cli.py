@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from ganomaly_edge.engine.tiling import default_stride, margin_for
 from ganomaly_edge.engine.version import version
 
 # Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in README), and
@@ -43,7 +44,8 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tile", type=int, default=0,
                     help="inspect at working resolution in tiles of this side (e.g. 64); 0 = resize whole frames")
     ap.add_argument("--stride", type=int, default=0,
-                    help="tile stride when scoring (default: half a tile; at most 3/4 of one)")
+                    help="tile stride when scoring (default and most: the scored interior, 3/4 of a tile, "
+                         "so interiors abut; smaller strides overlap them at more tiles per frame)")
     ap.add_argument("--arch", choices=ARCHS,
                     help=f"generator: paper (GANomaly) or skip (U-Net skips, Skip-GANomaly); default "
                          f"{DEFAULT_ARCH}, with --tile {DEFAULT_TILE_ARCH}")
@@ -117,9 +119,9 @@ def _check_args(args) -> str | None:
         return "--stride needs --tile"
     if args.no_position_stats and not args.tile:
         return "--no-position-stats needs --tile"
-    if args.tile and not 0 < (args.stride or args.tile // 2) <= args.tile - 2 * (args.tile // 8):
-        return (f"--stride must be between 1 and {args.tile - 2 * (args.tile // 8)}: the score reads each tile "
-                f"{args.tile // 8} px in from its border, and a longer stride would leave gaps between tiles")
+    if args.tile and not 0 < (args.stride or default_stride(args.tile)) <= default_stride(args.tile):
+        return (f"--stride must be between 1 and {default_stride(args.tile)}: the score reads each tile "
+                f"{margin_for(args.tile)} px in from its border, and a longer stride would leave gaps between tiles")
     if args.corrupt is not None and not 0 <= args.corrupt <= 1:
         return "--corrupt must be a share between 0 and 1"
     if args.time_budget < 0:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ganomaly_edge.engine.preprocess import COLOR_ORDER, NORMALISATION
-from ganomaly_edge.engine.tiling import Tiling
+from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 
 from .checkpoint import BANK_MAX, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
 from .augment import Augment, Sampler, corrupt
@@ -50,7 +50,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     arch: str = "paper"  # generator: "paper" (GANomaly) or "skip" (U-Net skips, Skip-GANomaly)
     tile: int = 0  # 0: whole frames of image_size; else tiles of this side (image_size == tile)
-    stride: int = 0  # tile stride at scoring time (0: tile // 2)
+    stride: int = 0  # tile stride at scoring time (0: default_stride(tile), the interior)
     frame_height: int = 0  # working resolution of the frames when tiling
     frame_width: int = 0
     tiles_per_image: int = 16  # random tiles drawn from every training frame per epoch
@@ -72,8 +72,8 @@ class TrainConfig:
         """How frames are cut at scoring time (one tile per frame when untiled)."""
         if not self.tile:
             return Tiling.single(self.image_size)
-        margin = self.tile // 8  # the border band the score leaves out (engine/tiling.py)
-        return Tiling(self.tile, self.stride or max(self.tile // 2, 1), self.frame_height, self.frame_width, margin)
+        return Tiling(self.tile, self.stride or default_stride(self.tile), self.frame_height, self.frame_width,
+                      margin_for(self.tile))
 
     def frame_shape(self) -> tuple[int, int, int]:
         if not self.tile:
