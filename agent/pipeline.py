@@ -43,8 +43,8 @@ def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
         raise ValueError(f"camera {cam.name}: working_size {w}x{h}: bundle {engine.bundle.name} standardises each of "
                          f"its {t.count} tile positions on held-out {t.width}x{t.height} frames, and its threshold "
                          f"is set on those scores; a {w}x{h} frame has other tile positions. Remove working_size, "
-                         f"or retrain at {w}x{h} (ganomaly-train --image-size {w}x{h}; --no-position-stats keeps "
-                         "raw tile scores, which any working size can use)")
+                         f"or retrain at {w}x{h} (ganomaly-train --image-size {w}x{h}; --position-stats off "
+                         "keeps raw tile scores, which any working size can use)")
     try:
         out = t.resized(h, w)
     except TilingError as e:

@@ -40,7 +40,7 @@ def tiled(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiled")
     cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=16, epochs=6, batch_size=32, threads=1,
                       tile=TILE, stride=STRIDE, frame_height=SIZE, frame_width=SIZE, tiles_per_image=8,
-                      flip=True, rot90=True, brightness=0.1, score=DEFAULT_TILE_SCORE)
+                      flip=True, rot90=True, brightness=0.1, score=DEFAULT_TILE_SCORE, position_stats="on")
     ck = Trainer(cfg, parts(200), out_path=str(d / "t.pt"), progress=False).run()
     bundle = checkpoint_to_bundle(str(d / "t.pt"), str(d / "bundle"), name="tiles")
     return {"ck": ck, "ck_path": str(d / "t.pt"), "bundle": bundle.path}
@@ -114,7 +114,7 @@ def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog, tmp_path)
 
     cam = CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size="192x128")
     # Position statistics hold for the bundle's 96x96 frames only: another size is refused.
-    with pytest.raises(ValueError, match="standardises each of its 36 tile positions.*--no-position-stats"):
+    with pytest.raises(ValueError, match="standardises each of its 36 tile positions.*--position-stats off"):
         camera_tiling(cam, load(tiled["bundle"], "onnxruntime"))
     same = CameraConfig(name="c", source={"kind": "folder", "uri": "/x"}, working_size=f"{SIZE}x{SIZE}")
     assert camera_tiling(same, load(tiled["bundle"], "onnxruntime")).position_standardised
@@ -215,6 +215,8 @@ def test_colour_frames_train_and_score_through_the_cli(tmp_path):
     (["--tile", "128"], "smaller than one 128 px tile"),
     (["--image-size", "64x32"], "square"),
     (["--tile", "32", "--image-size", "wide"], "WIDTHxHEIGHT"),
+    (["--position-stats", "on"], "need --tile"),
+    (["--tile", "32", "--no-position-stats", "--position-stats", "on"], "contradicts --position-stats on"),
 ])
 def test_train_cli_refuses_bad_tiling(tmp_path, args, message):
     write_images(tmp_path / "d", parts(12, size=96)[..., 0])
@@ -322,6 +324,52 @@ def test_position_statistics_let_a_quiet_position_alarm_past_a_noisy_one():
     with pytest.raises(TilingError, match="positive"):
         Tiling(32, 32, 32, 64, 0, s.position_mean, (1.0, 0.0))
     assert Tiling.single(32).standardised(np.ones(5)) == Tiling.single(32)
+
+
+def test_position_share_tells_a_fixed_layout_from_a_texture():
+    """The intraclass correlation of held-out tile scores: near 0 where every position sees the
+    same thing (their sample means scatter only by chance), near 1 for a fixed layout."""
+    from ganomaly_edge.engine.tiling import Tiling
+
+    t = Tiling(32, 24, 104, 104, 4)  # 4 x 4 positions
+    rng = np.random.default_rng(1)
+    texture = rng.gamma(2.0, 1.0, size=(30, t.count))  # skewed like a peak score, no layout
+    layout = np.linspace(0.5, 3.0, t.count) + 0.2 * rng.normal(size=(100, t.count))
+    assert t.position_share(texture.ravel()) < 0.05 < Tiling.MIN_POSITION_SHARE < 0.9 < t.position_share(layout.ravel())
+    # one position far off the rest is a layout too, however quiet the others
+    one = rng.normal(size=(100, t.count))
+    one[:, 5] += 4.0
+    assert t.position_share(one.ravel()) > Tiling.MIN_POSITION_SHARE
+    assert t.position_share(np.ones(30 * t.count)) == 0.0  # no variance at all
+    assert Tiling.single(32).position_share(np.arange(10.0)) == 0.0
+
+
+def test_position_statistics_are_left_out_where_the_frames_have_no_fixed_layout(tiled, caplog):
+    """finalise's default (auto) standardises tile positions on the cast parts and keeps the raw
+    maximum on frames of noise texture, saying so; "on" and "off" override it."""
+    import logging
+
+    import torch
+
+    from ganomaly_edge.engine.tiling import Tiling
+    from ganomaly_edge.train.checkpoint import finalise, models_from_checkpoint
+
+    g, d = models_from_checkpoint(tiled["ck"])
+    geo = Tiling(TILE, STRIDE, SIZE, SIZE, 4)
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (60, SIZE, SIZE, 1), dtype=np.uint8)
+    run = (lambda imgs, mode: finalise(g, d, imgs[:30], imgs[30:], "rpeak", 0.05, torch.device("cpu"), 0, geo,
+                                       position_stats=mode))
+    with caplog.at_level(logging.INFO, logger="ganomaly_edge.train.checkpoint"):
+        flat = run(noise, "auto")
+    assert flat["position_share"] < Tiling.MIN_POSITION_SHARE and flat["tiling"]["position_mean"] is None
+    assert "no fixed layout" in caplog.text and "--position-stats on" in caplog.text
+    assert run(noise, "on")["tiling"]["position_mean"] is not None
+    laid_out = run(parts(60, seed=4), "auto")
+    assert laid_out["position_share"] >= Tiling.MIN_POSITION_SHARE and laid_out["tiling"]["position_mean"] is not None
+    assert run(parts(60, seed=4), "off")["tiling"]["position_mean"] is None
+    with pytest.raises(ValueError, match="position_stats must be one of"):
+        run(noise, "sometimes")
 
 
 @pytest.mark.parametrize("rotate,box,want", [

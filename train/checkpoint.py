@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "ganomaly-edge-checkpoint"
 CHECKPOINT_VERSION = 1
 BANK_MAX = 8192
+POSITION_STATS = ("auto", "on", "off")  # finalise: standardise tile positions where the layout is fixed, always, never
 
 
 def versions() -> dict[str, str]:
@@ -42,12 +43,14 @@ def atomic_save(obj: Any, path: str) -> None:
 
 def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_images: np.ndarray, score: str,
              target_far: float, device: torch.device, seed: int, tiling: Tiling | None = None,
-             position_stats: bool = True) -> dict[str, Any]:
+             position_stats: bool | str = "auto") -> dict[str, Any]:
     """Encode the training tiles (knn banks), score the held-out frames, calibrate per frame.
 
-    Components are standardised over the held-out tiles. With ``position_stats`` (and more than
-    one tile), each tile position's score is standardised by its mean and scale on the held-out
-    frames (Tiling.standardised); a frame's raw score is the maximum over its tiles, and the
+    Components are standardised over the held-out tiles. With more than one tile, each tile
+    position's score is standardised by its mean and scale on the held-out frames
+    (Tiling.standardised) when ``position_stats`` is "on", or "auto" (True) and the positions
+    explain at least Tiling.MIN_POSITION_SHARE of the held-out tile scores' variance (a fixed
+    layout); "off" (False) never. A frame's raw score is the maximum over its tiles, and the
     threshold is set on those frame scores, so the false-alarm target holds per frame however
     many tiles it has."""
     tiling = tiling or Tiling.single(train_images.shape[1])
@@ -59,14 +62,24 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     val_comps = components(g, d, val_tiles, device, bank=bank, fbank=fbank, margin=tiling.margin)
     spec = make_spec(score, val_comps, tiling.margin)
     tile_scores = apply_spec(spec, val_comps)
-    if position_stats and tiling.count > 1:
+    mode = {True: "auto", False: "off"}.get(position_stats, position_stats)  # type: ignore[arg-type]
+    if mode not in POSITION_STATS:
+        raise ValueError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
+    share = tiling.position_share(tile_scores)
+    if tiling.count > 1 and (mode == "on" or (mode == "auto" and share >= tiling.MIN_POSITION_SHARE)):
         tiling = tiling.standardised(tile_scores)
+    elif tiling.count > 1 and mode == "auto":
+        log.info("tile positions explain %.0f%% of the held-out tile scores' variance (under %.0f%%: no fixed "
+                 "layout, as on a texture), so each frame's score is the maximum of raw tile scores, without "
+                 "position statistics (--position-stats on forces them)", 100 * share,
+                 100 * tiling.MIN_POSITION_SHARE)
     calib = calibrate(tiling.frame_scores(tile_scores), target_far)
     log.info("calibrated score %r on %d held-out normal frames (%s): threshold %.5g (raw) "
              "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.describe(),
              calib["threshold_raw"], 100 * target_far)
     out = {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
-           "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()}}
+           "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()},
+           "position_share": share}
     if tiling.tiled:
         out["tiling"] = asdict(tiling)
     return out

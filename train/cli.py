@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ganomaly_edge.engine.tiling import default_stride, margin_for
+from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 from ganomaly_edge.engine.version import version
 
 # Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in README), and
@@ -67,9 +67,12 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--corrupt", type=float,
                     help="share of training inputs shown with foreign patches that the generator must redraw "
                          "clean (default 0.5 with --tile, else 0; 0 = the paper's plain reconstruction)")
-    ap.add_argument("--no-position-stats", action="store_true",
-                    help="with --tile: take the maximum of raw tile scores instead of standardising each tile "
-                         "position on the held-out frames (the default suits parts that sit in the same place)")
+    ap.add_argument("--position-stats", choices=["auto", "on", "off"],
+                    help="with --tile: standardise each tile position's score on the held-out frames before the "
+                         "maximum (on), or take the maximum of raw tile scores (off). Default auto: on where the "
+                         "positions explain at least 15 %% of the normal tile scores' variance (parts that sit in "
+                         "the same place), off for textures and objects anywhere in the frame")
+    ap.add_argument("--no-position-stats", action="store_true", help="the same as --position-stats off")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -107,7 +110,7 @@ def _config(args, frames_shape: tuple[int, ...]):
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
         brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
         corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0),
-        position_stats=not args.no_position_stats)
+        position_stats="off" if args.no_position_stats else (args.position_stats or "auto"))
 
 
 def _check_args(args) -> str | None:
@@ -117,8 +120,10 @@ def _check_args(args) -> str | None:
         return "--far must be between 0 and 0.5, e.g. 0.01 for 1 %"
     if args.stride and not args.tile:
         return "--stride needs --tile"
-    if args.no_position_stats and not args.tile:
-        return "--no-position-stats needs --tile"
+    if (args.no_position_stats or args.position_stats) and not args.tile:
+        return "--position-stats and --no-position-stats need --tile"
+    if args.no_position_stats and args.position_stats not in (None, "off"):
+        return f"--no-position-stats contradicts --position-stats {args.position_stats}"
     if args.tile and not 0 < (args.stride or default_stride(args.tile)) <= default_stride(args.tile):
         return (f"--stride must be between 1 and {default_stride(args.tile)}: the score reads each tile "
                 f"{margin_for(args.tile)} px in from its border, and a longer stride would leave gaps between tiles")
@@ -232,6 +237,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     t = rep["at_threshold"]
     print(f"at the calibrated threshold: TPR {t['true_positive_rate']:.3f}, false-alarm rate "
           f"{t['false_alarm_rate']:.3f} ({t['false_alarms']} of {rep['counts']['normal']} normal)")
+    if "position_share" in rep:
+        print(f"tile positions explain {100 * rep['position_share']:.0f}% of the held-out tile scores' variance "
+              f"({'a fixed layout' if rep['position_share'] >= Tiling.MIN_POSITION_SHARE else 'no fixed layout'})")
     for key, what in (("raw_tile_max", "with the maximum of raw tile scores instead"),
                       ("position_stats", "with each tile position standardised (not in this checkpoint)")):
         if key in rep:

@@ -60,7 +60,8 @@ class TrainConfig:
     brightness: float = 0.0
     time_budget_s: float = 0.0  # stop training in time to finish within this (0 = no limit)
     corrupt: float = 0.0  # share of training inputs shown with foreign patches, to be redrawn clean
-    position_stats: bool = True  # tiled: standardise each tile position's score on held-out frames
+    position_stats: str = "auto"  # tiled: standardise each tile position's score on held-out frames
+    # ("auto": where the positions explain enough of the normal scores' variance; "on"; "off")
 
     def weights(self) -> LossWeights:
         return LossWeights(self.w_adv, self.w_con, self.w_enc)
