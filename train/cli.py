@@ -95,8 +95,9 @@ def _recipe_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--position-stats", choices=["auto", "on", "off"],
                     help="with --tile: standardise each tile position's score on the held-out frames before the "
                          "maximum (on), or take the maximum of raw tile scores (off). Default auto: on where the "
-                         "positions explain at least 15 %% of the normal tile scores' variance (parts that sit in "
-                         "the same place), off for textures and objects anywhere in the frame")
+                         f"positions explain at least {100 * Tiling.MIN_POSITION_SHARE:.0f} %% of the normal tile "
+                         "scores' variance (parts that sit in the same place), off for textures and objects "
+                         "anywhere in the frame")
     ap.add_argument("--no-position-stats", action="store_true", help="the same as --position-stats off")
 
 
