@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,11 @@ class Mosquitto:
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
-            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # Started as root, mosquitto drops to the user "mosquitto", which cannot write this
+            # directory: every save of the persistence file failed ("Permission denied"), and a
+            # restart lost the sessions and queued messages. It runs as whoever starts it instead.
+            f.write(f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+                    f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                     f"persistence {'true' if persistence else 'false'}\npersistence_location {self.dir}/\n"
                     f"{autosave}\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}")
         self.proc: subprocess.Popen | None = None
