@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -60,7 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
+    _exit_after_stop(0)
     return 0
+
+
+def _exit_after_stop(code: int) -> None:
+    """End the process once the agent has stopped (events flushed or kept in the store, the
+    store closed, MQTT disconnected), without the interpreter's finalisation. A reader thread
+    abandoned inside a hung OpenCV or GStreamer call (capture.py) is still in C++ then, and
+    finalisation ends such threads with pthread_exit, which C++ code that catches everything
+    turns into "FATAL: exception not rethrown" and SIGABRT: a clean stop would exit -6, and
+    systemd would record a failure. Logs and standard streams are flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 class JournalFormatter(logging.Formatter):
