@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from ganomaly_edge.engine.version import version
 
@@ -62,10 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
     _exit_after_stop(0)
-    return 0
 
 
-def _exit_after_stop(code: int) -> None:
+def _exit_after_stop(code: int) -> NoReturn:
     """End the process once the agent has stopped (events flushed or kept in the store, the
     store closed, MQTT disconnected), without the interpreter's finalisation. A reader thread
     abandoned inside a hung OpenCV or GStreamer call (capture.py) is still in C++ then, and
