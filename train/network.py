@@ -199,7 +199,10 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
-        p = self.classifier(f).reshape(-1)
+        # The probability in fp32 even when training under bf16 autocast: there a sigmoid near 1
+        # keeps two digits, and the BCE of a confident D would read log(0).
+        logit, sigmoid = self.classifier
+        p = sigmoid(logit(f).float()).reshape(-1)
         return p, f
 
 
