@@ -157,6 +157,20 @@ class Tiling:
         return Tiling(self.tile, self.stride, self.height, self.width, self.margin,
                       tuple(v.mean(0)), tuple(scale))
 
+    def held_out_frame_scores(self, val_tile_scores: np.ndarray) -> np.ndarray:
+        """Frame scores of the held-out frames whose tile scores set this tiling's position
+        statistics, each as a new frame would score: standardised by the statistics of the
+        other held-out frames (leave one out). Standardised by statistics that include its own
+        tiles, every held-out frame looks quieter than a new one, and a threshold set on those
+        scores alarms more often than its target. Without position statistics, the plain scores."""
+        v = np.asarray(val_tile_scores, np.float64).reshape(-1, self.count)
+        if not self.position_standardised or len(v) < 3:
+            return self.frame_scores(v.ravel())
+        geo, out = self.geometry(), np.empty(len(v))
+        for i in range(len(v)):
+            out[i] = geo.standardised(np.delete(v, i, axis=0)).frame_scores(v[i])[0]
+        return out
+
     def geometry(self) -> "Tiling":
         """This tiling without position statistics: frame scores are the maximum of raw tile scores."""
         return self.resized(self.height, self.width)

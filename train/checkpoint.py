@@ -52,7 +52,8 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     explain at least Tiling.MIN_POSITION_SHARE of the held-out tile scores' variance (a fixed
     layout); "off" (False) never. A frame's raw score is the maximum over its tiles, and the
     threshold is set on those frame scores, so the false-alarm target holds per frame however
-    many tiles it has."""
+    many tiles it has; with position statistics, each held-out frame is scored by those of the
+    others (Tiling.held_out_frame_scores), as a new frame would be."""
     tiling = tiling or Tiling.single(train_images.shape[1])
     rng = np.random.default_rng(seed)
     bank_src = bank_tiles(train_images, tiling, rng)
@@ -73,7 +74,7 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
                  "layout, as on a texture), so each frame's score is the maximum of raw tile scores, without "
                  "position statistics (--position-stats on forces them)", 100 * share,
                  100 * tiling.MIN_POSITION_SHARE)
-    calib = calibrate(tiling.frame_scores(tile_scores), target_far)
+    calib = calibrate(tiling.held_out_frame_scores(tile_scores), target_far)
     log.info("calibrated score %r on %d held-out normal frames (%s): threshold %.5g (raw) "
              "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.describe(),
              calib["threshold_raw"], 100 * target_far)

@@ -61,7 +61,7 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
         other = geo if tiling.position_standardised else geo.standardised(val_scores)
         report["position_share"] = geo.position_share(val_scores)
         report["position_stats" if other.position_standardised else "raw_tile_max"] = _alternative_report(
-            other.frame_scores(val_scores), other.frame_scores(tile_scores), labels, calib["target_far"],
+            other.held_out_frame_scores(val_scores), other.frame_scores(tile_scores), labels, calib["target_far"],
             other.describe())
     residual = tiling.stitch(comps["residual"]) if "residual" in comps else None
     if masks is not None:
