@@ -35,6 +35,7 @@ def _fail(msg: str) -> int:
 def _train_parser() -> argparse.ArgumentParser:
     from .network import ARCHS
     from .scoring import CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE
+    from .trainer import PRECISIONS
 
     ap = argparse.ArgumentParser(
         prog="ganomaly-train",
@@ -76,9 +77,9 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--width", type=int, default=0, help="base channel width (paper: 64; default 64, 32 with --tile)")
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="arithmetic of the training steps: auto (default) = bf16 for model inputs of 64 px and "
-                         "more on a CPU with bfloat16 instructions (AVX512-BF16 or AMX; 1.5-1.6x faster per "
+                         "more on a CPU with bfloat16 instructions (AVX512-BF16 or AMX; 1.4-1.7x faster per "
                          "batch there), fp32 elsewhere and on CUDA. Validation, calibration and the bundle "
                          "are fp32 either way")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
