@@ -171,19 +171,69 @@ def test_training_is_reproducible_for_a_seed(digits):
     assert a["calibration"] == b["calibration"]
 
 
-def test_resume_equals_uninterrupted(digits, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_equals_uninterrupted(digits, tmp_path, ema):
     from ganomaly_edge.train.checkpoint import load_checkpoint
 
     x, _ = digits
-    straight = Trainer(_tiny(epochs=2), x[:300], progress=False).run()
+    straight = Trainer(_tiny(epochs=2, ema=ema), x[:300], progress=False).run()
     path = str(tmp_path / "ck.pt")
-    Trainer(_tiny(epochs=1), x[:300], out_path=path, progress=False).run()
-    tr = Trainer(_tiny(epochs=2), x[:300], out_path=path, progress=False)
+    Trainer(_tiny(epochs=1, ema=ema), x[:300], out_path=path, progress=False).run()
+    # Each epoch's checkpoint (here the first) carries the weight average on, as --resume needs.
+    tr = Trainer(_tiny(epochs=2, ema=ema), x[:300], out_path=path, progress=False)
     tr.load_state(load_checkpoint(path))
     assert tr.epoch == 1
     resumed = tr.run()
     for k in straight["generator"]:
         assert torch.allclose(straight["generator"][k].float(), resumed["generator"][k].float(), atol=1e-6), k
+
+
+def test_weight_average_follows_its_formula():
+    from ganomaly_edge.train.trainer import WeightAverage
+
+    live = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(live, 0.9)
+    expected = {k: v.clone() for k, v in live.state_dict().items()}
+    for n in range(1, 40):
+        with torch.no_grad():
+            for p in live.parameters():
+                p.add_(torch.randn_like(p))
+        live(torch.randn(4, 3))  # BatchNorm's running statistics and its integer counter move
+        avg.update(live)
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in live.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+    for k, v in avg.model.state_dict().items():
+        assert torch.allclose(v, expected[k], atol=1e-6), k
+    assert avg.model.state_dict()["1.num_batches_tracked"] == 39
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(live, 1.0)
+
+
+def test_the_weight_average_is_judged_selected_and_deployed(digits):
+    """With --ema the held-out loss is the average's, the epoch kept is the average of that epoch,
+    and the checkpoint's generator is that average, not the live weights."""
+    from ganomaly_edge.train.trainer import validation_loss
+
+    x, _ = digits
+    seen = []
+
+    def on_epoch(epoch, tr):
+        seen.append({"avg": {k: v.clone() for k, v in tr.g_avg.model.state_dict().items()},
+                     "live": {k: v.clone() for k, v in tr.g.state_dict().items()},
+                     "val_avg": validation_loss(tr.g_avg.model, tr.val_tiles, tr.device),
+                     "val_live": validation_loss(tr.g, tr.val_tiles, tr.device)})
+
+    ck = Trainer(_tiny(epochs=3, ema=0.95, select="best-val"), x[:600], progress=False, on_epoch=on_epoch).run()
+    for h, s in zip(ck["history"], seen):
+        assert h["val_con"] == pytest.approx(s["val_avg"], rel=1e-5)
+    assert any(abs(s["val_avg"] - s["val_live"]) > 1e-4 for s in seen)  # they are different networks
+    best = seen[ck["best"]["epoch"] - 1]
+    for k, v in ck["generator"].items():
+        assert torch.equal(v, best["avg"][k]), k
+    assert any(not torch.equal(v, best["live"][k]) for k, v in ck["generator"].items() if v.is_floating_point())
+    assert ck["generator_average"] is None  # a finished checkpoint carries one generator
 
 
 def test_resume_refuses_other_data(digits, tmp_path):

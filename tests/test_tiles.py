@@ -217,6 +217,7 @@ def test_colour_frames_train_and_score_through_the_cli(tmp_path):
     (["--tile", "32", "--image-size", "wide"], "WIDTHxHEIGHT"),
     (["--position-stats", "on"], "need --tile"),
     (["--tile", "32", "--patience", "-1"], "--patience must be >= 0"),
+    (["--tile", "32", "--ema", "1"], "--ema must be a decay between 0 and 1"),
     (["--tile", "32", "--no-position-stats", "--position-stats", "on"], "contradicts --position-stats on"),
 ])
 def test_train_cli_refuses_bad_tiling(tmp_path, args, message):
@@ -472,6 +473,7 @@ def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     c = load_checkpoint(str(tmp_path / "c.pt"))["config"]
     assert (c["arch"], c["score"], c["corrupt"], c["select"], c["patience"]) == ("skip", "rpeak", 0.5, "best-val", 6)
+    assert c["ema"] == 0.998 and "average of its weights over about the last 500 steps" in r.stderr
     # the stride defaults to the scored interior (32 - 2 * 4): 96 px mirrored to 104 gives 4 x 4 tiles
     t = load_checkpoint(str(tmp_path / "c.pt"))["tiling"]
     assert (t["stride"], t["margin"]) == (24, 4) and len(t["position_mean"]) == 16

@@ -18,6 +18,7 @@ DEFAULT_ARCH, DEFAULT_TILE_ARCH = "paper", "skip"
 # (foreign patches, the adversarial term), and on the parts benchmark it kept improving until
 # epoch 17 after a spike at 7 that patience 3 stopped on (README: Inspecting high-resolution images).
 DEFAULT_PATIENCE, DEFAULT_TILE_PATIENCE = 3, 6
+DEFAULT_TILE_EMA = 0.998  # the generator's weight average with tiles: about the last 500 steps
 
 log = logging.getLogger("ganomaly")
 
@@ -98,6 +99,10 @@ def _recipe_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--corrupt", type=float,
                     help="share of training inputs shown with foreign patches that the generator must redraw "
                          "clean (default 0.5 with --tile, else 0; 0 = the paper's plain reconstruction)")
+    ap.add_argument("--ema", type=float, metavar="DECAY",
+                    help="validate, select and deploy a moving average of the generator's weights, updated "
+                         "every step with this decay (default %g with --tile: about the last %d steps; 0 = the "
+                         "live weights, as the paper)" % (DEFAULT_TILE_EMA, round(1 / (1 - DEFAULT_TILE_EMA))))
     ap.add_argument("--position-stats", choices=["auto", "on", "off"],
                     help="with --tile: standardise each tile position's score on the held-out frames before the "
                          "maximum (on), or take the maximum of raw tile scores (off). Default auto: on where the "
@@ -127,6 +132,7 @@ def _config(args, frames_shape: tuple[int, ...]):
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
         brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
         corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0),
+        ema=args.ema if args.ema is not None else (DEFAULT_TILE_EMA if tiled else 0.0),
         position_stats="off" if args.no_position_stats else (args.position_stats or "auto"))
 
 
@@ -148,6 +154,8 @@ def _check_args(args) -> str | None:
                 f"{margin_for(args.tile)} px in from its border, and a longer stride would leave gaps between tiles")
     if args.corrupt is not None and not 0 <= args.corrupt <= 1:
         return "--corrupt must be a share between 0 and 1"
+    if args.ema is not None and not 0 <= args.ema < 1:
+        return "--ema must be a decay between 0 and 1, e.g. 0.998 (0 = no weight average)"
     if args.time_budget < 0:
         return "--time-budget must be positive (minutes)"
     return None

@@ -3,6 +3,7 @@ then calibration of the chosen score on the held-out normal images."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -64,6 +65,7 @@ class TrainConfig:
     position_stats: str = "auto"  # tiled: standardise each tile position's score on held-out frames
     # ("auto": where the positions explain enough of the normal scores' variance; "on"; "off")
     precision: str = "auto"  # training arithmetic: "auto" (bf16 where the CPU has it, 64 px and up), "fp32", "bf16"
+    ema: float = 0.0  # decay per step of the generator's weight average, validated and deployed (0 = off)
 
     def weights(self) -> LossWeights:
         return LossWeights(self.w_adv, self.w_con, self.w_enc)
@@ -156,12 +158,60 @@ def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Dis
     return g, d
 
 
+def _copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict that later steps and loads do not change (``state_dict()`` shares storage)."""
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights (Polyak averaging), updated after each
+    optimiser step: ``avg = d * avg + (1 - d) * live`` with ``d = min(decay, (1 + n) / (10 + n))``
+    after n updates, so that the first steps are not held back by the random initial weights.
+
+    The adversarial game moves the generator's weights back and forth from batch to batch; its
+    held-out loss then jumps from epoch to epoch (x2 between neighbours measured on the parts
+    stand-in), and early stopping and selection judge noise. The average follows the trend.
+    BatchNorm's running statistics are averaged like the weights; integer buffers are copied.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight average's decay must be between 0 and 1, got {decay}")
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self.decay, self.updates = decay, 0
+
+    def _pairs(self, live: torch.nn.Module):
+        mine, theirs = self.model.state_dict(), live.state_dict()
+        floats = [k for k, v in mine.items() if v.is_floating_point()]
+        return ([mine[k] for k in floats], [theirs[k] for k in floats],
+                [(mine[k], theirs[k]) for k, v in mine.items() if not v.is_floating_point()])
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+
+    @torch.no_grad()
+    def update(self, live: torch.nn.Module) -> None:
+        self.updates += 1
+        mine, theirs, other = self._pairs(live)
+        torch._foreach_lerp_(mine, theirs, 1.0 - self.current_decay())
+        for a, b in other:
+            a.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["weights"])
+        self.updates = int(st["updates"])
+
+
 @torch.no_grad()
 def validation_loss(g: Generator, val: np.ndarray, device: torch.device, batch: int = 256,
                     shown: np.ndarray | None = None) -> float:
     """Mean contextual (L1) loss on held-out normal images, eval mode: the selection criterion.
     With ``shown`` (the same images with foreign patches), G sees those and is scored against
     the clean ones: the criterion then also asks that it not copy what is not normal."""
+    was_training = g.training
     g.eval()
     total, n = 0.0, 0
     for i in range(0, len(val), batch):
@@ -170,7 +220,7 @@ def validation_loss(g: Generator, val: np.ndarray, device: torch.device, batch: 
         x_hat, _, _ = g(x_in)
         total += contextual_loss(x, x_hat).item() * len(x)
         n += len(x)
-    g.train()
+    g.train(was_training)
     return total / max(n, 1)
 
 
@@ -214,6 +264,8 @@ class Trainer:
         if self.device.type == "cpu":  # oneDNN's convolutions run faster on NHWC (about 1.1x here)
             self.g.to(memory_format=torch.channels_last)
             self.d.to(memory_format=torch.channels_last)
+        # The generator validated, selected and deployed: the weight average, or the live one.
+        self.g_avg = WeightAverage(self.g, cfg.ema) if cfg.ema else None
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         self.epoch = 0
@@ -221,6 +273,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.d_reinits = 0
         self.started = time.monotonic()
+        self.live: dict[str, Any] = {}  # the weights training ended with (run), kept for --resume
         self.reserve_s: float | None = None  # seconds the budget keeps for validation and calibration
         self.bar = None
 
@@ -260,6 +313,8 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         err_d.backward()
         self.opt_d.step()
+        if self.g_avg is not None:
+            self.g_avg.update(self.g)
         d_val = err_d.item()
         if d_val < D_COLLAPSE:
             self.reinit_discriminator()
@@ -316,12 +371,17 @@ class Trainer:
         t1 = time.perf_counter()
         rec.update({"epoch": self.epoch + 1, "seconds": secs, "batches": done,
                     "s_per_batch": secs / max(done, 1),
-                    "val_con": validation_loss(self.g, self.val_tiles, self.device, shown=self.val_shown),
+                    "val_con": validation_loss(self.g_judged, self.val_tiles, self.device, shown=self.val_shown),
                     "val_seconds": time.perf_counter() - t1, "d_reinits": self.d_reinits})
         self.reserve_s = rec["val_seconds"] + self.finish_estimate(rec)
         if done:  # a validation pass per epoch, spread over its batches
             self._fit_bar((rec["seconds"] + rec["val_seconds"]) / done, self.reserve_s)
         return rec
+
+    @property
+    def g_judged(self) -> Generator:
+        """The generator the held-out images judge and the bundle gets: the weight average if on."""
+        return self.g if self.g_avg is None else self.g_avg.model
 
     def _reserve(self, batches: int, seconds: float) -> float:
         """Seconds to keep for this epoch's validation and the calibration: measured once an
@@ -362,6 +422,7 @@ class Trainer:
                            "layout": "NHWC uint8"},
             "tiling": asdict(self.tiling) if self.tiling.tiled else None,
             "generator": self.g.state_dict(),
+            "generator_average": None if self.g_avg is None or complete else self.g_avg.state_dict(),
             "discriminator": self.d.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -381,12 +442,20 @@ class Trainer:
                              "was trained on (different folder or contents); start a new run")
         saved = {k: v for k, v in ck["config"].items()
                  if k not in ("epochs", "device", "patience", "threads", "time_budget_s", "precision")}
+        saved.setdefault("ema", 0.0)  # checkpoints from before the weight average trained without it
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now.get(k)}
             raise ValueError(f"cannot resume with different settings (checkpoint vs now): {diff}")
-        self.g.load_state_dict(ck["generator"])
-        self.d.load_state_dict(ck["discriminator"])
+        # A finished checkpoint's generator is the one selected; training goes on from where it ended.
+        live = {**ck, **(ck.get("resume_state") or {})}
+        self.g.load_state_dict(live["generator"])
+        self.d.load_state_dict(live["discriminator"])
+        if self.g_avg is not None:
+            if live.get("generator_average"):
+                self.g_avg.load_state_dict(live["generator_average"])
+            else:  # a checkpoint from before the weight average: start it from here
+                self.g_avg.model.load_state_dict(live["generator"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
         self.epoch = int(ck["epoch"])
@@ -428,10 +497,18 @@ class Trainer:
                          "what is left of %.1f min", self.epoch, rec["batches"], cfg.time_budget_s / 60)
                 break
         self._close_bar()
+        # The weights training ended with, for --resume: the checkpoint's generator is the one selected.
+        self.live = {"generator": _copy(self.g.state_dict()), "discriminator": _copy(self.d.state_dict()),
+                     "generator_average": None if self.g_avg is None else _copy(self.g_avg.state_dict())}
         if cfg.select == "best-val" and self.best and "generator" in self.best:
             self.g.load_state_dict(self.best.pop("generator"))
             self.d.load_state_dict(self.best.pop("discriminator"))
             log.info("selected epoch %d (lowest loss on the held-out normal images)", self.best["epoch"])
+        elif self.g_avg is not None:
+            self.g.load_state_dict(self.g_avg.model.state_dict())
+        if self.g_avg is not None:
+            log.info("the generator is the average of its weights over about the last %d steps (decay %g)",
+                     round(1 / (1 - cfg.ema)), cfg.ema)
         ck = self.finish()
         if self.out_path:
             atomic_save(ck, self.out_path)
@@ -447,8 +524,8 @@ class Trainer:
             return False
         self.best = {"epoch": self.epoch, "val_con": rec["val_con"]}
         if self.cfg.select == "best-val":
-            self.best["generator"] = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
-            self.best["discriminator"] = {k: v.detach().clone() for k, v in self.d.state_dict().items()}
+            self.best["generator"] = _copy(self.g_judged.state_dict())
+            self.best["discriminator"] = _copy(self.d.state_dict())
         return True
 
     def finish_estimate(self, rec: dict[str, float]) -> float:
@@ -481,5 +558,5 @@ class Trainer:
         ck.update(finalise(self.g, self.d, self.train_images, self.val_images, self.cfg.score,
                            self.cfg.target_far, self.device, self.cfg.seed, self.tiling,
                            position_stats=self.cfg.position_stats))
-        ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d")}
+        ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d"), **self.live}
         return ck
