@@ -553,3 +553,24 @@ def test_held_out_frames_are_scored_by_the_other_frames_statistics_so_the_target
     # Without position statistics there is nothing to leave out.
     plain = base + spread * rng.gumbel(size=(50, t.count))
     assert np.array_equal(t.held_out_frame_scores(plain.ravel()), t.frame_scores(plain.ravel()))
+
+
+def test_the_weight_average_trace_matches_the_checkpoint(tmp_path):
+    """tools/trace_average: the same run as ganomaly-train (its checkpoint's held-out losses are the
+    average's column), with the live weights' loss beside them; without a weight average it refuses."""
+    import csv
+
+    from ganomaly_edge.train.checkpoint import load_checkpoint
+    from ganomaly_edge.tools.trace_average import main
+
+    write_images(tmp_path / "d", parts(24, size=96)[..., 0])
+    out = str(tmp_path / "c.pt")
+    common = ["--data", str(tmp_path / "d"), "--out", out, "--channels", "1", "--epochs", "2", "--width", "8",
+              "--latent-dim", "8", "--batch-size", "16", "--threads", "1", "--quiet"]
+    assert main(common + ["--ema", "0"]) == 2 and not os.path.exists(out)
+    assert main(common + ["--tile", "32", "--ema", "0.9"]) == 0
+    rows = list(csv.DictReader(open(out + ".trace.csv")))
+    history = load_checkpoint(out)["history"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [float(r["average"]) for r in rows] == pytest.approx([h["val_con"] for h in history], rel=1e-9)
+    assert all(float(r["average"]) != float(r["live"]) for r in rows)
