@@ -14,7 +14,6 @@ It prints one line per epoch and writes ``OUT.trace.csv`` (epoch, average, live)
 from __future__ import annotations
 
 import csv
-import os
 import sys
 
 
@@ -23,13 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from ganomaly_edge.train.trainer import Trainer, validation_loss
 
     args = cli._train_parser().parse_args(argv)
-    cli._setup_logging(args.quiet)
-    bad = cli._check_args(args)
-    if bad:
-        return cli._fail(bad)
-    data = cli._load(args)
-    cfg = cli._config(args, data.images.shape)
-    if not cfg.ema:
+    if not cli.ema_decay(args):
         return cli._fail("no weight average to trace: --ema is 0 (tiles have it by default)")
     rows: list[tuple[int, float, float]] = []
 
@@ -39,12 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epoch {epoch}: held-out loss of the average {rows[-1][1]:.4f}, of the live weights {live:.4f}",
               flush=True)
 
-    Trainer(cfg, data.images, out_path=args.out, progress=not args.quiet, on_epoch=on_epoch,
-            data_info={"source": os.path.abspath(args.data), "n_images": len(data.images),
-                       "skipped": len(data.skipped)}).run()
-    with open(args.out + ".trace.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("epoch", "average", "live"), *rows])
-    return 0
+    rc = cli.train_main(argv, on_epoch=on_epoch)  # the same training, checks and messages as ganomaly-train
+    if rc == 0:
+        with open(args.out + ".trace.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("epoch", "average", "live"), *rows])
+    return rc
 
 
 if __name__ == "__main__":

@@ -132,8 +132,13 @@ def _config(args, frames_shape: tuple[int, ...]):
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
         brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
         corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0),
-        ema=args.ema if args.ema is not None else (DEFAULT_TILE_EMA if tiled else 0.0),
+        ema=ema_decay(args),
         position_stats="off" if args.no_position_stats else (args.position_stats or "auto"))
+
+
+def ema_decay(args) -> float:
+    """The weight average's decay the arguments ask for (0: none)."""
+    return args.ema if args.ema is not None else (DEFAULT_TILE_EMA if args.tile else 0.0)
 
 
 def _check_args(args) -> str | None:
@@ -183,7 +188,8 @@ def _load(args):
     return data
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
+    """``ganomaly-train``; ``on_epoch(epoch, trainer)`` runs after each epoch (tools/trace_average)."""
     ap = _train_parser()
     args = ap.parse_args(argv)
     _setup_logging(args.quiet)
@@ -205,7 +211,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = _config(args, data.images.shape)
-        tr = Trainer(cfg, data.images, out_path=args.out, progress=not args.quiet,
+        tr = Trainer(cfg, data.images, out_path=args.out, progress=not args.quiet, on_epoch=on_epoch,
                      data_info={"source": os.path.abspath(args.data), "n_images": len(data.images),
                                 "skipped": len(data.skipped)})
         if args.resume and os.path.exists(args.out):

@@ -179,12 +179,17 @@ class WeightAverage:
             raise ValueError(f"the weight average's decay must be between 0 and 1, got {decay}")
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
         self.decay, self.updates = decay, 0
+        self._pairs: tuple[torch.nn.Module, list, list, list] | None = None
 
-    def _pairs(self, live: torch.nn.Module):
-        mine, theirs = self.model.state_dict(), live.state_dict()
-        floats = [k for k, v in mine.items() if v.is_floating_point()]
-        return ([mine[k] for k in floats], [theirs[k] for k in floats],
-                [(mine[k], theirs[k]) for k, v in mine.items() if not v.is_floating_point()])
+    def _tensors(self, live: torch.nn.Module) -> tuple[list, list, list]:
+        """The average's tensors and the live network's, matched once: optimiser steps and
+        ``load_state_dict`` change them in place, so the lists stay valid."""
+        if self._pairs is None or self._pairs[0] is not live:
+            mine, theirs = self.model.state_dict(), live.state_dict()
+            floats = [k for k, v in mine.items() if v.is_floating_point()]
+            self._pairs = (live, [mine[k] for k in floats], [theirs[k] for k in floats],
+                           [(mine[k], theirs[k]) for k, v in mine.items() if not v.is_floating_point()])
+        return self._pairs[1:]
 
     def current_decay(self) -> float:
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
@@ -192,7 +197,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, live: torch.nn.Module) -> None:
         self.updates += 1
-        mine, theirs, other = self._pairs(live)
+        mine, theirs, other = self._tensors(live)
         torch._foreach_lerp_(mine, theirs, 1.0 - self.current_decay())
         for a, b in other:
             a.copy_(b)
