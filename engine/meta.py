@@ -78,7 +78,8 @@ class ScoreMeta(_Meta):
     terms: list[dict[str, Any]]
     k: Optional[int] = None
     margin: Optional[int] = None  # peak: the tile border band left out
-    residual: Optional[Literal["abs", "range"]] = None  # the residual output: |x - G(x)| (default) or edge-tolerant
+    # the residual output: |x - G(x)| (default) or edge-tolerant; "-knn": times the tile's nearest-neighbour distance
+    residual: Optional[Literal["abs", "range", "abs-knn", "range-knn"]] = None
 
 
 class PlanMeta(_Meta):

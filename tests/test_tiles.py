@@ -34,13 +34,13 @@ def parts(n, seed=0, size=SIZE):
 def tiled(tmp_path_factory):
     """A real tiled checkpoint and bundle: 96x96 grey parts in 32 px tiles, stride 16."""
     from ganomaly_edge.train.export import checkpoint_to_bundle
-    from ganomaly_edge.train.scoring import DEFAULT_TILE_SCORE
     from ganomaly_edge.train.trainer import Trainer, TrainConfig
 
     d = tmp_path_factory.mktemp("tiled")
+    # rpeak named: several tests read its edge-tolerant map (the default, "auto", may choose another)
     cfg = TrainConfig(image_size=TILE, channels=1, width=8, latent_dim=16, epochs=6, batch_size=32, threads=1,
                       tile=TILE, stride=STRIDE, frame_height=SIZE, frame_width=SIZE, tiles_per_image=8,
-                      flip=True, rot90=True, brightness=0.1, score=DEFAULT_TILE_SCORE, position_stats="on")
+                      flip=True, rot90=True, brightness=0.1, score="rpeak", position_stats="on")
     ck = Trainer(cfg, parts(200), out_path=str(d / "t.pt"), progress=False).run()
     bundle = checkpoint_to_bundle(str(d / "t.pt"), str(d / "bundle"), name="tiles")
     return {"ck": ck, "ck_path": str(d / "t.pt"), "bundle": bundle.path}
@@ -463,16 +463,22 @@ def test_foreign_patches_change_a_share_of_the_images_in_small_places_only():
 
 
 def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
-    """--tile alone gives the recipe README recommends: the skip generator, the edge-tolerant
-    score, foreign patches, augmentation, held-out early stopping and abutting tile interiors."""
+    """--tile alone gives the recommended recipe: the skip generator, the score chosen without
+    labels on synthetic anomalies, foreign patches, augmentation, held-out early stopping and
+    abutting tile interiors."""
     from ganomaly_edge.train.checkpoint import load_checkpoint
+    from ganomaly_edge.train.scoring import AUTO_CANDIDATES
 
     write_images(tmp_path / "d", parts(24, size=96)[..., 0])
     r = train_cli("--data", str(tmp_path / "d"), "--out", str(tmp_path / "c.pt"), "--tile", "32", "--channels", "1",
                   "--epochs", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16")
     assert r.returncode == 0, r.stderr[-2000:]
-    c = load_checkpoint(str(tmp_path / "c.pt"))["config"]
-    assert (c["arch"], c["score"], c["corrupt"], c["select"], c["patience"]) == ("skip", "rpeak", 0.5, "best-val", 6)
+    ck = load_checkpoint(str(tmp_path / "c.pt"))
+    c = ck["config"]
+    assert (c["arch"], c["score"], c["corrupt"], c["select"], c["patience"]) == ("skip", "auto", 0.5, "best-val", 6)
+    sel = ck["score_selection"]
+    assert ck["score"]["name"] == sel["chosen"] and set(sel["candidates"]) == set(AUTO_CANDIDATES)
+    assert ck["score"]["k"] == 1 and "ROC AUC against synthetic anomalies" in r.stderr
     assert c["ema"] == 0.998 and "average of its weights over about the last 500 steps" in r.stderr
     # the stride defaults to the scored interior (32 - 2 * 4): 96 px mirrored to 104 gives 4 x 4 tiles
     t = load_checkpoint(str(tmp_path / "c.pt"))["tiling"]

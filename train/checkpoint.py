@@ -17,13 +17,17 @@ from ganomaly_edge.engine.calibration import calibrate
 from ganomaly_edge.engine.tiling import Tiling
 
 from .network import Discriminator, Generator
-from .scoring import apply_spec, components, embed, encode, make_spec
+from .scoring import AUTO, AUTO_CANDIDATES, KNN_K, KNN_K_TILES, apply_spec, components, embed, encode, make_spec
+from .selection import select_score
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ganomaly-edge-checkpoint"
 CHECKPOINT_VERSION = 1
-BANK_MAX = 8192
+# Every training tile up to this many (the nearest-neighbour score wants all of them: ELPV's 423
+# training frames are 20,727 tiles, 8 MB of encodings; one frame's 49 tiles against 65,536 is
+# 0.6 GFLOP).
+BANK_MAX = 65536
 POSITION_STATS = ("auto", "on", "off")  # finalise: standardise tile positions where the layout is fixed, always, never
 
 
@@ -44,7 +48,8 @@ def atomic_save(obj: Any, path: str) -> None:
 def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_images: np.ndarray, score: str,
              target_far: float, device: torch.device, seed: int, tiling: Tiling | None = None,
              position_stats: bool | str = "auto") -> dict[str, Any]:
-    """Encode the training tiles (knn banks), score the held-out frames, calibrate per frame.
+    """Encode the training tiles (knn banks), choose the score if asked to, score the held-out
+    frames, calibrate per frame.
 
     Components are standardised over the held-out tiles. With more than one tile, each tile
     position's score is standardised by its mean and scale on the held-out frames
@@ -53,23 +58,44 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     layout); "off" (False) never. A frame's raw score is the maximum over its tiles, and the
     threshold is set on those frame scores, so the false-alarm target holds per frame however
     many tiles it has; with position statistics, each held-out frame is scored by those of the
-    others (Tiling.held_out_frame_scores), as a new frame would be."""
+    others (Tiling.held_out_frame_scores), as a new frame would be.
+
+    ``score="auto"`` picks among scoring.AUTO_CANDIDATES the one that best separates the held-out
+    frames from synthetic anomalies drawn on them (selection.py); the choice and every
+    candidate's figures are recorded under "score_selection"."""
     tiling = tiling or Tiling.single(train_images.shape[1])
+    k = KNN_K_TILES if tiling.tiled else KNN_K
     rng = np.random.default_rng(seed)
     bank_src = bank_tiles(train_images, tiling, rng)
     bank = encode(g, bank_src, device).astype(np.float32)
     fbank = embed(g, d, bank_src, device).astype(np.float32)
+    del bank_src
     val_tiles = tiling.split(val_images)
-    val_comps = components(g, d, val_tiles, device, bank=bank, fbank=fbank, margin=tiling.margin)
-    spec = make_spec(score, val_comps, tiling.margin)
-    tile_scores = apply_spec(spec, val_comps)
+
+    def components_of(frames: np.ndarray) -> dict[str, np.ndarray]:
+        return components(g, d, tiling.split(frames), device, bank=bank, fbank=fbank, margin=tiling.margin, k=k)
+
+    val_comps = components_of(val_images)
     mode = {True: "auto", False: "off"}.get(position_stats, position_stats)  # type: ignore[arg-type]
     if mode not in POSITION_STATS:
         raise ValueError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
+
+    def position_rule(t: Tiling, tile_scores: np.ndarray) -> Tiling:
+        share = t.position_share(tile_scores)
+        if t.count > 1 and (mode == "on" or (mode == "auto" and share >= t.MIN_POSITION_SHARE)):
+            return t.standardised(tile_scores)
+        return t
+
+    selection = None
+    if score == AUTO:
+        selection = select_score(AUTO_CANDIDATES, tiling, tiling.margin, k, val_images, val_comps,
+                                 components_of, position_rule, seed)
+        score = selection["chosen"]
+    spec = make_spec(score, val_comps, tiling.margin, k, tiled=tiling.tiled)
+    tile_scores = apply_spec(spec, val_comps)
     share = tiling.position_share(tile_scores)
-    if tiling.count > 1 and (mode == "on" or (mode == "auto" and share >= tiling.MIN_POSITION_SHARE)):
-        tiling = tiling.standardised(tile_scores)
-    elif tiling.count > 1 and mode == "auto":
+    tiling = position_rule(tiling, tile_scores)
+    if tiling.count > 1 and not tiling.position_standardised and mode == "auto":
         log.info("tile positions explain %.0f%% of the held-out tile scores' variance (under %.0f%%: no fixed "
                  "layout, as on a texture), so each frame's score is the maximum of raw tile scores, without "
                  "position statistics (--position-stats on forces them)", 100 * share,
@@ -81,6 +107,8 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     out = {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
            "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()},
            "position_share": share}
+    if selection is not None:
+        out["score_selection"] = selection
     if tiling.tiled:
         out["tiling"] = asdict(tiling)
     return out

@@ -35,7 +35,7 @@ def _fail(msg: str) -> int:
 
 def _train_parser() -> argparse.ArgumentParser:
     from .network import ARCHS
-    from .scoring import CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE
+    from .scoring import AUTO, AUTO_CANDIDATES, CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE
     from .trainer import PRECISIONS
 
     ap = argparse.ArgumentParser(
@@ -72,9 +72,11 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of the images held out for model selection and calibration")
     ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold, per frame")
-    ap.add_argument("--score", choices=sorted(CANDIDATES),
-                    help=f"anomaly score to deploy (default {DEFAULT_SCORE}, with --tile {DEFAULT_TILE_SCORE}; "
-                         "see README)")
+    ap.add_argument("--score", choices=[AUTO, *sorted(CANDIDATES)], metavar="SCORE",
+                    help=f"anomaly score to deploy: one of {', '.join(sorted(CANDIDATES))}, or {AUTO!r}: the "
+                         f"one of {', '.join(AUTO_CANDIDATES)} that best separates the held-out normal images "
+                         f"from synthetic anomalies drawn on them (default {DEFAULT_SCORE}, with --tile "
+                         f"{DEFAULT_TILE_SCORE})")
     ap.add_argument("--width", type=int, default=0, help="base channel width (paper: 64; default 64, 32 with --tile)")
     ap.add_argument("--latent-dim", type=int, default=100, help="latent size (paper: 100)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
@@ -287,6 +289,13 @@ def _print_report(rep: dict) -> None:
             p = rep[key]
             print(f"{what}: ROC AUC {p['roc_auc']:.3f}, TPR {p['true_positive_rate']:.3f}, "
                   f"false-alarm rate {p['false_alarm_rate']:.3f}")
+    if "score_selection" in rep:
+        sel = rep["score_selection"]
+        print(f"score chosen without labels (synthetic anomalies on held-out normal frames): {sel['chosen']}; "
+              f"these labels rank {sel['best_by_labels']} first among the candidates "
+              f"({'the same' if sel['agrees'] else 'a different choice'}):")
+        for name, c in sel["candidates"].items():
+            print(f"  {name:<12} synthetic ROC AUC {c['synthetic_roc_auc']:.3f}  ROC AUC here {c['roc_auc']:.3f}")
     if "localisation" in rep:
         loc = rep["localisation"]
         other = "".join(f", {k[len('pixel_roc_auc_'):]} map {v:.3f}" for k, v in loc.items()

@@ -15,7 +15,7 @@ from ganomaly_edge.engine.tiling import Tiling
 from sklearn.metrics import average_precision_score as average_precision
 from sklearn.metrics import roc_auc_score as roc_auc
 from sklearn.metrics import roc_curve
-from .scoring import CANDIDATES, apply_spec, components, make_spec
+from .scoring import CANDIDATES, KNN_K, apply_spec, components, make_spec
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,13 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
     with torch.no_grad():
         comps = components(g, d, tiling.split(images), torch.device(device), bank=ck["bank"],
                            with_images=plots or masks is not None, fbank=ck.get("fbank"), margin=tiling.margin,
-                           residual_map=ck["score"].get("residual") or "abs")
+                           residual_map=ck["score"].get("residual") or "abs", k=int(ck["score"].get("k", KNN_K)))
     val = {k: np.asarray(v, np.float64) for k, v in ck["val_components"].items()}
     scores: dict[str, Any] = {}
     # A checkpoint from before a component existed cannot score with it.
     available = [n for n, terms in CANDIDATES.items() if all(c in comps and c in val for c, _ in terms)]
-    frame = {n: _frame_scores(tiling, make_spec(n, val, tiling.margin), val, comps) for n in available}
+    k = int(ck["score"].get("k", KNN_K))
+    frame = {n: _frame_scores(tiling, make_spec(n, val, tiling.margin, k), val, comps) for n in available}
     for name in available:
         scores[name] = {"roc_auc": roc_auc(labels, frame[name]),
                         "average_precision": average_precision(labels, frame[name])}
@@ -63,6 +64,8 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
         report["position_stats" if other.position_standardised else "raw_tile_max"] = _alternative_report(
             other.held_out_frame_scores(val_scores), other.frame_scores(tile_scores), labels, calib["target_far"],
             other.describe())
+    if ck.get("score_selection"):
+        report["score_selection"] = selection_report(ck["score_selection"], scores)
     residual = tiling.stitch(comps["residual"]) if "residual" in comps else None
     if masks is not None:
         kind = ck["score"].get("residual") or "abs"
@@ -78,6 +81,18 @@ def evaluate(ck: dict[str, Any], normal: np.ndarray, abnormal: np.ndarray, out_d
         recon = stitch_images(tiling, comps["reconstruction"])
         _plots(out_dir, labels, frame, cal, calib["threshold"], default["name"], images, recon, residual)
     return report
+
+
+def selection_report(selection: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+    """The run's label-free choice of score beside what these labels say: each candidate's ROC
+    AUC against synthetic anomalies and on the labelled frames, and whether the choice was the
+    candidate the labels rank first."""
+    cands = [n for n in selection["candidates"] if n in scores]
+    by_labels = max(cands, key=lambda n: scores[n]["roc_auc"]) if cands else None
+    return {"chosen": selection["chosen"], "best_by_labels": by_labels,
+            "agrees": selection["chosen"] == by_labels,
+            "candidates": {n: {"synthetic_roc_auc": selection["candidates"][n]["mean_auc"],
+                               "roc_auc": scores[n]["roc_auc"]} for n in cands}}
 
 
 def _frame_scores(tiling: Tiling, spec: dict[str, Any], val: dict[str, np.ndarray],

@@ -39,6 +39,9 @@ RESIDUAL_MEANING = {
     "range": "edge-tolerant residual: how far x lies outside the 3x3 range of G(x), mean over channels, "
              "normalised units (0..2)",
 }
+for _base in ("abs", "range"):
+    RESIDUAL_MEANING[f"{_base}-knn"] = (RESIDUAL_MEANING[_base] + ", times the tile's distance to its nearest "
+                                        "training tile (encodings), so quiet tiles stay dark")
 
 
 class ExportError(RuntimeError):

@@ -22,7 +22,8 @@ from .augment import Augment, Sampler, corrupt
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
-from .scoring import DEFAULT_SCORE, to_model_input
+from .scoring import AUTO, DEFAULT_SCORE, to_model_input
+from .synthetic import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -542,7 +543,10 @@ class Trainer:
 
     def finish_inputs(self) -> int:
         """Model inputs the calibration scores: every held-out tile and the bank's."""
-        return len(self.val_images) * self.tiling.count + min(len(self.train_images) * self.tiling.count, BANK_MAX)
+        held_out = len(self.val_images) * self.tiling.count
+        if self.cfg.score == AUTO:  # the score's choice scores synthetic anomalies on every held-out frame
+            held_out *= 1 + len(FAMILIES)
+        return held_out + min(len(self.train_images) * self.tiling.count, BANK_MAX)
 
     def _open_bar(self) -> None:
         """One bar over the whole run; its total shrinks to what the time budget allows once the
