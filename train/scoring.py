@@ -40,6 +40,7 @@ from .network import Discriminator, Generator
 
 COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak", "rpeak")
 KNN_K = 5
+KNN_SPARE = 7  # knn_distance: candidates beyond k whose exact distances are compared
 # Tiles compare each tile's encoding with its single nearest training tile, and the bank holds
 # every training tile (up to checkpoint.BANK_MAX): on real solar-cell images (ELPV, mono) the
 # nearest neighbour of a bank of all 20,727 tiles gave ROC AUC 0.862 where 5 neighbours of a
@@ -87,14 +88,19 @@ def window_peak(residual: torch.Tensor, window: int, margin: int = 0) -> torch.T
 def knn_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     """Mean squared distance (per dimension) of each row of z to its k nearest bank rows.
 
-    The neighbours are found with |z|^2 - 2 z.b + |b|^2 (one matrix product), but their distances
-    are then recomputed from the differences: for near neighbours the expanded form cancels
-    catastrophically (unit-length features: 2 - 2 cos), and exported graphs would disagree with
-    each other in the fourth digit."""
+    Candidates are found with |z|^2 - 2 z.b + |b|^2 (one matrix product), but their distances
+    are then recomputed from the differences and the k nearest taken among those: for near
+    neighbours the expanded form cancels catastrophically (unit-length features: 2 - 2 cos), so
+    two runtimes may rank near-equal neighbours differently; KNN_SPARE more candidates than k
+    make the exact nearest be among them whichever ranking a runtime's rounding gives."""
     d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ bank.t() + (bank * bank).sum(1)[None, :]
-    idx = torch.topk(d2, k, dim=1, largest=False).indices
+    m = min(k + KNN_SPARE, bank.shape[0])
+    idx = torch.topk(d2, m, dim=1, largest=False).indices
     diff = z[:, None, :] - bank[idx]
-    return (diff * diff).sum(2).mean(1) / z.shape[1]
+    exact = (diff * diff).sum(2)
+    if m > k:
+        exact = torch.topk(exact, k, dim=1, largest=False).values
+    return exact.mean(1) / z.shape[1]
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
