@@ -92,6 +92,8 @@ class Agent:
             why = p.health(now)
             if why:
                 return f"camera {p.cam.name}: {why}"
+        if self.publisher is not None and self.publisher.thread.ident is not None:
+            return self.publisher.health()  # after start(): delivery must be able to resume
         return None
 
     def _camera_status(self, camera: str, state: str, reason: str = "") -> None:
