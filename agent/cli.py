@@ -31,15 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from .config import ConfigError, load_settings
+    from .redact import redact
 
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    if args.print_config:  # secrets print as **********
-        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    if args.print_config:  # passwords print as **********, credentials in URIs as ***
+        print(redact(json.dumps(settings.model_dump(mode="json"), indent=2)))
         return 0
     if args.check_config:
         return check_config(settings)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent = Agent(settings)
     except (BundleError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
 
     def on_signal(signum, frame):
@@ -95,11 +96,14 @@ class JournalFormatter(logging.Formatter):
 def setup_logging(level: str) -> None:
     import os
 
+    from .redact import RedactingFormatter
+
     handler = logging.StreamHandler()
     if os.environ.get("JOURNAL_STREAM"):  # the journal stamps the time itself
-        handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+        fmt: logging.Formatter = JournalFormatter("%(levelname)s %(name)s: %(message)s")
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(fmt))  # credentials in URIs never reach the journal
     logging.basicConfig(level=level, handlers=[handler])
 
 
