@@ -94,3 +94,125 @@ def test_delivery_resumes_within_10_s_after_a_full_disk_is_freed(broker, tmpfs, 
         except subprocess.TimeoutExpired:
             p.kill()
         sub.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_network_thread_is_restarted_counted_and_delivery_resumes(broker, tmp_path):
+    """The second line of defence: whatever ends paho's thread (here a callback that raises, with
+    paho's own suppression off as before), the flush loop sees it, says it and starts it again."""
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.store import EventStore
+    from ganomaly_edge.agent.topics import Topics
+
+    store = EventStore(str(tmp_path / "ev.db"))
+    acks = []
+
+    def on_ack(seq, dt):
+        acks.append(seq)
+        if len(acks) == 1:
+            raise RuntimeError("a bug in a callback")
+
+    pub = MqttPublisher(MqttConfig(port=broker.port, reconnect_min_s=1, reconnect_max_s=2), Topics("ganomaly/test"),
+                        "test-agent", store, on_ack=on_ack)
+    pub.client.suppress_exceptions = False
+    sub = Subscriber(broker.port)
+    pub.start()
+    try:
+        ids = {f"{i:032x}" for i in range(5)}
+        for i in sorted(ids):
+            pub.notify_stored(store.add(i, "cam", "ganomaly/test/cam/alarm", {"id": i}, []), time.monotonic())
+        assert sub.wait(lambda: ids <= {a["id"] for a in sub.alarms()}, 20), pub.stats()
+        assert sub.wait(lambda: store.depth()[0] == 0, 10)
+        stats = pub.stats()
+        assert stats["network_restarts"] == 1 and stats["network_thread_alive"], stats
+        assert pub.health() is None
+        assert "restarted 1 time" in sub.last("ganomaly/test/available/reason")
+    finally:
+        pub.stop(flush_timeout=1)
+        store.close()
+        sub.close()
+
+
+def check_config(cfg):
+    return subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("key,value", [("discovery_prefix", "homeassistant/#"), ("discovery_prefix", "$SYS/ha"),
+                                       ("discovery_prefix", "ha/+/x"), ("prefix", "a\\u0000b")])
+def test_a_topic_segment_the_broker_would_reject_is_refused_at_check(tmp_path, key, value):
+    cfg = config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db")
+    text = open(cfg).read()
+    text = text.replace('prefix = "ganomaly/test"', "") + ""
+    text = text.replace("[mqtt]\n", f'[mqtt]\n{key} = "{value}"\n')
+    open(cfg, "w").write(text)
+    r = check_config(cfg)
+    assert r.returncode == 2 and f"mqtt.{key}" in r.stderr and ("wildcards" in r.stderr or "$" in r.stderr), r.stderr
+
+
+def test_the_wildcard_discovery_prefix_no_longer_passes_the_check(tmp_path):
+    cfg = config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db",
+                 mqtt_extra='discovery_prefix = "homeassistant/#"')
+    r = check_config(cfg)
+    assert r.returncode == 2 and "discovery_prefix" in r.stderr and "wildcards" in r.stderr, (r.stdout, r.stderr)
+
+
+SECRET = "Pl4nted-S3cret"
+
+
+def test_a_planted_password_leaves_by_no_output_channel(broker, tmp_path):
+    """An RTSP URL and a GStreamer pipeline with a password, both failing to open (so their URIs
+    land in errors, the status topics and the stats): the password is in none of the outputs."""
+    import socket
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    closed = free_port()
+    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "url", "uri": f"rtsp://admin:{SECRET}@127.0.0.1:{closed}/s1",
+                                                    "stall_timeout_s": 2.0}, tmp_path / "ev.db", camera="door",
+                 mqtt_extra=f'username = "agent"\npassword = "{SECRET}"')
+    with open(cfg, "a") as f:
+        f.write(f'[[cameras]]\nname = "gate"\n[cameras.source]\nkind = "gstreamer"\nuri = "rtspsrc location='
+                f'rtsp://127.0.0.1:{closed}/s2 user-id=admin user-pw={SECRET} ! decodebin ! appsink"\n'
+                'retry_min_s = 0.2\nretry_max_s = 0.5\n')
+    outputs = {}
+    for flag in ("--print-config", "--check-config"):
+        r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, flag], cwd=ROOT,
+                           capture_output=True, text=True)
+        outputs[flag] = r.stdout + r.stderr
+    assert "admin:***@127.0.0.1" in outputs["--print-config"], outputs["--print-config"]
+    everything = []
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="spy")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("#", qos=1)
+    sub.on_message = lambda c, u, m: everything.append((m.topic, m.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="2000000", GANOMALY_LOG_STATS="1")
+    p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    notes = []
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            try:
+                notes.append(notify.recv(65536))
+            except socket.timeout:
+                pass
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+        sub.loop_stop()
+        sub.disconnect()
+        notify.close()
+    outputs["journal"] = out.decode(errors="replace")
+    outputs["mqtt"] = "\n".join(f"{t} {pl.decode(errors='replace')}" for t, pl in everything)
+    outputs["systemd"] = "\n".join(n.decode(errors="replace") for n in notes)
+    assert "cannot open" in outputs["journal"] and "user-pw=***" in outputs["journal"], outputs["journal"][-3000:]
+    assert "door/status/reason" in outputs["mqtt"] and "/stats" in outputs["mqtt"], outputs["mqtt"][:2000]
+    leaked = {name: text for name, text in outputs.items() if SECRET in text}
+    assert not leaked, {k: v[v.index(SECRET) - 200:v.index(SECRET) + 50] for k, v in leaked.items()}
