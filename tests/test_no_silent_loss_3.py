@@ -216,3 +216,82 @@ def test_a_planted_password_leaves_by_no_output_channel(broker, tmp_path):
     assert "door/status/reason" in outputs["mqtt"] and "/stats" in outputs["mqtt"], outputs["mqtt"][:2000]
     leaked = {name: text for name, text in outputs.items() if SECRET in text}
     assert not leaked, {k: v[v.index(SECRET) - 200:v.index(SECRET) + 50] for k, v in leaked.items()}
+
+
+def test_a_rewritten_file_is_a_new_item_3_of_3(broker, scans, tmp_path):
+    """A scanner that writes scan.png, overwrites it, then deletes and writes it again: three items."""
+    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
+                                                    "rescan_s": 1.0}, tmp_path / "ev.db")
+    sub = Subscriber(broker.port)
+    p = agent(cfg, tmp_path / "agent.log")
+    try:
+        png(scans / "scan.png", 10)
+        assert sub.wait(lambda: len(sub.alarms()) == 1, 30), read(tmp_path / "agent.log")[-3000:]
+        time.sleep(0.5)
+        png(scans / "scan.png", 20)  # overwritten in place
+        assert sub.wait(lambda: len(sub.alarms()) == 2, 20), read(tmp_path / "agent.log")[-3000:]
+        time.sleep(0.5)
+        os.remove(scans / "scan.png")
+        time.sleep(0.5)
+        png(scans / "scan.png", 30)  # deleted and written anew
+        assert sub.wait(lambda: len(sub.alarms()) == 3, 20), read(tmp_path / "agent.log")[-3000:]
+        alarms = sub.alarms()
+        assert [a["item"] for a in alarms] == ["scan.png"] * 3 and len({a["id"] for a in alarms}) == 3
+        time.sleep(2.5)  # listings after it (rescan_s = 1) find nothing new
+        assert len(sub.alarms()) == 3
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+        sub.close()
+
+
+def _drop_share(share, mount_point):
+    """Unmount the share (a bind mount stands in for NFS/SMB), or, where mounting is not permitted,
+    take its files away: either way the folder lists empty."""
+    if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode == 0:
+        return "mount"
+    for f in os.listdir(mount_point):
+        os.rename(mount_point / f, share / f)
+    return "move"
+
+
+def _restore_share(share, mount_point, how):
+    if how == "mount":
+        subprocess.run(["mount", "--bind", str(share), str(mount_point)], check=True)
+    else:
+        for f in os.listdir(share):
+            os.rename(share / f, mount_point / f)  # rename keeps size and mtime, as a share does
+
+
+def test_a_share_that_drops_and_comes_back_is_not_inspected_again(broker, tmp_path):
+    share, scans = tmp_path / "share", tmp_path / "scans"
+    share.mkdir()
+    scans.mkdir()
+    for i in range(20):
+        png(share / f"item_{i:02d}.png", 10 * i)
+    mounted = subprocess.run(["mount", "--bind", str(share), str(scans)], capture_output=True).returncode == 0
+    if not mounted:
+        for f in os.listdir(share):
+            os.rename(share / f, scans / f)
+    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
+                                                    "rescan_s": 1.0, "poll_interval_s": 0.2}, tmp_path / "ev.db")
+    sub = Subscriber(broker.port)
+    p = agent(cfg, tmp_path / "agent.log")
+    how = None
+    try:
+        assert sub.wait(lambda: len(sub.alarms()) == 20, 60), read(tmp_path / "agent.log")[-3000:]
+        how = _drop_share(share, scans)
+        assert os.listdir(scans) == []
+        time.sleep(3)  # full listings of the empty folder (rescan_s = 1)
+        _restore_share(share, scans, how)
+        time.sleep(4)  # more full listings, inotify events for the moved files
+        assert len(sub.alarms()) == 20, [a["item"] for a in sub.alarms()][20:]
+        assert "lists no images although 20 processed" in read(tmp_path / "agent.log")
+        png(scans / "new.png", 99)  # the folder still works: a new file is an item
+        assert sub.wait(lambda: len(sub.alarms()) == 21, 20)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+        sub.close()
+        if mounted:
+            subprocess.run(["umount", "-l", str(scans)], capture_output=True)
