@@ -295,3 +295,47 @@ def test_a_share_that_drops_and_comes_back_is_not_inspected_again(broker, tmp_pa
         sub.close()
         if mounted:
             subprocess.run(["umount", "-l", str(scans)], capture_output=True)
+
+
+def _deploy_queue_settings():
+    """What deploy/mosquitto.conf says about crash safety and queues (its listeners need install.sh)."""
+    keys = ("autosave", "max_queued")
+    return "".join(ln for ln in open(os.path.join(ROOT, "deploy", "mosquitto.conf")) if ln.startswith(keys))
+
+
+def test_the_deploy_broker_config_queues_500_alarms_for_an_offline_subscriber(tmp_path):
+    """500 acknowledged alarms, each with two crops and an overlay as the agent sends them, while a
+    persistent QoS 1 subscriber is away: it gets all of them when it comes back."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    settings = _deploy_queue_settings()
+    assert "max_queued_messages" in settings
+    b = Mosquitto(workdir=str(tmp_path / "b"), autosave="", extra=settings).start()
+    try:
+        sub = Subscriber(b.port, client_id="plc-bridge")
+        sub.close()  # offline, its session kept
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="agent")
+        pub.max_inflight_messages_set(20)
+        pub.connect("127.0.0.1", b.port)
+        pub.loop_start()
+        crop = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+        infos = []
+        for i in range(500):
+            eid = f"{i:032x}"
+            infos.append(pub.publish("ganomaly/test/cam/alarm", json.dumps({"id": eid}), qos=1))
+            for k in range(2):
+                infos.append(pub.publish(f"ganomaly/test/cam/alarm/{eid}/crop/{k}", crop, qos=1))
+            infos.append(pub.publish(f"ganomaly/test/cam/alarm/{eid}/overlay", crop, qos=1))
+        for info in infos:
+            info.wait_for_publish(30)  # every one acknowledged by the broker: the agent would delete it
+        pub.loop_stop()
+        pub.disconnect()
+        sub = Subscriber(b.port, client_id="plc-bridge")
+        assert sub.wait(lambda: len(sub.alarms()) >= 500 and len(sub.topics("/overlay")) >= 500, 60), \
+            (len(sub.alarms()), len(sub.topics("/overlay")))
+        assert len({a["id"] for a in sub.alarms()}) == 500 and len(sub.topics("/crop/1")) == 500
+        sub.close()
+        assert "dropped" not in open(os.path.join(b.dir, "broker.log")).read()
+    finally:
+        b.stop()
