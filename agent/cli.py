@@ -108,18 +108,29 @@ def setup_logging(level: str) -> None:
 
 
 def check_config(settings) -> int:
-    """Everything the agent will need, opened once: bundles, password file, event store, prefix."""
-    from ganomaly_edge.engine import BundleError, open_bundle
+    """Everything the agent will need, opened once: bundles (loaded on the configured backend, their
+    signatures checked against model.trusted_keys, and the self-test against their reference outputs
+    run, as at start), password file, event store, prefix."""
+    from ganomaly_edge.engine import BundleError, SelfTestError, load
 
     from .config import check_topic_prefix
+    from .redact import redact
     from .store import EventStore
 
     problems = []
+    m = settings.model
+    tested: dict[str, str | None] = {}
     for cam in settings.cameras:
-        try:
-            open_bundle(cam.bundle or settings.model.bundle)
-        except BundleError as e:
-            problems.append(f"camera {cam.name}: {e}")
+        path = cam.bundle or m.bundle
+        if path not in tested:
+            tested[path] = None
+            try:
+                load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
+                     trusted_keys=m.trusted_keys).close()
+            except (BundleError, SelfTestError, RuntimeError, ValueError, OSError) as e:
+                tested[path] = str(e)
+        if tested[path]:
+            problems.append(f"camera {cam.name}: {tested[path]}")
     try:
         settings.mqtt.resolved_password()
     except ValueError as e:
@@ -133,10 +144,11 @@ def check_config(settings) -> int:
     except RuntimeError as e:
         problems.append(str(e))
     for p in problems:
-        print(f"error: {p}", file=sys.stderr)
+        print(f"error: {redact(p)}", file=sys.stderr)
     if problems:
         return 2
-    print(f"configuration OK: {len(settings.cameras)} camera(s), prefix {settings.prefix}, store {settings.store.path}")
+    print(redact(f"configuration OK: {len(settings.cameras)} camera(s), {len(tested)} bundle(s) loaded and "
+                 f"self-tested, prefix {settings.prefix}, store {settings.store.path}"))
     return 0
 
 

@@ -213,6 +213,20 @@ class ModelConfig(Strict):
                                                                       "and the engine is reloaded")
     spinning: bool = Field(False, description="let idle ONNX Runtime threads spin-wait (lower latency on "
                                               "an otherwise idle machine, but they take CPU from capture)")
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="ed25519 public keys (PEM files); when set, only bundles signed by one "
+                                          "of them load (ganomaly-build-engine --sign-key). Empty = signatures "
+                                          "are not checked")
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _keys_from_text(cls, v):
+        if isinstance(v, str):  # GANOMALY_MODEL__TRUSTED_KEYS=/etc/a.pub,/etc/b.pub
+            v = v.strip()
+            if v.startswith("["):
+                return v
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
 
 
     def parallelism(self, cores: int) -> tuple[int, int]:
