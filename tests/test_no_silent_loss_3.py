@@ -339,3 +339,64 @@ def test_the_deploy_broker_config_queues_500_alarms_for_an_offline_subscriber(tm
         assert "dropped" not in open(os.path.join(b.dir, "broker.log")).read()
     finally:
         b.stop()
+
+
+def bomb_tiff(path, w=30000, h=30000):
+    """A TIFF of a few hundred bytes whose header claims w x h grey pixels in one deflate strip:
+    complete as a file, so only the header's size can stop it."""
+    import struct
+    import zlib
+
+    strip = zlib.compress(b"\0" * 65536)
+    entries = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, None), (277, 3, 1),
+               (278, 4, h), (279, 4, len(strip))]
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, typ, value in entries:
+        value = data_at if value is None else value
+        ifd += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<I", value) if typ == 4 else struct.pack("<HH", value, 0))
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + strip)
+
+
+def test_a_tiff_claiming_more_than_max_pixels_is_skipped_before_decoding(broker, scans, tmp_path):
+    bomb_tiff(scans / "a_bomb.tif")
+    cv2.imwrite(str(scans / "b_good.tif"), np.full((16, 16, 3), 90, np.uint8))
+    good = cv2.imencode(".tiff", np.full((16, 16, 3), 30, np.uint8))[1].tobytes()
+    (scans / "c_cut.tiff").write_bytes(good[:len(good) // 2])  # a scanner that died mid-write
+    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.1,
+                                                    "poll_interval_s": 0.1}, tmp_path / "ev.db")
+    sub = Subscriber(broker.port)
+    p = agent(cfg, tmp_path / "agent.log")
+    try:
+        assert sub.wait(lambda: (last_stats(sub) or {}).get("cameras", {}).get("scanner", {}).get("skipped") == 2, 60), \
+            read(tmp_path / "agent.log")[-3000:]
+        assert [a["item"] for a in sub.alarms()] == ["b_good.tif"]
+        log = read(tmp_path / "agent.log")
+        assert ("a_bomb.tif: its TIFF header claims 30000x30000 = 900,000,000 pixels, above source.max_pixels "
+                "(100,000,000)") in log, log[-3000:]
+        assert "c_cut.tiff: truncated (TIFF" in log
+        assert last_stats(sub)["peak_rss_mb"] < 900  # nothing near 900 MB was ever allocated
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+        sub.close()
+
+
+def test_every_format_the_folder_reads_has_its_size_read_from_the_header(tmp_path):
+    from ganomaly_edge.agent.imagefile import SkipFile, complete, header_size, read_image_file
+
+    img = np.random.default_rng(1).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    for ext in (".png", ".jpg", ".bmp", ".tif", ".webp"):
+        data = cv2.imencode(ext, img)[1].tobytes()
+        assert header_size(data) == (30, 40), ext
+        assert complete(data) and not complete(data[:len(data) - 40]), ext
+        path = tmp_path / f"x{ext}"
+        path.write_bytes(data)
+        assert read_image_file(str(path), 3, 1200).shape == (40, 30, 3)
+        with pytest.raises(SkipFile, match=r"claims 30x40 = 1,200 pixels, above source.max_pixels \(1,199\)"):
+            read_image_file(str(path), 3, 1199)
+    # A format OpenCV decodes but whose size is not read first (PNM, JPEG 2000, ...) is refused, named
+    path = tmp_path / "disguised.png"
+    path.write_bytes(cv2.imencode(".ppm", img)[1].tobytes())
+    with pytest.raises(SkipFile, match="not an image format whose size can be checked before decoding"):
+        read_image_file(str(path), 3, 10**8)
