@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait for the broker's acknowledgements when stopping")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = ap.parse_args(argv)
+    # Everything the agent writes (event store, crops, anything later) is its own: 0600 files and
+    # 0700 folders whatever umask it was started with (by hand, umask 022 makes them world-readable).
+    os.umask(0o077)
     try:
         import cv2  # noqa: F401
     except ImportError:

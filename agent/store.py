@@ -62,6 +62,22 @@ CREATE TABLE IF NOT EXISTS processed (
 MIGRATIONS = [("processed", "stamp", "ALTER TABLE processed ADD COLUMN stamp TEXT NOT NULL DEFAULT ''")]
 
 
+def _private_files(path: str, folder: str) -> None:
+    """The store holds crops of what the cameras saw: its files are the owner's alone (0600, and
+    0700 for a folder made for it), whatever the umask of whoever started the agent. SQLite gives
+    the -wal and -shm files the database's own mode; files from before are tightened too."""
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path + "-wal", path + "-shm", path + "-reserve"):
+        try:
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 @dataclass
 class StoredEvent:
     seq: int
@@ -76,7 +92,7 @@ class EventStore:
                  max_age_s: float = 7 * 86400, checkpoint_s: float = 2.0):
         d = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(d, exist_ok=True)
+            _private_files(path, d)
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
@@ -215,7 +231,7 @@ class EventStore:
         if os.path.exists(path):
             return
         try:
-            with open(path, "wb") as f:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(b"\0" * self.RESERVE_BYTES)
         except OSError:
             try:

@@ -400,3 +400,28 @@ def test_every_format_the_folder_reads_has_its_size_read_from_the_header(tmp_pat
     path.write_bytes(cv2.imencode(".ppm", img)[1].tobytes())
     with pytest.raises(SkipFile, match="not an image format whose size can be checked before decoding"):
         read_image_file(str(path), 3, 10**8)
+
+
+def test_the_store_is_private_whatever_the_umask(tmp_path):
+    """By hand (umask 022) events.db, which holds crops, came out 0644."""
+    import stat
+
+    from ganomaly_edge.agent.store import EventStore
+
+    old = os.umask(0o022)
+    try:
+        store = EventStore(str(tmp_path / "new" / "events.db"))
+        store.add("0" * 32, "cam", "t/cam/alarm", {"id": "0" * 32}, [("t/cam/alarm/0/crop/0", b"jpeg")])
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new").iterdir()}
+        store.close()
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+        assert set(modes) >= {"events.db", "events.db-wal", "events.db-shm", "events.db-reserve"}, modes
+        assert all(m == 0o600 for m in modes.values()), {k: oct(m) for k, m in modes.items()}
+        # a store made earlier, world-readable, is tightened when opened
+        loose = tmp_path / "old.db"
+        EventStore(str(loose)).close()
+        os.chmod(loose, 0o644)
+        EventStore(str(loose)).close()
+        assert stat.S_IMODE(loose.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
