@@ -13,7 +13,7 @@
 # --broker    a local mosquitto beside Debian's stock config: a loopback listener for the agent
 #             and a TLS listener for subscribers, both with a password file this script makes
 # --signing-key  an ed25519 key pair for bundles: /etc/ganomaly-edge/bundle-signing.pem (root only)
-#             and .pub; a new config trusts only bundles signed with it (docs/bundle-signing.md)
+#             and .pub; a new config trusts only bundles signed with it (docs/security.md)
 # --root DIR  install under DIR as if it were / (files and the paths inside them), skipping apt,
 #             systemctl and anything outside DIR: for tests and for inspecting what it would do
 # Re-running is safe: existing config, credentials, certificates and passwords are kept.
