@@ -34,33 +34,7 @@ class MqttPublisher:
     def __init__(self, cfg: MqttConfig, topics: Topics, client_id: str, store: EventStore,
                  on_ack: Callable[[int, float], None] | None = None, retained: list[tuple[str, str]] | None = None):
         self.cfg, self.topics, self.store, self.on_ack = cfg, topics, store, on_ack
-        proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
-                                  "protocol": proto}
-        if proto == mqtt.MQTTv311:
-            kwargs["clean_session"] = True
-        self.client = mqtt.Client(**kwargs)
-        self.client.will_set(topics.available(), "offline", qos=1, retain=True)
-        if cfg.username:
-            password = cfg.resolved_password()
-            remember(password)  # never in a log line or a status message
-            self.client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            self.client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file,
-                                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            if cfg.tls.insecure:
-                self.client.tls_insecure_set(True)
-        self.client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=int(cfg.reconnect_max_s))
-        self.client.max_inflight_messages_set(cfg.max_inflight)
-        # An exception raised by one of our callbacks would otherwise end paho's network thread,
-        # and with it all delivery, silently. Ours are guarded; this is the second line, and paho
-        # logs what it swallowed.
-        self.client.suppress_exceptions = True
-        self.client.enable_logger(logging.getLogger(__name__ + ".paho"))
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        self.client = self._client(client_id)
         self.throttled = Throttled(log)
         self.refused: dict[int, str] = {}  # seq -> the broker's reason, kept in the store
         self.refusals = 0
@@ -74,8 +48,6 @@ class MqttPublisher:
         self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
         self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
         self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.inflight: dict[int, int] = {}  # mid -> event seq
@@ -95,6 +67,36 @@ class MqttPublisher:
         self.network_error: str | None = None  # why the network thread last died, or could not restart
         self.flush_error: str | None = None
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+
+    def _client(self, client_id: str) -> mqtt.Client:
+        cfg = self.cfg
+        proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
+                                  "protocol": proto}
+        if proto == mqtt.MQTTv311:
+            kwargs["clean_session"] = True
+        client = mqtt.Client(**kwargs)
+        client.will_set(self.topics.available(), "offline", qos=1, retain=True)
+        if cfg.username:
+            password = cfg.resolved_password()
+            remember(password)  # never in a log line or a status message
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            if cfg.tls.insecure:
+                client.tls_insecure_set(True)
+        client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=int(cfg.reconnect_max_s))
+        client.max_inflight_messages_set(cfg.max_inflight)
+        # An exception raised by one of our callbacks would otherwise end paho's network thread,
+        # and with it all delivery, silently. Ours are guarded; this is the second line, and paho
+        # logs what it swallowed.
+        client.suppress_exceptions = True
+        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client.on_connect, client.on_connect_fail = self._on_connect, self._on_connect_fail
+        client.on_disconnect, client.on_publish = self._on_disconnect, self._on_publish
+        client.on_subscribe, client.on_message = self._on_subscribe, self._on_message
+        return client
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

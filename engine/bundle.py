@@ -199,28 +199,12 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
             raise BundleError(f"{path!r} is neither a bundle directory nor a .tar/.tar.gz archive of one")
         root, tmp = _open_archive(path)
     meta_path = os.path.join(root, META)
-    if not os.path.exists(meta_path):
-        raise BundleError(f"{path!r} has no {META}: not a ganomaly-edge bundle (build one with ganomaly-build-engine)")
     try:
-        with open(meta_path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BundleError(f"{meta_path} is unreadable ({e}): copy the bundle again") from e
-    signed_by = None
-    if trusted_keys:  # before anything of it is believed
-        from .signing import SIGNATURE, SigningError, verify_manifest
-
-        try:
-            signed_by = verify_manifest(raw, os.path.join(root, SIGNATURE), trusted_keys, path)
-        except (ValueError, SigningError) as e:
-            if tmp is not None:
-                tmp.cleanup()
-            raise BundleError(str(e)) from None
-        log.info("bundle %s: signed by trusted key %s", path, signed_by)
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:
-        raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
+        meta, signed_by = _read_meta(path, root, trusted_keys)
+    except BundleError:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format "
                           f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -262,6 +246,31 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
         b.verify_file(ONNX)
         b.verify_file(REFERENCE)
     return b
+
+
+def _read_meta(path: str, root: str, trusted_keys: list[str] | None) -> tuple[Any, str | None]:
+    """bundle.json parsed, and the trusted key that signed it (checked first, when keys are given)."""
+    meta_path = os.path.join(root, META)
+    if not os.path.exists(meta_path):
+        raise BundleError(f"{path!r} has no {META}: not a ganomaly-edge bundle (build one with ganomaly-build-engine)")
+    try:
+        with open(meta_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise BundleError(f"{meta_path} is unreadable ({e}): copy the bundle again") from e
+    signed_by = None
+    if trusted_keys:  # before anything in it is believed
+        from .signing import SIGNATURE, SigningError, verify_manifest
+
+        try:
+            signed_by = verify_manifest(raw, os.path.join(root, SIGNATURE), trusted_keys, path)
+        except (ValueError, SigningError) as e:
+            raise BundleError(str(e)) from None
+        log.info("bundle %s: signed by trusted key %s", path, signed_by)
+    try:
+        return json.loads(raw), signed_by
+    except ValueError as e:
+        raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
 
 
 def _tiling(t) -> Tiling:
