@@ -128,7 +128,8 @@ class FolderSource:
     folder has processed. The folder is listed in full only at the start, after an inotify queue
     overflow or a new subfolder, and every ``rescan_s`` as a fallback (files inotify cannot see,
     e.g. written over NFS). Without inotify it is polled; a directory is then listed again only
-    when its own modification time changes, so a quiet folder costs one stat per poll.
+    when its own modification time changes, so a quiet folder costs one stat per poll, and in full
+    every ``rescan_s`` (a file rewritten in place does not change its directory).
 
     An item is what a file is, not its name: path, size and modification time (``stamp``). A
     scanner that writes ``scan.png`` again (in place, or deleted and written anew) makes a new
@@ -226,6 +227,11 @@ class FolderSource:
                 self._watch()
             self.dir_mtimes.clear()
             self.next_listing = 0.0
+        if self.events is None and now >= self.next_listing:
+            # Polling: a file rewritten in place leaves its directory's mtime alone, so every
+            # rescan_s everything is listed (and each processed file's size and mtime compared).
+            self.dir_mtimes.clear()
+            self.next_listing = now + self.cfg.rescan_s
         if self.events is None or self.events.overflowed or now >= self.next_listing:
             full = not self.dir_mtimes
             if self.events is not None:
@@ -333,7 +339,7 @@ class FolderSource:
             self.record.forget(gone)
 
     def _skip(self, path: str, reason: str) -> None:
-        stamp = _stamp(path) or ""
+        stamp = _stamp(path) or "gone"  # a file written under that name later is a new item
         self.seen[path] = stamp
         self.skipped += 1
         log.warning("skipping %s: %s", path, reason)

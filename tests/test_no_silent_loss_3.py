@@ -425,3 +425,37 @@ def test_the_store_is_private_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(loose.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("use_inotify", [True, False])
+def test_a_file_rewritten_in_place_is_a_new_item_with_or_without_inotify(tmp_path, monkeypatch, use_inotify):
+    """Polling sees a directory change only by its mtime, which a rewrite in place leaves alone: the
+    full listing every rescan_s compares each processed file's size and mtime."""
+    from ganomaly_edge.agent import inotify
+    from ganomaly_edge.agent.config import SourceConfig
+    from ganomaly_edge.agent.sources import FolderSource
+
+    if not use_inotify:
+        monkeypatch.setattr(inotify, "Watch", lambda root: (_ for _ in ()).throw(inotify.Unavailable("off")))
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    png(folder / "scan.png", 10)
+    src = FolderSource(SourceConfig(kind="folder", uri=str(folder), poll_interval_s=0.05, settle_s=0.0,
+                                    rescan_s=0.5))
+
+    def next_frame(timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = src.read()
+            if frame is not None:
+                return frame
+        return None
+
+    first = next_frame()
+    assert first is not None and first.image.mean() == 10
+    assert next_frame(1.0) is None
+    png(folder / "scan.png", 20)  # the same name, the same inode, another image
+    second = next_frame()
+    assert second is not None and second.image.mean() == 20 and second.stamp != first.stamp
+    assert next_frame(1.5) is None  # and once only
+    src.close()

@@ -64,6 +64,7 @@ def test_a_bundle_signed_by_a_trusted_key_loads(tmp_path, keys):
     b = signed(tmp_path, ours)
     eng = load(b, trusted_keys=[ours_pub])
     assert eng.bundle.signed_by and eng.selftest_report["passed"]
+    assert eng.describe()["signed_by"] == eng.bundle.signed_by  # in the stats
     eng.close()
 
 
