@@ -71,7 +71,7 @@ def test_delivery_resumes_within_10_s_after_a_full_disk_is_freed(broker, tmpfs, 
     p = agent(cfg, tmp_path / "agent.log")
     stop = threading.Event()
     try:
-        assert sub.wait(lambda: len(sub.alarms()) >= 20, 60), read(tmp_path / "agent.log")[-3000:]
+        assert sub.wait(lambda: len(sub.alarms()) >= 20, 120), read(tmp_path / "agent.log")[-3000:]
         writer = threading.Thread(target=fill, args=(tmpfs / "filler", stop), daemon=True)
         writer.start()
         time.sleep(12)
@@ -226,7 +226,7 @@ def test_a_rewritten_file_is_a_new_item_3_of_3(broker, scans, tmp_path):
     p = agent(cfg, tmp_path / "agent.log")
     try:
         png(scans / "scan.png", 10)
-        assert sub.wait(lambda: len(sub.alarms()) == 1, 30), read(tmp_path / "agent.log")[-3000:]
+        assert sub.wait(lambda: len(sub.alarms()) == 1, 120), read(tmp_path / "agent.log")[-3000:]
         time.sleep(0.5)
         png(scans / "scan.png", 20)  # overwritten in place
         assert sub.wait(lambda: len(sub.alarms()) == 2, 20), read(tmp_path / "agent.log")[-3000:]
@@ -279,7 +279,7 @@ def test_a_share_that_drops_and_comes_back_is_not_inspected_again(broker, tmp_pa
     p = agent(cfg, tmp_path / "agent.log")
     how = None
     try:
-        assert sub.wait(lambda: len(sub.alarms()) == 20, 60), read(tmp_path / "agent.log")[-3000:]
+        assert sub.wait(lambda: len(sub.alarms()) == 20, 120), read(tmp_path / "agent.log")[-3000:]
         how = _drop_share(share, scans)
         assert os.listdir(scans) == []
         time.sleep(3)  # full listings of the empty folder (rescan_s = 1)
@@ -368,7 +368,7 @@ def test_a_tiff_claiming_more_than_max_pixels_is_skipped_before_decoding(broker,
     sub = Subscriber(broker.port)
     p = agent(cfg, tmp_path / "agent.log")
     try:
-        assert sub.wait(lambda: (last_stats(sub) or {}).get("cameras", {}).get("scanner", {}).get("skipped") == 2, 60), \
+        assert sub.wait(lambda: (last_stats(sub) or {}).get("cameras", {}).get("scanner", {}).get("skipped") == 2, 120), \
             read(tmp_path / "agent.log")[-3000:]
         assert [a["item"] for a in sub.alarms()] == ["b_good.tif"]
         log = read(tmp_path / "agent.log")
