@@ -75,7 +75,8 @@ class Alarms:
 
     def _alarm(self, it: Item, res: np.ndarray, score: float, raw: float) -> Any:
         ev, blobs = self.event(it, res, score, raw)
-        done = (self.record.source, it.frame.path) if self.record is not None and it.frame.path else None
+        done = ((self.record.source, it.frame.path, it.frame.stamp) if self.record is not None and it.frame.path
+                else None)
         seq = self.store.add(ev.id, self.cam.name, self.topics.alarm(self.cam.name), ev.payload(), blobs,
                              created=it.frame.ts, processed=done)
         self.stats.add("alarms")

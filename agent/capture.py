@@ -56,7 +56,7 @@ class Reader:
     an RTSP stream without a timeout, a FIFO, a dead network mount) is abandoned: the supervisor
     stops waiting and opens the source anew, and the stuck thread is left behind, counted."""
 
-    def __init__(self, cfg, seen: set[str], record, name: str):
+    def __init__(self, cfg, seen: dict[str, str], record, name: str):
         self.cfg, self.seen, self.record = cfg, seen, record
         self.results: queue.Queue = queue.Queue(maxsize=1)
         self.abandoned = threading.Event()
@@ -98,7 +98,7 @@ class Capture:
         self.set_online = set_online
         self.stop = threading.Event()
         self.backoff = Backoff(cam.source.retry_min_s, cam.source.retry_max_s)
-        self.folder_seen: set[str] = set()
+        self.folder_seen: dict[str, str] = {}  # path -> stamp, kept across reopenings
         self.record = record  # folders: the durable record of processed files
         self.last_frame = self.heartbeat = time.monotonic()
         self.ended = False

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait for the broker's acknowledgements when stopping")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = ap.parse_args(argv)
+    # Everything the agent writes (event store, crops, anything later) is its own: 0600 files and
+    # 0700 folders whatever umask it was started with (by hand, umask 022 makes them world-readable).
+    os.umask(0o077)
     try:
         import cv2  # noqa: F401
     except ImportError:
@@ -31,15 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from .config import ConfigError, load_settings
+    from .redact import redact
 
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    if args.print_config:  # secrets print as **********
-        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    if args.print_config:  # passwords print as **********, credentials in URIs as ***
+        print(redact(json.dumps(settings.model_dump(mode="json"), indent=2)))
         return 0
     if args.check_config:
         return check_config(settings)
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent = Agent(settings)
     except (BundleError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
 
     def on_signal(signum, frame):
@@ -95,27 +99,41 @@ class JournalFormatter(logging.Formatter):
 def setup_logging(level: str) -> None:
     import os
 
+    from .redact import RedactingFormatter
+
     handler = logging.StreamHandler()
     if os.environ.get("JOURNAL_STREAM"):  # the journal stamps the time itself
-        handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+        fmt: logging.Formatter = JournalFormatter("%(levelname)s %(name)s: %(message)s")
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(fmt))  # credentials in URIs never reach the journal
     logging.basicConfig(level=level, handlers=[handler])
 
 
 def check_config(settings) -> int:
-    """Everything the agent will need, opened once: bundles, password file, event store, prefix."""
-    from ganomaly_edge.engine import BundleError, open_bundle
+    """Everything the agent will need, opened once: bundles (loaded on the configured backend, their
+    signatures checked against model.trusted_keys, and the self-test against their reference outputs
+    run, as at start), password file, event store, prefix."""
+    from ganomaly_edge.engine import BundleError, SelfTestError, load
 
     from .config import check_topic_prefix
+    from .redact import redact
     from .store import EventStore
 
     problems = []
+    m = settings.model
+    tested: dict[str, str | None] = {}
     for cam in settings.cameras:
-        try:
-            open_bundle(cam.bundle or settings.model.bundle)
-        except BundleError as e:
-            problems.append(f"camera {cam.name}: {e}")
+        path = cam.bundle or m.bundle
+        if path not in tested:
+            tested[path] = None
+            try:
+                load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
+                     trusted_keys=m.trusted_keys).close()
+            except (BundleError, SelfTestError, RuntimeError, ValueError, OSError) as e:
+                tested[path] = str(e)
+        if tested[path]:
+            problems.append(f"camera {cam.name}: {tested[path]}")
     try:
         settings.mqtt.resolved_password()
     except ValueError as e:
@@ -129,10 +147,11 @@ def check_config(settings) -> int:
     except RuntimeError as e:
         problems.append(str(e))
     for p in problems:
-        print(f"error: {p}", file=sys.stderr)
+        print(f"error: {redact(p)}", file=sys.stderr)
     if problems:
         return 2
-    print(f"configuration OK: {len(settings.cameras)} camera(s), prefix {settings.prefix}, store {settings.store.path}")
+    print(redact(f"configuration OK: {len(settings.cameras)} camera(s), {len(tested)} bundle(s) loaded and "
+                 f"self-tested, prefix {settings.prefix}, store {settings.store.path}"))
     return 0
 
 

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ganomaly_edge.engine.registry import BackendChoice
 
+from .redact import redact, remember, remember_uri
+
 
 class Strict(BaseModel):
     # NaN and infinities are refused everywhere: a threshold of nan never alarms, -inf always does.
@@ -37,7 +39,9 @@ class MqttConfig(Strict):
                                                     "device even where devices share a host name)")
     discovery: bool = Field(True, description="publish Home Assistant MQTT discovery: per camera an anomaly binary "
                                               "sensor, the last score and the latest crop")
-    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix "
+                                                                          "(a topic: no wildcards + or #, no "
+                                                                          "leading $, no NUL)")
     username: str | None = Field(None, description="user name, if the broker requires one")
     password: SecretStr | None = Field(None, description="password; prefer password_file or the environment")
     password_file: str | None = Field(
@@ -57,6 +61,12 @@ class MqttConfig(Strict):
     def _valid_prefix(cls, v: str | None) -> str | None:
         if v is not None:
             check_topic_prefix(v)
+        return v
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _valid_discovery_prefix(cls, v: str) -> str:
+        check_topic_prefix(v, "mqtt.discovery_prefix")
         return v
     max_inflight: int = Field(20, ge=1, le=1000, description="unacknowledged QoS 1 messages at a time")
 
@@ -149,7 +159,8 @@ class LocalisationConfig(Strict):
 
 
 class CameraConfig(Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="camera name, used in topics")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", max_length=128,
+                      description="camera name, used in topics (letters, digits, _ and -)")
     source: SourceConfig = Field(..., description="where frames come from")
     roi: RoiConfig | None = Field(None, description="region of interest; absent = the whole frame")
     rotate: Literal[0, 90, 180, 270] = Field(0, description="clockwise rotation applied after the ROI")
@@ -202,6 +213,20 @@ class ModelConfig(Strict):
                                                                       "and the engine is reloaded")
     spinning: bool = Field(False, description="let idle ONNX Runtime threads spin-wait (lower latency on "
                                               "an otherwise idle machine, but they take CPU from capture)")
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="ed25519 public keys (PEM files); when set, only bundles signed by one "
+                                          "of them load (ganomaly-build-engine --sign-key). Empty = signatures "
+                                          "are not checked")
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _keys_from_text(cls, v):
+        if isinstance(v, str):  # GANOMALY_MODEL__TRUSTED_KEYS=/etc/a.pub,/etc/b.pub
+            v = v.strip()
+            if v.startswith("["):
+                return v
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
 
 
     def parallelism(self, cores: int) -> tuple[int, int]:
@@ -230,7 +255,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GANOMALY_", env_nested_delimiter="__", extra="forbid")
 
     device_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "edge",
-                           pattern=r"^[A-Za-z0-9_.-]+$", description="this device's id; default the host name")
+                           pattern=r"^[A-Za-z0-9_.-]+$", max_length=128,
+                           description="this device's id, used in topics; default the host name")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log verbosity")
     queue_size: int = Field(0, ge=0, le=1024, description="frames buffered between capture and inference per "
                                                         "camera (0 = auto: a full micro-batch for every worker)")
@@ -259,7 +285,21 @@ class Settings(BaseSettings):
             if not (c.bundle or self.model.bundle):
                 raise ValueError(f"camera {c.name!r} has no bundle and model.bundle is not set")
             c.decision.resolved(c.source.kind)
+        check_topic_prefix(self.prefix)  # the default one too: it is made of device_id
+        for topic in self.longest_topics():
+            check_topic(topic)
         return self
+
+    def longest_topics(self) -> list[str]:
+        """The longest topic the agent publishes under each configured name (an alarm's overlay, a
+        discovery config), to hold against MQTT's limits before anything is sent."""
+        out = []
+        for c in self.cameras:
+            out.append(f"{self.prefix}/{c.name}/alarm/{'0' * 32}/overlay")
+            if self.mqtt.discovery:
+                node = f"ganomaly_edge_{self.device_id}_{c.name}"
+                out.append(f"{self.mqtt.discovery_prefix.rstrip('/')}/binary_sensor/{node}/anomaly/config")
+        return out
 
     @property
     def prefix(self) -> str:
@@ -321,20 +361,44 @@ def cameras_with_env(path: str | None, environ) -> list | None:
 
 
 MAX_PREFIX_BYTES = 1024  # MQTT allows 65,535 bytes per topic; leave room for camera and event ids
+MAX_TOPIC_BYTES = 65535  # MQTT's own limit (a UTF-8 string with a 16-bit length)
 
 
-def check_topic_prefix(prefix: str) -> None:
-    """ValueError unless ``prefix`` can start every topic the agent publishes."""
+def check_topic_prefix(prefix: str, what: str = "topic prefix") -> None:
+    """ValueError unless ``prefix`` can start every topic the agent publishes: a publish to a topic
+    with a wildcard raises inside paho (on its network thread, where it would end delivery), and a
+    broker refuses $-topics and NUL."""
     if not prefix.strip("/"):
-        raise ValueError("the topic prefix is empty")
+        raise ValueError(f"the {what} is empty")
     bad = sorted({c for c in prefix if c in "+#\x00"})
     if bad:
-        raise ValueError(f"topic prefix {prefix!r} contains {bad}: wildcards and NUL are not allowed in "
-                         "topics one publishes to")
+        raise ValueError(f"{what} {prefix!r} contains {bad}: wildcards and NUL are not allowed in "
+                         "topics one publishes to; write the plain topic, e.g. 'homeassistant'")
     if prefix.startswith("$"):
-        raise ValueError(f"topic prefix {prefix!r} starts with $: brokers reserve those topics ($SYS)")
-    if len(prefix.encode()) > MAX_PREFIX_BYTES:
-        raise ValueError(f"topic prefix is {len(prefix.encode())} bytes; keep it under {MAX_PREFIX_BYTES}")
+        raise ValueError(f"{what} {prefix!r} starts with $: brokers reserve those topics ($SYS)")
+    try:
+        n = len(prefix.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {prefix!r} is not valid UTF-8 text") from None
+    if n > MAX_PREFIX_BYTES:
+        raise ValueError(f"{what} is {n} bytes; keep it under {MAX_PREFIX_BYTES}")
+
+
+def check_topic(topic: str) -> None:
+    """ValueError unless ``topic`` is one MQTT lets a client publish to."""
+    check_topic_prefix(topic, "topic")
+    n = len(topic.encode("utf-8"))
+    if n > MAX_TOPIC_BYTES:
+        raise ValueError(f"topic {topic[:60]!r}... is {n} bytes, above MQTT's {MAX_TOPIC_BYTES}: shorten "
+                         "mqtt.prefix, the camera names or device_id")
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Every credential the configuration holds is masked in whatever the agent writes (redact.py)."""
+    for c in settings.cameras:
+        remember_uri(c.source.uri)
+    if settings.mqtt.password is not None:
+        remember(settings.mqtt.password.get_secret_value())
 
 
 def load_settings(path: str | None) -> Settings:
@@ -346,14 +410,16 @@ def load_settings(path: str | None) -> Settings:
     Settings._toml_file = path
     try:
         cameras = cameras_with_env(path, os.environ)
-        return Settings(cameras=cameras) if cameras is not None else Settings()
+        settings = Settings(cameras=cameras) if cameras is not None else Settings()
+        remember_secrets(settings)
+        return settings
     except ValidationError as e:
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {loc or '(top level)'}: {err['msg']}")
+            lines.append(redact(f"  {loc or '(top level)'}: {err['msg']}"))
         raise ConfigError(f"invalid configuration in {path or 'the environment'}:\n" + "\n".join(lines)) from None
     except (OSError, ValueError) as e:  # TOML syntax errors are ValueErrors
-        raise ConfigError(f"cannot read config {path!r}: {e}") from None
+        raise ConfigError(redact(f"cannot read config {path!r}: {e}")) from None
     finally:
         Settings._toml_file = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 import time
@@ -17,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from .config import MqttConfig
 from .ratelimit import Throttled
+from .redact import redact, remember
 from .store import EventStore
 from .topics import Topics
 
@@ -25,32 +27,14 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_IN_FLIGHT = 16
 RETRY_REFUSED_S = 60.0  # events the broker refused are offered again this often (an ACL may be fixed)
 ECHO_TIMEOUT_S = 10.0  # MQTT 3.1.1: an acknowledged event not delivered back by then was refused
+RETRY_DELETE_S = 1.0  # delivered events whose delete failed (a full disk) are deleted again this often
 
 
 class MqttPublisher:
     def __init__(self, cfg: MqttConfig, topics: Topics, client_id: str, store: EventStore,
                  on_ack: Callable[[int, float], None] | None = None, retained: list[tuple[str, str]] | None = None):
         self.cfg, self.topics, self.store, self.on_ack = cfg, topics, store, on_ack
-        proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
-                                  "protocol": proto}
-        if proto == mqtt.MQTTv311:
-            kwargs["clean_session"] = True
-        self.client = mqtt.Client(**kwargs)
-        self.client.will_set(topics.available(), "offline", qos=1, retain=True)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.resolved_password())
-        if cfg.tls:
-            self.client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file,
-                                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            if cfg.tls.insecure:
-                self.client.tls_insecure_set(True)
-        self.client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=int(cfg.reconnect_max_s))
-        self.client.max_inflight_messages_set(cfg.max_inflight)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        self.client = self._client(client_id)
         self.throttled = Throttled(log)
         self.refused: dict[int, str] = {}  # seq -> the broker's reason, kept in the store
         self.refusals = 0
@@ -64,8 +48,6 @@ class MqttPublisher:
         self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
         self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
         self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.inflight: dict[int, int] = {}  # mid -> event seq
@@ -79,7 +61,42 @@ class MqttPublisher:
         self.stop_flag = threading.Event()
         self.connects = 0
         self.published = 0
+        self.undeleted: dict[int, None] = {}  # delivered, but the delete failed: deleted again later
+        self.delete_failures = 0
+        self.network_restarts = 0
+        self.network_error: str | None = None  # why the network thread last died, or could not restart
+        self.flush_error: str | None = None
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+
+    def _client(self, client_id: str) -> mqtt.Client:
+        cfg = self.cfg
+        proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
+                                  "protocol": proto}
+        if proto == mqtt.MQTTv311:
+            kwargs["clean_session"] = True
+        client = mqtt.Client(**kwargs)
+        client.will_set(self.topics.available(), "offline", qos=1, retain=True)
+        if cfg.username:
+            password = cfg.resolved_password()
+            remember(password)  # never in a log line or a status message
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            if cfg.tls.insecure:
+                client.tls_insecure_set(True)
+        client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=int(cfg.reconnect_max_s))
+        client.max_inflight_messages_set(cfg.max_inflight)
+        # An exception raised by one of our callbacks would otherwise end paho's network thread,
+        # and with it all delivery, silently. Ours are guarded; this is the second line, and paho
+        # logs what it swallowed.
+        client.suppress_exceptions = True
+        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client.on_connect, client.on_connect_fail = self._on_connect, self._on_connect_fail
+        client.on_disconnect, client.on_publish = self._on_disconnect, self._on_publish
+        client.on_subscribe, client.on_message = self._on_subscribe, self._on_message
+        return client
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,12 +144,26 @@ class MqttPublisher:
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
             client.subscribe(self.topics.alarm("+"), qos=1)
-        client.publish(self.topics.available(), "online", qos=1, retain=True)
-        client.publish(self.topics.available_reason(), "running", qos=1, retain=True)
+        self._publish_safely(self.topics.available(), "online")
+        self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
-            client.publish(topic, payload, qos=1, retain=True)
+            self._publish_safely(topic, payload)
         self.connected.set()
         self.wake.set()
+
+    def _running_reason(self) -> str:
+        if self.network_restarts:
+            return (f"running (the MQTT network thread was restarted {self.network_restarts} time(s); "
+                    f"last: {self.network_error})")
+        return "running"
+
+    def _publish_safely(self, topic: str, payload: str, qos: int = 1, retain: bool = True) -> None:
+        """A retained message that cannot be sent (a topic the broker would refuse) is said, not raised:
+        on the network thread an exception would end delivery."""
+        try:
+            self.client.publish(topic, redact(payload), qos=qos, retain=retain)
+        except (ValueError, TypeError, OSError) as e:
+            self.throttled.log(logging.ERROR, f"publish {topic}", "MQTT: cannot publish to %r: %s", topic, e)
 
     def _on_connect_fail(self, client, userdata) -> None:
         """paho swallows the socket error; find out what it was, and say it once per interval."""
@@ -224,9 +255,29 @@ class MqttPublisher:
             self._delivered(seq)
 
     def _delivered(self, seq: int) -> None:
+        """Every message of the event is acknowledged: delete it. On the network thread, so a failed
+        delete (a full disk) is kept and retried by the flush loop: the event may then be sent
+        twice (a reconnect before the retry succeeds), never lost."""
         self.event_ids.pop(seq, None)
-        self.store.delete(seq)
         self.published += 1
+        try:
+            self.store.delete(seq)
+            self.undeleted.pop(seq, None)
+        except sqlite3.Error as e:
+            self.undeleted[seq] = None
+            self.delete_failures += 1
+            self.throttled.log(logging.ERROR, "delete", "event store: cannot delete delivered event %d (%s); "
+                               "retrying every %.0f s (it may be sent again, never lost)", seq, e, RETRY_DELETE_S)
+
+    def _retry_deletes(self) -> None:
+        """Delete again what was delivered while the store could not delete (lock held)."""
+        for seq in list(self.undeleted):
+            try:
+                self.store.delete(seq)
+            except sqlite3.Error:
+                return
+            del self.undeleted[seq]
+        log.info("event store: delivered events deleted again after earlier failures")
 
     # -- publishing ------------------------------------------------------------------------------
     def notify_stored(self, seq: int, capture_mono: float) -> None:
@@ -238,13 +289,14 @@ class MqttPublisher:
         self.wake.set()
 
     def set_retained(self, topic: str, payload: str) -> None:
+        payload = redact(payload)
         self.retained[topic] = payload
         if self.connected.is_set():
-            self.client.publish(topic, payload, qos=1, retain=True)
+            self._publish_safely(topic, payload)
 
     def publish_now(self, topic: str, payload: str | bytes, qos: int = 0) -> None:
         if self.connected.is_set():
-            self.client.publish(topic, payload, qos=qos)
+            self.client.publish(topic, redact(payload) if isinstance(payload, str) else payload, qos=qos)
 
     def _publish_event(self, ev) -> bool:
         messages = [(ev.topic, ev.payload)] + ev.blobs
@@ -276,41 +328,97 @@ class MqttPublisher:
         return True
 
     def _flush_loop(self) -> None:
+        last_delete_retry = 0.0
         while not self.stop_flag.is_set():
             self.wake.wait(0.5)
             self.wake.clear()
-            if not self.connected.is_set():
-                continue
-            now = time.monotonic()
-            with self.lock:
-                for m in [m for m, (t, _) in self.early.items() if now - t > 60]:
-                    del self.early[m]
-                for event_id, (seq, since) in list(self.awaiting.items()):
-                    if now - since > ECHO_TIMEOUT_S:
-                        del self.awaiting[event_id]
-                        self._refused(seq, f"acknowledged but not delivered back within {ECHO_TIMEOUT_S:.0f} s "
-                                           "(MQTT 3.1.1 cannot report a refusal: an ACL?)")
-                if self.refused and now - self.last_retry > RETRY_REFUSED_S:
-                    self.sent_upto = min(self.sent_upto, min(self.refused) - 1)  # offer them again
-                    self.refused.clear()
-                    self.last_retry = now
-                room = MAX_EVENTS_IN_FLIGHT - len(self.event_mids)
-                after = self.sent_upto
-            if room <= 0:
-                continue
-            for ev in self.store.pending(limit=room, after_seq=after):
-                if not self._publish_event(ev):
-                    break
-            with self.lock:
-                more = len(self.event_mids) < MAX_EVENTS_IN_FLIGHT
-            if more and self.store.pending(limit=1, after_seq=self.sent_upto):
-                self.wake.set()
+            try:
+                self._check_network_thread()
+                if self.undeleted and time.monotonic() - last_delete_retry >= RETRY_DELETE_S:
+                    last_delete_retry = time.monotonic()
+                    with self.lock:
+                        self._retry_deletes()
+                if self.connected.is_set():
+                    self._flush_once()
+                self.flush_error = None
+            except Exception as e:  # a bug or a store error: said, and tried again; the loop never ends
+                self.flush_error = f"{type(e).__name__}: {e}"
+                self.throttled.log(logging.ERROR, "flush", "MQTT: publishing from the store failed (%s); retrying",
+                                   self.flush_error)
+                self.stop_flag.wait(0.5)
+
+    def network_thread_alive(self) -> bool:
+        t = getattr(self.client, "_thread", None)  # paho keeps its loop_start() thread here
+        return t is not None and t.is_alive()
+
+    def _check_network_thread(self) -> None:
+        """paho's network thread ended although nobody stopped it (an exception escaped a callback):
+        say so, forget what was in flight (sent again from the store), and start it again."""
+        if self.stop_flag.is_set() or self.network_thread_alive():
+            return
+        self.network_restarts += 1
+        self.network_error = "paho's network thread ended unexpectedly (see the log above)"
+        log.error("MQTT: the network thread has died; restarting it (restart %d): unacknowledged events are "
+                  "sent again from the store", self.network_restarts)
+        self._on_disconnect(self.client, None, None, "network thread died", None)
+        try:
+            self.client.loop_stop()
+        except Exception:  # the dead thread is joined at once; nothing else can go wrong that matters
+            pass
+        try:
+            self.client.reconnect_delay_set(min_delay=max(1, int(self.cfg.reconnect_min_s)),
+                                            max_delay=int(self.cfg.reconnect_max_s))
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+            self.client.loop_start()
+        except Exception as e:
+            self.network_error = f"cannot restart the network thread: {e}"
+            log.error("MQTT: %s", self.network_error)
+
+    def health(self) -> str | None:
+        """Why delivery cannot resume, or None. The watchdog is not fed while this says something."""
+        if self.stop_flag.is_set():
+            return None
+        if not self.thread.is_alive():
+            return "the MQTT flush thread has died"
+        if not self.network_thread_alive():
+            return f"the MQTT network thread is not running ({self.network_error or 'not started'})"
+        return None
+
+    def _flush_once(self) -> None:
+        """Publish what the store holds beyond what is in flight, up to MAX_EVENTS_IN_FLIGHT events."""
+        now = time.monotonic()
+        with self.lock:
+            for m in [m for m, (t, _) in self.early.items() if now - t > 60]:
+                del self.early[m]
+            for event_id, (seq, since) in list(self.awaiting.items()):
+                if now - since > ECHO_TIMEOUT_S:
+                    del self.awaiting[event_id]
+                    self._refused(seq, f"acknowledged but not delivered back within {ECHO_TIMEOUT_S:.0f} s "
+                                       "(MQTT 3.1.1 cannot report a refusal: an ACL?)")
+            if self.refused and now - self.last_retry > RETRY_REFUSED_S:
+                self.sent_upto = min(self.sent_upto, min(self.refused) - 1)  # offer them again
+                self.refused.clear()
+                self.last_retry = now
+            room = MAX_EVENTS_IN_FLIGHT - len(self.event_mids)
+            after = self.sent_upto
+        if room <= 0:
+            return
+        for ev in self.store.pending(limit=room, after_seq=after):
+            if not self._publish_event(ev):
+                break
+        with self.lock:
+            more = len(self.event_mids) < MAX_EVENTS_IN_FLIGHT
+        if more and self.store.pending(limit=1, after_seq=self.sent_upto):
+            self.wake.set()
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected.is_set(), "reconnects": max(self.connects - 1, 0),
                 "published_events": self.published, "refused_events": self.refusals,
                 "refused_in_store": len(self.refused), "connect_failures": self.connect_failures,
-                "last_error": self.last_error}
+                "last_error": redact(self.last_error) if self.last_error else None,
+                "network_thread_alive": self.network_thread_alive(), "network_restarts": self.network_restarts,
+                "delete_failures": self.delete_failures, "delivered_not_deleted": len(self.undeleted),
+                "flush_error": self.flush_error}
 
 
 def diagnose(cfg: MqttConfig, timeout: float = 3.0) -> str:

@@ -135,7 +135,7 @@ class CameraPipeline:
 
     def _normal(self, item) -> None:
         if self.record is not None and item.frame.path:
-            self.record.mark(item.frame.path, "normal")
+            self.record.mark(item.frame.path, "normal", item.frame.stamp)
 
     def _end(self) -> None:
         self.alarms.finish()

@@ -41,6 +41,7 @@ class Frame:
     name: str = ""  # file name for folder items
     t_media: float = 0.0  # stream time for decisions: the video position for files, else monotonic
     path: str = ""  # folder items: the file, recorded as processed once decided
+    stamp: str = ""  # folder items: size:mtime_ns of the version read (a rewritten file is a new item)
 
 
 class VideoSource:
@@ -127,19 +128,27 @@ class FolderSource:
     folder has processed. The folder is listed in full only at the start, after an inotify queue
     overflow or a new subfolder, and every ``rescan_s`` as a fallback (files inotify cannot see,
     e.g. written over NFS). Without inotify it is polled; a directory is then listed again only
-    when its own modification time changes, so a quiet folder costs one stat per poll.
+    when its own modification time changes, so a quiet folder costs one stat per poll, and in full
+    every ``rescan_s`` (a file rewritten in place does not change its directory).
+
+    An item is what a file is, not its name: path, size and modification time (``stamp``). A
+    scanner that writes ``scan.png`` again (in place, or deleted and written anew) makes a new
+    item. A folder that suddenly lists no images while processed ones were there (a share that
+    dropped, an empty mount point) is said and its records are kept, so the same files coming back
+    are not new; they are forgotten once other files appear without them.
     """
 
     RETRIES = 5
 
-    def __init__(self, cfg: SourceConfig, seen: set[str] | None = None, record=None):
+    def __init__(self, cfg: SourceConfig, seen: dict[str, str] | None = None, record=None):
         if not os.path.isdir(cfg.uri):
             raise SourceError(f"image folder {cfg.uri!r} does not exist or is not a folder")
         self.cfg = cfg
-        self.seen: set[str] = seen if seen is not None else set()
+        self.seen: dict[str, str] = seen if seen is not None else {}  # path -> stamp of the version taken
         self.record = record  # durable: files processed before a restart are not inspected again
         if record is not None:
-            self.seen |= record.paths()
+            self.seen.update(record.paths())
+        self.emptied = False  # the folder listed no images while processed ones were there
         self.pending: list[str] = []
         self.waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
         self.attempts: dict[str, int] = {}
@@ -151,11 +160,30 @@ class FolderSource:
         self._last_scan = 0.0
         self.events = None
         self.next_listing = 0.0
+        self.identity = self._identity()
         if cfg.watch:
-            try:
-                self.events = inotify.Watch(cfg.uri)
-            except inotify.Unavailable as e:
-                log.info("folder %s: no inotify (%s): polling every %.1f s", cfg.uri, e, cfg.poll_interval_s)
+            self._watch()
+
+    def _watch(self) -> None:
+        try:
+            self.events = inotify.Watch(self.cfg.uri)
+        except inotify.Unavailable as e:
+            log.info("folder %s: no inotify (%s): polling every %.1f s", self.cfg.uri, e, self.cfg.poll_interval_s)
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.cfg.uri)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _new(self, path: str, stamp: str | None) -> bool:
+        """Whether ``path`` is an item not taken yet: never seen, or seen with another size or mtime
+        (an empty or unknown stamp, e.g. a record from before stamps, matches anything)."""
+        if path in self.waiting:
+            return False
+        old = self.seen.get(path)
+        return old is None or bool(old and stamp and old != stamp)
 
     def _list(self, root: str, out: list[str]) -> None:
         """New image paths under ``root``; only directories whose mtime changed are listed."""
@@ -177,7 +205,8 @@ class FolderSource:
         for e in entries:
             if e.is_dir(follow_symlinks=False):
                 subdirs.append(e.path)
-            elif e.name.lower().endswith(IMAGE_EXTENSIONS) and e.path not in self.seen and e.path not in self.waiting:
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS) and self._new(e.path, _entry_stamp(e) if e.path in self.seen
+                                                                         else None):
                 out.append(e.path)
         for d in sorted(set(subdirs)):
             self._list(d, out)
@@ -185,6 +214,24 @@ class FolderSource:
     def _discover(self, now: float) -> list[str]:
         """New image paths: from inotify when it is live, else (or when due) by listing."""
         found: list[str] = []
+        identity = self._identity()
+        if identity != self.identity and identity is not None:
+            # Another directory under the same path: a share mounted or unmounted over it. Its
+            # inotify watch belongs to the old one; watch the new one and list it in full.
+            log.warning("folder %s is now another directory (a share mounted or unmounted?): watching it anew",
+                        self.cfg.uri)
+            self.identity = identity
+            if self.events is not None:
+                self.events.close()
+                self.events = None
+                self._watch()
+            self.dir_mtimes.clear()
+            self.next_listing = 0.0
+        if self.events is None and now >= self.next_listing:
+            # Polling: a file rewritten in place leaves its directory's mtime alone, so every
+            # rescan_s everything is listed (and each processed file's size and mtime compared).
+            self.dir_mtimes.clear()
+            self.next_listing = now + self.cfg.rescan_s
         if self.events is None or self.events.overflowed or now >= self.next_listing:
             full = not self.dir_mtimes
             if self.events is not None:
@@ -197,8 +244,8 @@ class FolderSource:
             if full:
                 self._forget_gone()
         if self.events is not None:
-            found += [p for p in self.events.poll(0) if p.lower().endswith(IMAGE_EXTENSIONS)
-                      and p not in self.seen and p not in self.waiting and p not in found]
+            found += [p for p in dict.fromkeys(self.events.poll(0)) if p.lower().endswith(IMAGE_EXTENSIONS)
+                      and p not in found and self._new(p, _stamp(p) if p in self.seen else None)]
         return found
 
     def _scan(self) -> None:
@@ -246,11 +293,12 @@ class FolderSource:
                 continue
             mono = time.monotonic()
             frame = Frame(img, self.index, time.time(), mono, name=os.path.relpath(path, self.cfg.uri), t_media=mono,
-                          path=path)
+                          path=path, stamp=self.seen.get(path, ""))
             self.index += 1
             return frame
 
     def _inspect(self, path: str) -> np.ndarray | None:
+        stamp = _stamp(path) or ""  # of the version about to be read: a later rewrite is a new item
         try:
             img = read_image_file(path, 3, self.cfg.max_pixels)
         except SkipFile as e:
@@ -263,23 +311,40 @@ class FolderSource:
             self._skip(path, e.reason)
             return None
         self.attempts.pop(path, None)
-        self.seen.add(path)
+        self.seen[path] = stamp
         return img
 
     def _forget_gone(self) -> None:
-        """Files processed earlier and no longer in the folder are dropped from memory and record."""
+        """Files processed earlier and no longer in the folder are dropped from memory and record,
+        unless the folder lists no images at all: a share that dropped or an empty mount point
+        looks like that, and its files coming back must not be new items."""
         gone = [p for p in self.seen if p not in self.listed]
-        if gone:
-            self.seen.difference_update(gone)
-            if self.record is not None:
-                self.record.forget(gone)
+        if not gone:
+            self.emptied = False
+            return
+        if not any(p.lower().endswith(IMAGE_EXTENSIONS) for p in self.listed):
+            if not self.emptied:
+                self.emptied = True
+                log.warning("folder %s lists no images although %d processed file(s) were there: an unmounted "
+                            "share or an empty mount point? Their records are kept, so the same files coming back "
+                            "are not inspected again (they are forgotten once other files appear without them)",
+                            self.cfg.uri, len(gone))
+            return
+        if self.emptied:
+            log.info("folder %s lists images again", self.cfg.uri)
+        self.emptied = False
+        for p in gone:
+            self.seen.pop(p, None)
+        if self.record is not None:
+            self.record.forget(gone)
 
     def _skip(self, path: str, reason: str) -> None:
-        self.seen.add(path)
+        stamp = _stamp(path) or "gone"  # a file written under that name later is a new item
+        self.seen[path] = stamp
         self.skipped += 1
         log.warning("skipping %s: %s", path, reason)
         if self.record is not None:
-            self.record.mark(path, "skipped")
+            self.record.mark(path, "skipped", stamp)
 
     def close(self) -> None:
         if self.events is not None:
@@ -293,17 +358,35 @@ class FolderRecord:
     def __init__(self, store, camera: str, folder: str):
         self.store, self.source = store, f"{camera}:{os.path.abspath(folder)}"
 
-    def paths(self) -> set[str]:
+    def paths(self) -> dict[str, str]:
+        """path -> stamp (size:mtime_ns) of every processed file."""
         return self.store.processed_paths(self.source)
 
-    def mark(self, path: str, status: str) -> None:
-        self.store.mark_processed(self.source, path, status)
+    def mark(self, path: str, status: str, stamp: str = "") -> None:
+        self.store.mark_processed(self.source, path, status, stamp)
 
     def forget(self, paths: list[str]) -> None:
         self.store.forget_processed(self.source, paths)
 
 
-def open_source(cfg: SourceConfig, folder_seen: set[str] | None = None, record: FolderRecord | None = None):
+def _stamp(path: str) -> str | None:
+    """What identifies a version of a file: its size and modification time (ns); None if gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _entry_stamp(entry: os.DirEntry) -> str | None:
+    try:
+        st = entry.stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def open_source(cfg: SourceConfig, folder_seen: dict[str, str] | None = None, record: FolderRecord | None = None):
     if cfg.kind == "folder":
         return FolderSource(cfg, folder_seen, record)
     return VideoSource(cfg)

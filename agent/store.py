@@ -54,9 +54,28 @@ CREATE TABLE IF NOT EXISTS processed (
     path TEXT NOT NULL,
     status TEXT NOT NULL,
     ts REAL NOT NULL,
+    stamp TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (source, path)
 );
 """
+# Added to stores made before items were keyed by what they are (size:mtime_ns); '' = unknown.
+MIGRATIONS = [("processed", "stamp", "ALTER TABLE processed ADD COLUMN stamp TEXT NOT NULL DEFAULT ''")]
+
+
+def _private_files(path: str, folder: str) -> None:
+    """The store holds crops of what the cameras saw: its files are the owner's alone (0600, and
+    0700 for a folder made for it), whatever the umask of whoever started the agent. SQLite gives
+    the -wal and -shm files the database's own mode; files from before are tightened too."""
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path + "-wal", path + "-shm", path + "-reserve"):
+        try:
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 @dataclass
@@ -73,13 +92,16 @@ class EventStore:
                  max_age_s: float = 7 * 86400, checkpoint_s: float = 2.0):
         d = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(d, exist_ok=True)
+            _private_files(path, d)
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
             self.db.executescript(SCHEMA)
+            for table, column, sql in MIGRATIONS:
+                if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                    self.db.execute(sql)
         except (OSError, sqlite3.Error) as e:
             raise RuntimeError(f"cannot open the event store {path!r}: {e} (check store.path and its "
                                "directory's permissions)") from e
@@ -113,7 +135,7 @@ class EventStore:
             log.warning("event store: WAL checkpoint failed (%s); will retry", e)
 
     def add(self, event_id: str, camera: str, topic: str, payload: dict, blobs: list[tuple[str, bytes]],
-            created: float | None = None, processed: tuple[str, str] | None = None) -> int:
+            created: float | None = None, processed: tuple[str, str, str] | None = None) -> int:
         """Store an event; on a full disk, evict (expired first, then the oldest unsent) and retry.
         StoreFull when even an empty store has no room for it."""
         text = json.dumps(payload, separators=(",", ":"))
@@ -143,7 +165,7 @@ class EventStore:
         except (OSError, sqlite3.Error) as e:  # busy or full: the next write tries again
             self.throttled.log(logging.WARNING, "wal", "event store %s: WAL checkpoint failed (%s)", self.path, e)
 
-    def _insert(self, row: tuple, blobs: list[tuple[str, bytes]], processed: tuple[str, str] | None = None) -> int:
+    def _insert(self, row: tuple, blobs: list[tuple[str, bytes]], processed: tuple[str, str, str] | None = None) -> int:
         with self.lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -153,8 +175,9 @@ class EventStore:
                 self.db.executemany("INSERT INTO blobs (event_seq, k, topic, data) VALUES (?,?,?,?)",
                                     [(seq, k, t, sqlite3.Binary(b)) for k, (t, b) in enumerate(blobs)])
                 if processed:  # the item and its alarm are recorded together: a crash keeps both or neither
-                    self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts) VALUES (?,?,?,?)",
-                                    (*processed, "alarm", time.time()))
+                    source, path, stamp = processed
+                    self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts, stamp) "
+                                    "VALUES (?,?,?,?,?)", (source, path, "alarm", time.time(), stamp))
                 self.db.execute("COMMIT")
                 return seq
             except BaseException:
@@ -208,7 +231,7 @@ class EventStore:
         if os.path.exists(path):
             return
         try:
-            with open(path, "wb") as f:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(b"\0" * self.RESERVE_BYTES)
         except OSError:
             try:
@@ -298,15 +321,16 @@ class EventStore:
                 out[name] = 0
         return out
 
-    def processed_paths(self, source: str) -> set[str]:
+    def processed_paths(self, source: str) -> dict[str, str]:
+        """path -> stamp (size:mtime_ns, '' when recorded before stamps) of the source's processed files."""
         with self.lock:
-            return {r[0] for r in self.db.execute("SELECT path FROM processed WHERE source=?", (source,))}
+            return dict(self.db.execute("SELECT path, stamp FROM processed WHERE source=?", (source,)).fetchall())
 
-    def mark_processed(self, source: str, path: str, status: str) -> None:
+    def mark_processed(self, source: str, path: str, status: str, stamp: str = "") -> None:
         try:
             with self.lock:
-                self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts) VALUES (?,?,?,?)",
-                                (source, path, status, time.time()))
+                self.db.execute("INSERT OR REPLACE INTO processed (source, path, status, ts, stamp) VALUES (?,?,?,?,?)",
+                                (source, path, status, time.time(), stamp))
         except sqlite3.OperationalError as e:  # a full disk: the item may be inspected again after a restart
             self.throttled.log(logging.ERROR, "processed", "event store %s: cannot record a processed file (%s)",
                                self.path, e)

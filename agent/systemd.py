@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from .redact import redact
+
 
 def notify(state: str) -> bool:
     addr = os.environ.get("NOTIFY_SOCKET")
@@ -15,7 +17,7 @@ def notify(state: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.connect(addr)
-            s.sendall(state.encode())
+            s.sendall(redact(state).encode())  # STATUS= lines reach systemctl status and the journal
         return True
     except OSError:
         return False

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ganomaly-edge as a systemd service. Run as root from the repository root.
 #
-#   deploy/install.sh [--tensorrt] [--broker] [--root DIR] [--no-apt] [--python PY]
+#   deploy/install.sh [--tensorrt] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
 #                     [--mqtt-port N] [--mqtts-port N] [--l4t | --no-l4t]
 #
 #   /opt/ganomaly-edge/venv      the venv (sees the system site-packages: JetPack's TensorRT, OpenCV, numpy)
@@ -12,16 +12,19 @@
 #             stack stops the service with the reason instead of running on the CPU
 # --broker    a local mosquitto beside Debian's stock config: a loopback listener for the agent
 #             and a TLS listener for subscribers, both with a password file this script makes
+# --signing-key  an ed25519 key pair for bundles: /etc/ganomaly-edge/bundle-signing.pem (root only)
+#             and .pub; a new config trusts only bundles signed with it (docs/security.md)
 # --root DIR  install under DIR as if it were / (files and the paths inside them), skipping apt,
 #             systemctl and anything outside DIR: for tests and for inspecting what it would do
 # Re-running is safe: existing config, credentials, certificates and passwords are kept.
 set -euo pipefail
 
-ROOT=""; TRT=0; BROKER=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
+ROOT=""; TRT=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
 while [ $# -gt 0 ]; do
   case "$1" in
     --tensorrt) TRT=1;;
     --broker) BROKER=1;;
+    --signing-key) SIGN=1;;
     --root) ROOT=$(cd "$2" && pwd); shift;;
     --no-apt) APT=0;;
     --python) PY=$2; shift;;
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --mqtts-port) MQTTS_PORT=$2; shift;;
     --l4t) L4T=1;;
     --no-l4t) L4T=0;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
   shift
@@ -110,8 +113,15 @@ if [ "$TRT" = 1 ]; then  # CUDA is on PATH since the preflight
 fi
 
 # -- config and credentials (kept on a re-run) -------------------------------------------------
+if [ "$SIGN" = 1 ] && [ ! -f "$ETC/bundle-signing.pem" ]; then
+  # The private key stays root-only: the service user can check signatures, never make them.
+  (umask 077 && "$VENV/bin/ganomaly-build-engine" --new-signing-key "$ETC/bundle-signing.pem")
+  chown 0:0 "$ETC/bundle-signing.pem"; chmod 0600 "$ETC/bundle-signing.pem"
+  chown 0:"$gid" "$ETC/bundle-signing.pub"; chmod 0644 "$ETC/bundle-signing.pub"
+fi
 if [ ! -f "$ETC/config.toml" ]; then
   sed -e "s|/var/lib/ganomaly-edge|$STATE|g" "$src/config.example.toml" >"$ETC/config.toml"
+  [ "$SIGN" = 1 ] && sed -i "s|^# trusted_keys = \[.*\]|trusted_keys = [\"$ETC/bundle-signing.pub\"]|" "$ETC/config.toml"
   [ "$TRT" = 1 ] && sed -i 's/^backend = "auto"/backend = "tensorrt"/' "$ETC/config.toml"
   if [ "$BROKER" = 1 ]; then  # the agent logs in to the local broker with the generated password
     sed -i -e 's/^# username = "ganomaly"/username = "ganomaly"/' \
@@ -163,6 +173,7 @@ if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
 fi
 say "installed. Next:"
 say "  1. copy a bundle to $STATE/bundle and, on a GPU, build its plan: $VENV/bin/ganomaly-build-engine $STATE/bundle --out $STATE/bundle"
+[ -f "$ETC/bundle-signing.pem" ] && say "     signed bundles: add --sign-key $ETC/bundle-signing.pem (the config trusts $ETC/bundle-signing.pub)"
 say "     (first time on a device: $VENV/bin/ganomaly-build-engine --self-check)"
 say "  2. edit $ETC/config.toml (cameras, bundle)"
 say "     check it: $VENV/bin/ganomaly-agent -c $ETC/config.toml --check-config"

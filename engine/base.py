@@ -105,7 +105,8 @@ class Engine(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "model": self.bundle.name,
                 "hash": self.bundle.model_hash, "input": list(self.spec.shape),
-                "tiling": self.tiling.describe()}
+                "tiling": self.tiling.describe(),
+                "signed_by": self.bundle.signed_by}  # the trusted key that signed it (None: not checked)
 
     def close(self) -> None:
         pass

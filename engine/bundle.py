@@ -84,6 +84,7 @@ class Bundle:
     path: str
     meta: BundleMeta
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    signed_by: str | None = None  # the trusted key that signed it (engine/signing.py), when checked
 
     @property
     def input(self) -> InputMeta:
@@ -185,8 +186,9 @@ def _open_archive(path: str) -> tuple[str, tempfile.TemporaryDirectory]:
     return root, tmp
 
 
-def open_bundle(path: str, verify: bool = True) -> Bundle:
-    """Open and check a bundle: format version, metadata, file hashes (ONNX and reference)."""
+def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None = None) -> Bundle:
+    """Open and check a bundle: format version, metadata, file hashes (ONNX and reference); with
+    ``trusted_keys`` (public key files), first its signature by one of them (engine/signing.py)."""
     if not os.path.exists(path):
         raise BundleError(f"model bundle {path!r} does not exist: build one with "
                           "'ganomaly-build-engine CHECKPOINT --out DIR' or fix the path in the config")
@@ -197,13 +199,12 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
             raise BundleError(f"{path!r} is neither a bundle directory nor a .tar/.tar.gz archive of one")
         root, tmp = _open_archive(path)
     meta_path = os.path.join(root, META)
-    if not os.path.exists(meta_path):
-        raise BundleError(f"{path!r} has no {META}: not a ganomaly-edge bundle (build one with ganomaly-build-engine)")
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
+        meta, signed_by = _read_meta(path, root, trusted_keys)
+    except BundleError:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path} is not a ganomaly-edge bundle (format "
                           f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -240,11 +241,36 @@ def open_bundle(path: str, verify: bool = True) -> Bundle:
         if meta.tiling.tile != meta.input.height or meta.input.height != meta.input.width:
             raise BundleError(f"{meta_path}: the tiling's {meta.tiling.tile} px tile is not the model's "
                               f"{meta.input.width}x{meta.input.height} input; rebuild the bundle")
-    b = Bundle(root, meta, tmp)
+    b = Bundle(root, meta, tmp, signed_by)
     if verify:
         b.verify_file(ONNX)
         b.verify_file(REFERENCE)
     return b
+
+
+def _read_meta(path: str, root: str, trusted_keys: list[str] | None) -> tuple[Any, str | None]:
+    """bundle.json parsed, and the trusted key that signed it (checked first, when keys are given)."""
+    meta_path = os.path.join(root, META)
+    if not os.path.exists(meta_path):
+        raise BundleError(f"{path!r} has no {META}: not a ganomaly-edge bundle (build one with ganomaly-build-engine)")
+    try:
+        with open(meta_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise BundleError(f"{meta_path} is unreadable ({e}): copy the bundle again") from e
+    signed_by = None
+    if trusted_keys:  # before anything in it is believed
+        from .signing import SIGNATURE, SigningError, verify_manifest
+
+        try:
+            signed_by = verify_manifest(raw, os.path.join(root, SIGNATURE), trusted_keys, path)
+        except (ValueError, SigningError) as e:
+            raise BundleError(str(e)) from None
+        log.info("bundle %s: signed by trusted key %s", path, signed_by)
+    try:
+        return json.loads(raw), signed_by
+    except ValueError as e:
+        raise BundleError(f"{meta_path} is unreadable or not JSON ({e}): copy the bundle again") from e
 
 
 def _tiling(t) -> Tiling:

@@ -40,15 +40,16 @@ def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: st
 
 def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, precision: str | None = None,
          allow_mismatch: bool = False, self_test: bool = True, providers: list[str] | None = None,
-         spinning: bool = True) -> Engine:
+         spinning: bool = True, trusted_keys: list[str] | None = None) -> Engine:
     """Load a bundle on a backend and run its self-test against the reference outputs.
 
     ``auto`` takes a TensorRT plan built for this GPU and TensorRT version when there is one,
-    else ONNX Runtime, and logs which and why.
+    else ONNX Runtime, and logs which and why. With ``trusted_keys`` only a bundle signed by one of
+    them loads (engine/signing.py).
     """
     if backend not in CHOICES:
         raise ValueError(f"backend must be one of {CHOICES}, not {backend!r}")
-    b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
+    b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, trusted_keys=trusted_keys)
     engine: Engine
     if backend in ("auto", "tensorrt"):
         trt_version, gpu, reason = tensorrt_status()

@@ -229,7 +229,7 @@ def test_install_into_a_scratch_root_with_its_broker_beside_the_stock_config():
     root = scratch_root()
     port, tls_port = free_port(), free_port()
     try:
-        r = run_install(root, "--broker", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
+        r = run_install(root, "--broker", "--signing-key", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         etc = os.path.join(root, "etc", "ganomaly-edge")
         agent = os.path.join(root, "opt", "ganomaly-edge", "venv", "bin", "ganomaly-agent")
@@ -240,14 +240,18 @@ def test_install_into_a_scratch_root_with_its_broker_beside_the_stock_config():
         assert oct(os.stat(os.path.join(root, "var", "lib", "ganomaly-edge")).st_mode & 0o777) == "0o700"
         config = open(os.path.join(etc, "config.toml")).read()
         assert 'username = "ganomaly"' in config and f"port = {port} " in config
+        # --signing-key: a key pair, the private half root-only, and a config that trusts the public one
+        assert oct(os.stat(os.path.join(etc, "bundle-signing.pem")).st_mode & 0o777) == "0o600"
+        assert f'trusted_keys = ["{etc}/bundle-signing.pub"]' in config
+        assert "PUBLIC KEY" in open(os.path.join(etc, "bundle-signing.pub")).read()
         unit = os.path.join(root, "etc", "systemd", "system", "ganomaly-edge.service")
         assert f"ExecStart={agent} --config {etc}/config.toml" in open(unit).read()
         v = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True)
         assert "Unknown key" not in v.stderr and "Invalid" not in v.stderr, v.stderr
-        before = {p: open(os.path.join(etc, p)).read() for p in ("mqtt-password", "config.toml")}
+        before = {p: open(os.path.join(etc, p)).read() for p in ("mqtt-password", "config.toml", "bundle-signing.pem")}
         cert = open(os.path.join(root, "etc", "mosquitto", "certs", "broker.pem")).read()
         # Re-running is safe: nothing generated is replaced.
-        r = run_install(root, "--broker", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
+        r = run_install(root, "--broker", "--signing-key", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
         assert r.returncode == 0, r.stderr[-3000:]
         assert before == {p: open(os.path.join(etc, p)).read() for p in before}
         assert cert == open(os.path.join(root, "etc", "mosquitto", "certs", "broker.pem")).read()

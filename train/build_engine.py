@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", help="model name recorded in the bundle")
     ap.add_argument("--no-tensorrt", action="store_true", help="write the bundle only (ONNX Runtime)")
     ap.add_argument("--archive", help="also pack the bundle as this .tar.gz")
+    ap.add_argument("--sign-key", metavar="KEY.pem",
+                    help="sign the bundle's manifest with this ed25519 private key (bundle.json.sig); agents "
+                         "with [model] trusted_keys load only bundles signed by a key they trust")
+    ap.add_argument("--new-signing-key", metavar="KEY.pem",
+                    help="make an ed25519 key pair instead (no SOURCE or --out): KEY.pem (private, 0600) and "
+                         "KEY.pub (public, for model.trusted_keys)")
     ap.add_argument("--quiet", action="store_true")
     return ap
 
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         from ganomaly_edge.engine.selfcheck import main as self_check
 
         return self_check([a for a in argv if a != "--self-check"])
+    if "--new-signing-key" in argv:
+        return _new_key(argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -102,15 +110,41 @@ def main(argv: list[str] | None = None) -> int:
 
     if not os.path.exists(args.source):
         return _fail(f"{args.source!r} does not exist: pass a checkpoint from ganomaly-train or a bundle")
+    from ganomaly_edge.engine.signing import SIGNATURE, SigningError, load_private_key, sign_bundle, stale_signature
+
     try:
+        if args.sign_key:
+            load_private_key(args.sign_key)  # a bad key fails before the build, not after it
         bundle = _bundle_from(args.source, args.out, args.name)
         _build_plan(bundle, args)
-    except (_Failed, BundleError) as e:
+        if args.sign_key:
+            kid = sign_bundle(args.out, args.sign_key)
+            print(f"signed by key {kid}: {os.path.join(args.out, SIGNATURE)}")
+        elif stale_signature(args.out):
+            os.remove(os.path.join(args.out, SIGNATURE))  # it signed another manifest: say so, not fail later
+            print(f"the bundle's old signature no longer matches and was removed: pass --sign-key KEY.pem to "
+                  f"sign {args.out} again (agents with model.trusted_keys refuse it unsigned)")
+    except (_Failed, BundleError, SigningError) as e:
         return _fail(str(e))
     if args.archive:
         archive(args.out, args.archive)
         print(f"archive: {args.archive}")
     print(f"bundle: {args.out}")
+    return 0
+
+
+def _new_key(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ganomaly-build-engine --new-signing-key")
+    ap.add_argument("--new-signing-key", metavar="KEY.pem", required=True)
+    args = ap.parse_args(argv)
+    from ganomaly_edge.engine.signing import SigningError, generate_key_pair, key_id, load_public_key
+
+    try:
+        private, public = generate_key_pair(args.new_signing_key)
+    except (SigningError, OSError) as e:
+        return _fail(str(e))
+    print(f"private key {private} (keep it secret; sign with --sign-key {private})\n"
+          f"public key  {public} (key {key_id(load_public_key(public))}; list it in [model] trusted_keys)")
     return 0
 
 
