@@ -76,16 +76,7 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
         return components(g, d, tiling.split(frames), device, bank=bank, fbank=fbank, margin=tiling.margin, k=k)
 
     val_comps = components_of(val_images)
-    mode = {True: "auto", False: "off"}.get(position_stats, position_stats)  # type: ignore[arg-type]
-    if mode not in POSITION_STATS:
-        raise ValueError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
-
-    def position_rule(t: Tiling, tile_scores: np.ndarray) -> Tiling:
-        share = t.position_share(tile_scores)
-        if t.count > 1 and (mode == "on" or (mode == "auto" and share >= t.MIN_POSITION_SHARE)):
-            return t.standardised(tile_scores)
-        return t
-
+    position_rule = _position_rule(position_stats)
     selection = None
     if score == AUTO:
         selection = select_score(AUTO_CANDIDATES, tiling, tiling.margin, k, val_images, val_comps,
@@ -95,7 +86,7 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     tile_scores = apply_spec(spec, val_comps)
     share = tiling.position_share(tile_scores)
     tiling = position_rule(tiling, tile_scores)
-    if tiling.count > 1 and not tiling.position_standardised and mode == "auto":
+    if tiling.count > 1 and not tiling.position_standardised and position_rule.mode == "auto":
         log.info("tile positions explain %.0f%% of the held-out tile scores' variance (under %.0f%%: no fixed "
                  "layout, as on a texture), so each frame's score is the maximum of raw tile scores, without "
                  "position statistics (--position-stats on forces them)", 100 * share,
@@ -112,6 +103,24 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
     if tiling.tiled:
         out["tiling"] = asdict(tiling)
     return out
+
+
+def _position_rule(position_stats: bool | str):
+    """finalise's rule as a function (tiling, held-out tile scores) -> the tiling to deploy: each
+    position standardised "on", never "off", and with "auto" (True) where the positions explain
+    at least Tiling.MIN_POSITION_SHARE of the scores' variance. Its ``mode`` says which."""
+    mode = {True: "auto", False: "off"}.get(position_stats, position_stats)  # type: ignore[arg-type]
+    if mode not in POSITION_STATS:
+        raise ValueError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
+
+    def rule(t: Tiling, tile_scores: np.ndarray) -> Tiling:
+        share = t.position_share(tile_scores)
+        if t.count > 1 and (mode == "on" or (mode == "auto" and share >= t.MIN_POSITION_SHARE)):
+            return t.standardised(tile_scores)
+        return t
+
+    rule.mode = mode  # type: ignore[attr-defined]
+    return rule
 
 
 def bank_tiles(train_images: np.ndarray, tiling: Tiling, rng: np.random.Generator) -> np.ndarray:
