@@ -148,10 +148,13 @@ class Bundle:
         os.replace(tmp, self.file(META))
 
     def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> PlanMeta:
-        """Store a plan and its metadata, replacing any plan for the same GPU, TensorRT and precision."""
+        """Store a plan and its metadata, replacing any plan for the same GPU, compute capability,
+        TensorRT, precision and DLA core."""
         os.makedirs(self.file(PLANS), exist_ok=True)
         safe_gpu = "".join(ch if ch.isalnum() else "-" for ch in info["gpu_name"]).strip("-")
-        rel = f"{PLANS}/{safe_gpu}_trt{info['tensorrt_version']}_{info['precision']}.plan"
+        dla = f"_dla{info['dla_core']}" if info.get("dla_core") is not None else ""
+        rel = (f"{PLANS}/{safe_gpu}_sm{info.get('compute_capability', '')}_trt{info['tensorrt_version']}_"
+               f"{info['precision']}{dla}.plan")
         with open(self.file(rel + ".tmp"), "wb") as f:
             f.write(plan_bytes)
         os.replace(self.file(rel + ".tmp"), self.file(rel))

@@ -25,7 +25,12 @@ import numpy as np
 
 
 class CudaUnavailable(RuntimeError):
-    pass
+    """No usable CUDA GPU. ``fault`` is True when pycuda is there but the GPU or its driver failed
+    (no device, initialisation error): worth retrying later, unlike a missing package."""
+
+    def __init__(self, msg: str, fault: bool = True):
+        super().__init__(msg)
+        self.fault = fault
 
 
 _devices: dict[int, "CudaDevice"] = {}
@@ -46,7 +51,7 @@ def _driver():
         import pycuda.driver as cuda
     except ImportError as e:
         raise CudaUnavailable("pycuda is not installed (pip install 'ganomaly-edge[tensorrt]' with CUDA on "
-                              "PATH; on a Jetson see deploy/JETSON.md)") from e
+                              "PATH; on a Jetson see deploy/JETSON.md)", fault=False) from e
     return cuda
 
 
@@ -142,6 +147,6 @@ class Buffers:
 
 
 def device_info(index: int = 0) -> dict[str, str]:
-    """Name and compute capability of a GPU, for keying plans."""
+    """Name and compute capability of a GPU: with the TensorRT version, the key of a plan."""
     dev = device(index)
     return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability()}

@@ -82,7 +82,7 @@ class ScoreMeta(_Meta):
 
 
 class PlanMeta(_Meta):
-    """One TensorRT plan: valid only on the GPU model and TensorRT version that built it."""
+    """One TensorRT plan: valid only on the TensorRT version, GPU model and compute capability that built it."""
 
     file: str
     sha256: str
@@ -95,6 +95,7 @@ class PlanMeta(_Meta):
     max_batch: int = Field(gt=0)
     opt_batch: int = 1
     fp16_mode: Optional[str] = None
+    dla_core: Optional[int] = None  # built for this DLA core (GPU fallback for what the DLA cannot run)
     parity: Optional[dict[str, float]] = None
 
 
