@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HEADS = ("latent", "recon", "features", "knn", "fknn", "peak")
+# One tiny bundle per score component, and "tiled": what users deploy, ganomaly-train --tile 64 with
+# its defaults at 300 x 300 (49 tiles a frame), made by tools/selfcheck_tiled.py.
+HEADS = ("latent", "recon", "features", "knn", "fknn", "peak", "tiled")
+TILED = "tiled"
+TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3
 # L4T release -> JetPack (deploy/JETSON.md)
@@ -191,7 +195,8 @@ def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
         cells = []
         for precision in ("fp32", "fp16"):
             try:
-                entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=8,
+                frames = TILED_FRAMES if head == TILED else 8
+                entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=frames,
                                                                          progress=False))
                 cells.append(f"{precision} {entry.parity['max_score_diff_calibrated']:.2g}")
             except Exception as e:  # a refused build is the finding
@@ -281,6 +286,39 @@ def speed(report: Report, bundle: str, reps: int, with_trt: bool) -> None:
     report.add("speed", f"{os.path.basename(bundle.rstrip('/'))} {h}x{w}x{c}: " + " | ".join(cells))
 
 
+def tiled_rows(report: Report, bundle: str, dev, reps: int, with_trt: bool) -> None:
+    """The deployed recipe at the deployed batch: latency of a call of TILED_FRAMES frames (98 tiles)
+    per backend, and the device memory a TensorRT engine of it takes once it has run that batch."""
+    from . import load, open_bundle
+
+    b = open_bundle(bundle)
+    t = b.tiling
+    x = np.random.default_rng(0).integers(0, 256, (TILED_FRAMES, t.height, t.width, b.input.channels), dtype=np.uint8)
+    cells, memory = [], []
+    backends = [("fp32", "tensorrt", "fp32"), ("fp16", "tensorrt", "fp16")] if with_trt else []
+    for label, backend, precision in backends + [("onnxruntime", "onnxruntime", None)]:
+        try:
+            free0 = dev.memory()[0] if backend == "tensorrt" else None
+            eng = load(bundle, backend, precision=precision, self_test=False)
+            try:
+                eng.score_frames(x)
+                if free0 is not None:  # after the largest call, what the engine holds is its peak
+                    memory.append(f"{label} {(free0 - dev.memory()[0]) / 2**20:.1f} MiB")
+                times = []
+                for _ in range(max(reps // 10, 3)):
+                    t0 = time.perf_counter()
+                    eng.score_frames(x)
+                    times.append(time.perf_counter() - t0)
+                cells.append(f"{label} {1000 * float(np.median(times)):.1f} ms")
+            finally:
+                eng.close()
+        except Exception as e:  # a refused build is already a failure above; this row informs
+            cells.append(f"{label} unavailable ({str(e)[:60]})")
+    report.add("tiled", f"{t.width}x{t.height} in {t.count} tiles of {t.tile} px ({b.meta.score.name}): "
+                        f"{TILED_FRAMES} frames ({TILED_FRAMES * t.count} tiles) per call: " + " | ".join(cells)
+               + (f"; device memory {', '.join(memory)}" if memory else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-build-engine --self-check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         recon = next((b for b in built if b.endswith("recon")), None)
         if recon and args.cycles:
             load_cycles(report, recon, dev, args.cycles)
+        tiled = next((b for b in built if b.endswith(TILED)), os.path.join(BUNDLE_DIR, TILED))
+        if have_ort or built:
+            tiled_rows(report, tiled, dev, args.reps, with_trt=tiled in built)
         timed = args.bundle or recon or os.path.join(BUNDLE_DIR, "recon")
         speed(report, timed, args.reps, with_trt=dev is not None and (args.bundle is None or bool(built)))
     print(report.text(), flush=True)
