@@ -34,6 +34,8 @@ def tensorrt_probe() -> TensorRTProbe:
         import tensorrt as trt
     except ImportError:
         return TensorRTProbe(None, None, None, "TensorRT is not installed")
+    except Exception as e:  # a broken install (a missing libnvinfer) is reported, not raised
+        return TensorRTProbe(None, None, None, f"TensorRT does not import ({type(e).__name__}: {e})")
     from .cuda import CudaUnavailable, device_info
     from .trt_compat import UnsupportedTensorRT, series_of
 

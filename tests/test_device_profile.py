@@ -108,6 +108,16 @@ def test_self_check_prints_its_whole_report_and_exits_3_without_tensorrt(device)
     assert "INCOMPLETE: TensorRT is not installed" in out and "FAIL" not in out
 
 
+def test_self_check_with_the_fake_tensorrt_builds_and_measures_the_deployed_recipe(device):
+    root, venv, _ = device
+    r = run(venv, "ganomaly-build-engine", "--self-check", "--reps", "3", "--cycles", "2", fakes="10.3")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = {line.split("  ", 1)[0]: line for line in r.stdout.splitlines()}
+    assert "PASS" in lines["result"] and "fp16" in lines["trt tiled"]
+    assert "2 frames (98 tiles) per call: fp32 " in lines["tiled"] and "device memory fp32 " in lines["tiled"]
+    assert "0 core(s)" in lines["dla"] and "power mode" in lines
+
+
 @pytest.mark.parametrize("series", ["8.6", "10.3"])
 def test_build_engine_makes_fp32_and_fp16_plans_from_a_shipped_bundle(device, series, tmp_path):
     """JetPack 6.0 (TensorRT 8.6) and 6.1/6.2 (10.3), with the fake TensorRT and pycuda in the device venv."""
