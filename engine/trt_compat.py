@@ -1,5 +1,6 @@
-"""Would TensorRT build this ONNX graph? A check from NVIDIA's own sources, run before a build,
-by the test suite on every graph the project exports, and by the fake TensorRT parser.
+"""Would TensorRT build this ONNX graph? A check from NVIDIA's own sources, run before a build and
+by the test suite on every graph the project exports. The fake TensorRT parser (tests/fakes.py)
+reads the same sources on its own, and the tests compare the two readings graph by graph.
 
 Sources (read 2026-11):
 - onnx-tensorrt ``docs/operators.md``: branch 8.6-GA for TensorRT 8.6 (JetPack 6.0), branch

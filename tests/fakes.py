@@ -3,7 +3,9 @@
 Built from shared/TENSORRT_API.md and, for 8.6, NVIDIA's release/8.6 bindings (pyCore.cpp, pyGraph.cpp,
 pyOnnx.cpp): a member the real API of a version lacks is absent here
 (AttributeError), signatures take the same arguments, and failures return None where the real
-bindings do. The fake builder serialises the parsed ONNX graph with the build's settings; the
+bindings do. The fake ONNX parser applies its own reading of onnx-tensorrt's operator matrix (not
+engine/trt_compat.py) and names and splits layers as onnx-tensorrt does (weights as constant
+layers named after them, unnamed helpers). The fake builder serialises the parsed ONNX graph with the build's settings; the
 fake runtime executes it with ONNX Runtime on the bytes in fake device memory, so parity checks
 compare real numbers. CUDA calls check that a context is current in the calling thread, as the
 driver does ("invalid device context").

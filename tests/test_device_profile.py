@@ -166,3 +166,14 @@ def test_agent_scores_a_video_and_publishes_to_mosquitto(device, tmp_path):
             assert stats and stats[-1]["cameras"]["line"]["frames_processed"] == 12
         finally:
             sub.close()
+
+
+def test_gpu_is_refused_on_a_jetson_before_anything_changes(tmp_path):
+    """--gpu installs PyPI's onnxruntime-gpu, an x86-64 build: a Jetson needs NVIDIA's own wheel."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "nv_tegra_release").write_text(L4T_RELEASE)
+    r = subprocess.run(["bash", INSTALL, "--root", str(root), "--gpu"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "--gpu is for x86-64 hosts" in r.stderr and "Jetson Zoo" in r.stderr
+    assert not (root / "opt").exists()
