@@ -74,6 +74,11 @@ class CudaDevice:
     def name(self) -> str:
         return self.device.name()
 
+    def multiprocessors(self) -> int:
+        """Streaming multiprocessors: what tells Jetson Orin modules apart (AGX 16, NX/Nano 8 or 4),
+        which all report the name "Orin" and compute capability 8.7."""
+        return int(self.device.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
+
     def compute_capability(self) -> str:
         major, minor = self.device.compute_capability()
         return f"{major}.{minor}"
@@ -147,6 +152,8 @@ class Buffers:
 
 
 def device_info(index: int = 0) -> dict[str, str]:
-    """Name and compute capability of a GPU: with the TensorRT version, the key of a plan."""
+    """Name, compute capability and multiprocessor count of a GPU: with the TensorRT version, the
+    key of a plan."""
     dev = device(index)
-    return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability()}
+    return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability(),
+            "multiprocessors": dev.multiprocessors()}

@@ -25,6 +25,7 @@ class TensorRTProbe:
     gpu: str | None  # None: unusable, see reason
     compute_capability: str | None
     reason: str
+    multiprocessors: int | None = None
     gpu_fault: bool = False  # the GPU or driver failed (retry later), rather than a package missing
 
 
@@ -46,7 +47,8 @@ def tensorrt_probe() -> TensorRTProbe:
         return TensorRTProbe(trt.__version__, None, None, str(e))
     except CudaUnavailable as e:
         return TensorRTProbe(trt.__version__, None, None, str(e), gpu_fault=e.fault)
-    return TensorRTProbe(trt.__version__, info["gpu_name"], info["compute_capability"], "ok")
+    return TensorRTProbe(trt.__version__, info["gpu_name"], info["compute_capability"], "ok",
+                         multiprocessors=info["multiprocessors"])
 
 
 def tensorrt_status() -> tuple[str | None, str | None, str]:
@@ -56,10 +58,11 @@ def tensorrt_status() -> tuple[str | None, str | None, str]:
 
 
 def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: str | None = None,
-                  compute_capability: str | None = None) -> PlanMeta | None:
+                  compute_capability: str | None = None, multiprocessors: int | None = None) -> PlanMeta | None:
     from .backends.tensorrt import plan_mismatch
 
-    plans = [p for p in bundle.plans if plan_mismatch(p, trt_version, gpu_name, compute_capability) is None
+    plans = [p for p in bundle.plans
+             if plan_mismatch(p, trt_version, gpu_name, compute_capability, multiprocessors) is None
              and (precision is None or p.precision == precision)]
     # Prefer fp16 when both exist and no precision is asked for: it is what the build was for;
     # then a DLA plan, which someone built on purpose.
@@ -83,7 +86,8 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
     if backend in ("auto", "tensorrt"):
         probe = tensorrt_probe()
         trt_version, gpu, reason = probe.version, probe.gpu, probe.reason
-        plan = matching_plan(b, trt_version, gpu, precision, probe.compute_capability) if gpu else None
+        plan = (matching_plan(b, trt_version, gpu, precision, probe.compute_capability, probe.multiprocessors)
+                if gpu else None)
         if plan is not None:
             log.info("backend: TensorRT (plan %s matches %s sm %s, TensorRT %s)", plan.file, gpu,
                      probe.compute_capability, trt_version)

@@ -91,6 +91,7 @@ class PlanMeta(_Meta):
     tensorrt_version: str
     gpu_name: str
     compute_capability: str = ""
+    multiprocessors: Optional[int] = None  # SM count: tells an AGX Orin plan from an Orin Nano one
     precision: Literal["fp32", "fp16"] = "fp32"
     max_batch: int = Field(gt=0)
     opt_batch: int = 1

@@ -159,7 +159,8 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     if opts.precision == "fp16":
         fp16_mode = "fp16-typed-graph" if SERIES[series].strongly_typed else "builder-flag, fp32 score head"
     info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
-            "compute_capability": dev.compute_capability(), "precision": opts.precision,
+            "compute_capability": dev.compute_capability(), "multiprocessors": dev.multiprocessors(),
+            "precision": opts.precision,
             "max_batch": opts.max_batch * tiles, "opt_batch": (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles,
             "fp16_mode": fp16_mode, "dla_core": opts.dla_core}
     return bytes(plan), info

@@ -29,8 +29,8 @@ import numpy as np
 class _CudaState:
     TOTAL = 8 << 30
 
-    def __init__(self, gpu_name: str, cc: tuple[int, int], dla_cores: int = 0):
-        self.gpu_name, self.cc, self.dla_cores = gpu_name, cc, dla_cores
+    def __init__(self, gpu_name: str, cc: tuple[int, int], dla_cores: int = 0, sms: int = 16):
+        self.gpu_name, self.cc, self.dla_cores, self.sms = gpu_name, cc, dla_cores, sms
         self.memory: dict[int, bytearray] = {}
         self.next_ptr = itertools.count(0x7F0000000000, 0x100000)
         self.tls = threading.local()
@@ -53,11 +53,11 @@ class _CudaState:
         return sum(len(b) for b in self.memory.values())
 
 
-def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7), dla_cores: int = 0):
+def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7), dla_cores: int = 0, sms: int = 16):
     """pycuda 2026.1 (src/cpp/cuda.hpp, src/wrapper/wrap_cudadrv.cpp). Freeing pinned memory or
     destroying a stream once the context is gone is skipped without a word, as pycuda does
     (CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT): the fake records it in ``leaks``."""
-    st = _CudaState(gpu_name, cc, dla_cores)
+    st = _CudaState(gpu_name, cc, dla_cores, sms)
     drv = types.ModuleType("pycuda.driver")
 
     class Error(Exception):
@@ -133,12 +133,21 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7), dla
         def compute_capability(self):
             return st.cc
 
+        def get_attribute(self, attr):
+            if not isinstance(attr, device_attribute):
+                raise TypeError("get_attribute(): argument must be a pycuda.driver.device_attribute")
+            return {device_attribute.MULTIPROCESSOR_COUNT: st.sms, device_attribute.COMPUTE_CAPABILITY_MAJOR: st.cc[0],
+                    device_attribute.COMPUTE_CAPABILITY_MINOR: st.cc[1]}[attr]
+
         def total_memory(self):
             return st.TOTAL
 
         def retain_primary_context(self):
             st.retained += 1
             return Context()
+
+    device_attribute = enum.IntEnum("device_attribute", {"MULTIPROCESSOR_COUNT": 16, "COMPUTE_CAPABILITY_MAJOR": 75,
+                                                         "COMPUTE_CAPABILITY_MINOR": 76})
 
     class DeviceAllocation:
         def __init__(self, ptr, nbytes):
@@ -223,7 +232,7 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7), dla
         return (st.TOTAL - (1 << 30) - st.device_used(), st.TOTAL)
 
     for name, obj in dict(init=init, Context=Context, Device=Device, mem_alloc=mem_alloc,
-                          pagelocked_empty=pagelocked_empty, Stream=Stream, memcpy_htod_async=memcpy_htod_async,
+                          pagelocked_empty=pagelocked_empty, device_attribute=device_attribute, Stream=Stream, memcpy_htod_async=memcpy_htod_async,
                           memcpy_dtoh_async=memcpy_dtoh_async, mem_get_info=mem_get_info,
                           DeviceAllocation=DeviceAllocation, get_driver_version=lambda: 12060,
                           get_version=lambda: (12, 6, 0)).items():
@@ -961,12 +970,13 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
     return trt
 
 
-def install(monkeypatch, series: str, gpu_name: str = "NVIDIA Orin", cc=(8, 7), dla_cores: int = 0):
+def install(monkeypatch, series: str, gpu_name: str = "NVIDIA Orin", cc=(8, 7), dla_cores: int = 0, sms: int = 16):
     """Put fake ``tensorrt`` and ``pycuda`` modules of one series into sys.modules. Jetson Orin
-    modules all report the name "Orin" and sm 8.7; AGX Orin has 2 DLA cores, Orin Nano none."""
+    modules all report the name "Orin" and sm 8.7; AGX Orin has 16 multiprocessors and 2 DLA cores,
+    Orin Nano 8 (4 on the 4 GB module) and none."""
     import sys
 
-    pkg, drv = make_pycuda(gpu_name, cc, dla_cores)
+    pkg, drv = make_pycuda(gpu_name, cc, dla_cores, sms)
     trt = make_tensorrt(series, pkg._state)
     monkeypatch.setitem(sys.modules, "pycuda", pkg)
     monkeypatch.setitem(sys.modules, "pycuda.driver", drv)

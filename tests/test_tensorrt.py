@@ -474,6 +474,20 @@ def test_a_plan_is_keyed_by_compute_capability_too(monkeypatch, tiny_bundle):
         TensorRTEngine(b, b.plans[0])
 
 
+def test_an_agx_orin_plan_is_not_taken_on_an_orin_nano(monkeypatch, tiny_bundle):
+    """Both report "Orin" and sm 8.7; the multiprocessor count (16 against 8) tells them apart."""
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=16)  # AGX Orin
+    entry = _build(tiny_bundle)
+    assert entry.multiprocessors == 16
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=8)  # Orin Nano 8 GB
+    assert load(tiny_bundle).backend == "onnxruntime"
+    from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
+
+    b = open_bundle(tiny_bundle)
+    with pytest.raises(BundleError, match="16 multiprocessors .another module., this one has 8.*rebuild"):
+        TensorRTEngine(b, b.plans[0])
+
+
 def test_dla_build_with_gpu_fallback_recorded_in_the_plan(monkeypatch, tiny_bundle, capsys):
     from ganomaly_edge.train.build_engine import main
 

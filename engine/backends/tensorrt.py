@@ -28,7 +28,7 @@ def rebuild_hint(bundle: Bundle, precision: str = "fp32") -> str:
 
 
 def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str,
-                  compute_capability: str | None = None) -> str | None:
+                  compute_capability: str | None = None, multiprocessors: int | None = None) -> str | None:
     """Why ``plan`` cannot run here, or None. A plan is valid only for the TensorRT version, the
     GPU model and the compute capability that built it; a plan that recorded no compute
     capability (older bundles) cannot prove its match and is refused too."""
@@ -41,6 +41,11 @@ def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str,
         built = f"sm {plan.compute_capability}" if plan.compute_capability else "an unrecorded compute capability"
         return (f"plan {plan.file} was built for {plan.gpu_name} with {built}, this device's "
                 f"{gpu_name} is sm {compute_capability}")
+    # Jetson Orin modules share name and compute capability; TensorRT only warns when a plan
+    # moves between them. Plans that recorded no count (older bundles) are not judged on it.
+    if multiprocessors is not None and plan.multiprocessors is not None and plan.multiprocessors != multiprocessors:
+        return (f"plan {plan.file} was built on a {plan.gpu_name} with {plan.multiprocessors} multiprocessors "
+                f"(another module), this one has {multiprocessors}")
     return None
 
 
@@ -123,7 +128,8 @@ class TensorRTEngine(Engine):
             self.dev = device(device_index)
         except CudaUnavailable as e:
             raise (GpuUnavailable if e.fault else BundleError)(str(e)) from None
-        why = plan_mismatch(plan, trt.__version__, self.dev.name(), self.dev.compute_capability())
+        why = plan_mismatch(plan, trt.__version__, self.dev.name(), self.dev.compute_capability(),
+                            self.dev.multiprocessors())
         if why:
             raise BundleError(f"{why}: {rebuild_hint(bundle, self.precision)}")
         bundle.verify_file(plan.file, plan.sha256)
