@@ -479,6 +479,7 @@ def test_an_agx_orin_plan_is_not_taken_on_an_orin_nano(monkeypatch, tiny_bundle)
     fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=16)  # AGX Orin
     entry = _build(tiny_bundle)
     assert entry.multiprocessors == 16
+    assert open_bundle(tiny_bundle).meta.format_version == 5  # an older agent says "newer: upgrade"
     fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=8)  # Orin Nano 8 GB
     assert load(tiny_bundle).backend == "onnxruntime"
     from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
