@@ -33,4 +33,4 @@ demo: setup
 	$(BIN)/python -m ganomaly_edge.tools.demo
 
 clean:
-	rm -rf $(VENV) demo runs
+	rm -rf $(VENV) demo runs .device-profile

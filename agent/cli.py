@@ -12,6 +12,11 @@ from typing import NoReturn
 
 from ganomaly_edge.engine.version import version
 
+# Exit statuses, as deploy/ganomaly-edge.service treats them.
+EXIT_CONFIG = 2  # a configuration error: RestartPreventExitStatus=2, so systemd does not retry it
+EXIT_GPU = 75  # EX_TEMPFAIL: the GPU or its driver failed at start; systemd restarts the agent
+GPU_BACKOFF_S = (5.0, 300.0)  # the first wait before that exit, and the longest (doubling in between)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent.")
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
     except ConfigError as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     setup_logging(settings.log_level)
     if args.print_config:  # passwords print as **********, credentials in URIs as ***
         print(redact(json.dumps(settings.model_dump(mode="json"), indent=2)))
@@ -48,15 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         return check_config(settings)
 
-    from ganomaly_edge.engine import BundleError
+    from ganomaly_edge.engine import BundleError, GpuUnavailable
 
     from .service import Agent
 
+    retries = _gpu_retry_file(settings)
     try:
         agent = Agent(settings)
+    except GpuUnavailable as e:
+        return _gpu_failed(str(e), retries)
     except (BundleError, RuntimeError, ValueError) as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    if os.path.exists(retries):
+        os.remove(retries)
 
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
@@ -67,6 +77,42 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
     _exit_after_stop(0)
+
+
+def _gpu_retry_file(settings) -> str:
+    """Where consecutive GPU failures at start are counted: beside the event store, in the
+    service's state directory, so the count survives the restarts it paces."""
+    return os.path.join(os.path.dirname(os.path.abspath(settings.store.path)), "gpu-start-failures")
+
+
+def _gpu_failed(reason: str, retries: str) -> int:
+    """The GPU or its driver failed at start (``backend = "tensorrt"``): wait, doubling the wait
+    with each failure in a row, then exit EXIT_GPU, which systemd restarts. Without the wait a
+    driver that needs minutes after boot would use up the unit's start limit in seconds."""
+    import time
+
+    from . import systemd
+
+    try:
+        with open(retries) as f:
+            n = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        n = 0
+    first, longest = GPU_BACKOFF_S
+    delay = min(first * 2 ** n, longest)
+    log = logging.getLogger("ganomaly")
+    try:
+        with open(retries, "w") as f:
+            f.write(f"{n + 1}\n")
+    except OSError as e:
+        log.warning("cannot count GPU failures in %s: %s", retries, e)
+    log.error("GPU unavailable at start (failure %d in a row): %s. Exiting with status %d after %.0f s; "
+              "systemd restarts the agent. Set model.backend = \"auto\" to run on the CPU meanwhile",
+              n + 1, reason, EXIT_GPU, delay)
+    # The wait happens before READY=1, inside the unit's start timeout: extend it.
+    systemd.notify(f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}\nSTATUS=GPU unavailable, retrying: {reason}")
+    time.sleep(delay)
+    return EXIT_GPU
 
 
 def _exit_after_stop(code: int) -> NoReturn:
@@ -149,7 +195,7 @@ def check_config(settings) -> int:
     for p in problems:
         print(f"error: {redact(p)}", file=sys.stderr)
     if problems:
-        return 2
+        return EXIT_CONFIG
     print(redact(f"configuration OK: {len(settings.cameras)} camera(s), {len(tested)} bundle(s) loaded and "
                  f"self-tested, prefix {settings.prefix}, store {settings.store.path}"))
     return 0

@@ -200,6 +200,11 @@ class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
     backend: BackendChoice = Field(
         "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] | None = Field(
+        None, min_length=1, description="ONNX Runtime execution providers to try, in order (an NVIDIA host "
+                                        "with onnxruntime-gpu: [\"tensorrt\", \"cuda\", \"cpu\"]); default: "
+                                        "CUDA when this ONNX Runtime has it, else the CPU. The log names the "
+                                        "one used")
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime threads per inference worker (0 = the cores "
                                               "divided among the workers)")
     workers: int = Field(0, ge=0, le=64, description="inference threads per camera, each taking its own "

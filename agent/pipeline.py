@@ -144,5 +144,6 @@ class CameraPipeline:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {"online": self.online, **self.stats.snapshot(now), "queue_depth": self.q.qsize(),
-                "backend": self.engine.backend, "workers": len(self.inference.threads),
+                "backend": self.engine.backend, "device": self.engine.device, "fallback": self.engine.fallback,
+                "workers": len(self.inference.threads),
                 "model": self.engine.bundle.name}

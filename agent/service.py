@@ -52,7 +52,7 @@ class Agent:
             if path not in self.engines:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
-                                          spinning=m.spinning, trusted_keys=m.trusted_keys)
+                                          spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers)
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]
@@ -80,7 +80,7 @@ class Agent:
                 return self.engines[path]
             m = self.s.model
             new = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning,
-                       trusted_keys=m.trusted_keys)
+                       trusted_keys=m.trusted_keys, providers=m.providers)
             self.engines[path] = new
             self.retired.setdefault(path, []).append(old)  # closed at shutdown: a worker may still hold it
             return new
@@ -110,7 +110,12 @@ class Agent:
         for p in self.pipelines:
             p.start()
         self.stats_thread.start()
-        systemd.notify("READY=1\nSTATUS=running")
+        fallback = self.fallbacks()
+        if fallback:  # a TensorRT that should have run and did not: say so wherever people look
+            for path, why in fallback.items():
+                log.warning("model %s: running on the CPU, not on TensorRT: %s", path, why)
+        systemd.notify("READY=1\nSTATUS=running" + (" on the CPU (TensorRT fallback: "
+                                                    f"{next(iter(fallback.values()))})" if fallback else ""))
         log.info("agent %s running: %d camera(s), prefix %s", self.s.device_id, len(self.pipelines), self.s.prefix)
 
     def finished(self) -> bool:
@@ -149,6 +154,10 @@ class Agent:
         self.store.close()
         log.info("stopped")
 
+    def fallbacks(self) -> dict[str, str]:
+        """Bundle -> why its engine runs on ONNX Runtime though TensorRT was expected (``auto``)."""
+        return {p: e.fallback for p, e in self.engines.items() if e.fallback}
+
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
         n, size = self.store.depth()
@@ -161,6 +170,8 @@ class Agent:
             "capture_to_publish": self.lat_publish.summary(),
             "peak_rss_mb": _rss_mb(),
             "engines": [e.describe() for e in self.engines.values()],
+            # A gauge: engines that fell back from TensorRT to ONNX Runtime (0 when all run as built).
+            "tensorrt_fallbacks": len(self.fallbacks()),
         }
         if self.publisher:
             out["mqtt"] = self.publisher.stats()

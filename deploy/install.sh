@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ganomaly-edge as a systemd service. Run as root from the repository root.
 #
-#   deploy/install.sh [--tensorrt] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
+#   deploy/install.sh [--tensorrt] [--gpu] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
 #                     [--mqtt-port N] [--mqtts-port N] [--l4t | --no-l4t]
 #
 #   /opt/ganomaly-edge/venv      the venv (sees the system site-packages: JetPack's TensorRT, OpenCV, numpy)
@@ -10,6 +10,11 @@
 #
 # --tensorrt  build pycuda (CUDA on PATH) and set model.backend = "tensorrt", so a missing GPU
 #             stack stops the service with the reason instead of running on the CPU
+# --gpu       an x86-64 host with an NVIDIA GPU and no TensorRT: onnxruntime-gpu instead of the CPU
+#             onnxruntime (CUDA and TensorRT execution providers; docs/deployment-x86-nvidia.md).
+#             On a Jetson, install NVIDIA's onnxruntime-gpu wheel yourself (deploy/JETSON.md): kept if found
+# Both branches install onnx (every plan build checks the graph with it) and ONNX Runtime (the CPU
+# fallback, and the self-check's reference); on a Jetson the ONNX Runtime wheel from PyPI.
 # --broker    a local mosquitto beside Debian's stock config: a loopback listener for the agent
 #             and a TLS listener for subscribers, both with a password file this script makes
 # --signing-key  an ed25519 key pair for bundles: /etc/ganomaly-edge/bundle-signing.pem (root only)
@@ -19,10 +24,11 @@
 # Re-running is safe: existing config, credentials, certificates and passwords are kept.
 set -euo pipefail
 
-ROOT=""; TRT=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
+ROOT=""; TRT=0; GPU=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
 while [ $# -gt 0 ]; do
   case "$1" in
     --tensorrt) TRT=1;;
+    --gpu) GPU=1;;
     --broker) BROKER=1;;
     --signing-key) SIGN=1;;
     --root) ROOT=$(cd "$2" && pwd); shift;;
@@ -32,7 +38,7 @@ while [ $# -gt 0 ]; do
     --mqtts-port) MQTTS_PORT=$2; shift;;
     --l4t) L4T=1;;
     --no-l4t) L4T=0;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
   shift
@@ -51,6 +57,9 @@ fi
 [ "$L4T" = 1 ] && say "L4T (Jetson) detected: keeping JetPack's OpenCV, numpy and TensorRT"
 
 # -- preflight: fail before changing anything ---------------------------------------------------
+if [ "$GPU" = 1 ] && [ "$L4T" = 1 ]; then
+  die "--gpu is for x86-64 hosts: on a Jetson, install the onnxruntime-gpu wheel NVIDIA builds for your JetPack (Jetson Zoo) into $VENV, then re-run without --gpu (deploy/JETSON.md)"
+fi
 if [ "$TRT" = 1 ]; then
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   export PATH="$CUDA_HOME/bin:$PATH" CPATH="$CUDA_HOME/include:${CPATH:-}" LIBRARY_PATH="$CUDA_HOME/lib64:${LIBRARY_PATH:-}"
@@ -96,13 +105,36 @@ for dist in ("numpy", "opencv-python", "opencv-contrib-python", "tensorrt", "onn
     except md.PackageNotFoundError:
         pass
 EOF
-  extras=""
+  extras="[onnx]"
   "$VENV/bin/python" -c "import cv2, numpy" 2>/dev/null || die "JetPack's OpenCV/numpy are not importable from the system Python: install nvidia-jetpack (python3-opencv, python3-numpy)"
 else
   cp "$src/deploy/constraints.txt" "$constraints"
-  extras="[cpu]"
+  extras="[cpu,onnx]"
+  if [ "$GPU" = 1 ]; then
+    extras="[gpu]"
+    "$VENV/bin/pip" uninstall -q -y onnxruntime 2>/dev/null || true  # the same module as onnxruntime-gpu
+  fi
 fi
 "$VENV/bin/pip" install -q -c "$constraints" "$src$extras"
+if [ "$L4T" = 1 ]; then
+  if "$VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then
+    say "keeping the installed ONNX Runtime $("$VENV/bin/python" -c 'import onnxruntime as o; print(o.__version__, o.get_available_providers())')"
+  else
+    # PyPI's aarch64 onnxruntime asks for numpy >= 1.21.6; JetPack 6 ships 1.21.5, with which it runs.
+    # So: the wheel without its numpy requirement, then its other requirements against JetPack's pins.
+    "$VENV/bin/pip" install -q --no-deps -c "$src/deploy/constraints.txt" onnxruntime
+    deps=$("$VENV/bin/python" -c '
+import importlib.metadata as md, re
+for r in md.requires("onnxruntime") or []:
+    name = re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0]
+    if "extra ==" not in r and name.lower() != "numpy":
+        print(r.split(";")[0].replace(" ", ""))
+')
+    # shellcheck disable=SC2086
+    [ -z "$deps" ] || "$VENV/bin/pip" install -q -c "$constraints" $deps
+  fi
+  "$VENV/bin/python" -c "import onnxruntime, onnx" || die "ONNX Runtime or onnx does not import in $VENV with JetPack's numpy: see deploy/JETSON.md"
+fi
 if [ "$L4T" = 1 ]; then
   where=$("$VENV/bin/python" -c "import cv2; print(cv2.__file__)")
   case "$where" in "$VENV"/*) die "OpenCV in the venv ($where) shadows JetPack's (no GStreamer): pip uninstall it";; esac
@@ -174,7 +206,7 @@ fi
 say "installed. Next:"
 say "  1. copy a bundle to $STATE/bundle and, on a GPU, build its plan: $VENV/bin/ganomaly-build-engine $STATE/bundle --out $STATE/bundle"
 [ -f "$ETC/bundle-signing.pem" ] && say "     signed bundles: add --sign-key $ETC/bundle-signing.pem (the config trusts $ETC/bundle-signing.pub)"
-say "     (first time on a device: $VENV/bin/ganomaly-build-engine --self-check)"
+say "     (first time on a device: $VENV/bin/ganomaly-build-engine --self-check; exit 0 pass, 1 fail, 3 no TensorRT/GPU)"
 say "  2. edit $ETC/config.toml (cameras, bundle)"
 say "     check it: $VENV/bin/ganomaly-agent -c $ETC/config.toml --check-config"
 say "  3. systemctl enable --now ganomaly-edge; journalctl -fu ganomaly-edge"

@@ -2,6 +2,6 @@
 
 from .base import Engine, FrameError, SelfTestError
 from .bundle import Bundle, BundleError, open_bundle
-from .loader import load
+from .loader import GpuUnavailable, load
 
-__all__ = ["Bundle", "BundleError", "Engine", "FrameError", "SelfTestError", "load", "open_bundle"]
+__all__ = ["Bundle", "BundleError", "Engine", "FrameError", "GpuUnavailable", "SelfTestError", "load", "open_bundle"]

@@ -30,6 +30,14 @@ class Engine(abc.ABC):
     # True when infer() may be called from several threads at once (the agent then runs one
     # inference worker per core); a TensorRT execution context is not, so it stays False there.
     concurrent = False
+    # Why this engine runs instead of the TensorRT one that was expected (``load`` with "auto" on a
+    # machine whose TensorRT or GPU failed); None when nothing fell back.
+    fallback: str | None = None
+
+    @property
+    def device(self) -> str:
+        """Where inference runs, in words ("the CPU", "the GPU (NVIDIA Orin)")."""
+        return "the CPU"
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
@@ -105,7 +113,7 @@ class Engine(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "model": self.bundle.name,
                 "hash": self.bundle.model_hash, "input": list(self.spec.shape),
-                "tiling": self.tiling.describe(),
+                "tiling": self.tiling.describe(), "device": self.device, "fallback": self.fallback,
                 "signed_by": self.bundle.signed_by}  # the trusted key that signed it (None: not checked)
 
     def close(self) -> None:

@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ganomaly-edge-bundle"
 FORMAT_VERSION = 4  # 2: bundle.json carries an integrity hash of itself; 3: tiling; 4: tile position statistics
-READABLE_VERSIONS = (2, 3, 4)  # a version-2 bundle is an untiled version 3, a version 3 one has no position statistics
+# 5: a plan records its GPU's multiprocessor count and DLA core. Exports stay at FORMAT_VERSION; a
+# bundle becomes version 5 when a plan with those fields is added, so an older agent says "newer:
+# upgrade" instead of refusing an unknown field.
+PLAN_FIELDS_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)  # a version-2 bundle is an untiled version 3, a version 3 one has no position statistics
 META = "bundle.json"
 ONNX = "model.onnx"
 REFERENCE = "reference.npz"
@@ -149,10 +153,13 @@ class Bundle:
         os.replace(tmp, self.file(META))
 
     def add_plan(self, plan_bytes: bytes, info: dict[str, Any]) -> PlanMeta:
-        """Store a plan and its metadata, replacing any plan for the same GPU, TensorRT and precision."""
+        """Store a plan and its metadata, replacing any plan for the same GPU, compute capability,
+        TensorRT, precision and DLA core."""
         os.makedirs(self.file(PLANS), exist_ok=True)
         safe_gpu = "".join(ch if ch.isalnum() else "-" for ch in info["gpu_name"]).strip("-")
-        rel = f"{PLANS}/{safe_gpu}_trt{info['tensorrt_version']}_{info['precision']}.plan"
+        dla = f"_dla{info['dla_core']}" if info.get("dla_core") is not None else ""
+        rel = (f"{PLANS}/{safe_gpu}_sm{info.get('compute_capability', '')}_trt{info['tensorrt_version']}_"
+               f"{info['precision']}{dla}.plan")
         with open(self.file(rel + ".tmp"), "wb") as f:
             f.write(plan_bytes)
         os.replace(self.file(rel + ".tmp"), self.file(rel))
@@ -161,6 +168,8 @@ class Bundle:
         return entry
 
     def put_plan(self, entry: PlanMeta) -> None:
+        if entry.multiprocessors is not None or entry.dla_core is not None:
+            self.meta.format_version = max(self.meta.format_version, PLAN_FIELDS_VERSION)
         self.meta.plans = [p for p in self.meta.plans if p.file != entry.file] + [entry]
         self.write_meta()
 
@@ -210,10 +219,10 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
                           f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     v = meta.get("format_version")
     if v not in READABLE_VERSIONS:
-        newer = isinstance(v, int) and v > FORMAT_VERSION
+        newer = isinstance(v, int) and v > max(READABLE_VERSIONS)
         raise BundleError(
             f"bundle format version {v} is {'newer' if newer else 'older'} than the version this "
-            f"ganomaly-edge reads ({FORMAT_VERSION}): "
+            f"ganomaly-edge reads ({max(READABLE_VERSIONS)}): "
             + ("upgrade ganomaly-edge on this device" if newer else
                "rebuild the bundle with 'ganomaly-build-engine CHECKPOINT --out DIR'"))
     for key in ("input", "outputs", "calibration", "files", "score"):

@@ -25,7 +25,12 @@ import numpy as np
 
 
 class CudaUnavailable(RuntimeError):
-    pass
+    """No usable CUDA GPU. ``fault`` is True when pycuda is there but the GPU or its driver failed
+    (no device, initialisation error): worth retrying later, unlike a missing package."""
+
+    def __init__(self, msg: str, fault: bool = True):
+        super().__init__(msg)
+        self.fault = fault
 
 
 _devices: dict[int, "CudaDevice"] = {}
@@ -46,7 +51,7 @@ def _driver():
         import pycuda.driver as cuda
     except ImportError as e:
         raise CudaUnavailable("pycuda is not installed (pip install 'ganomaly-edge[tensorrt]' with CUDA on "
-                              "PATH; on a Jetson see deploy/JETSON.md)") from e
+                              "PATH; on a Jetson see deploy/JETSON.md)", fault=False) from e
     return cuda
 
 
@@ -68,6 +73,11 @@ class CudaDevice:
 
     def name(self) -> str:
         return self.device.name()
+
+    def multiprocessors(self) -> int:
+        """Streaming multiprocessors: what tells Jetson Orin modules apart (AGX 16, NX/Nano 8 or 4),
+        which all report the name "Orin" and compute capability 8.7."""
+        return int(self.device.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
 
     def compute_capability(self) -> str:
         major, minor = self.device.compute_capability()
@@ -142,6 +152,8 @@ class Buffers:
 
 
 def device_info(index: int = 0) -> dict[str, str]:
-    """Name and compute capability of a GPU, for keying plans."""
+    """Name, compute capability and multiprocessor count of a GPU: with the TensorRT version, the
+    key of a plan."""
     dev = device(index)
-    return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability()}
+    return {"gpu_name": dev.name(), "compute_capability": dev.compute_capability(),
+            "multiprocessors": dev.multiprocessors()}

@@ -83,7 +83,7 @@ class ScoreMeta(_Meta):
 
 
 class PlanMeta(_Meta):
-    """One TensorRT plan: valid only on the GPU model and TensorRT version that built it."""
+    """One TensorRT plan: valid only on the TensorRT version, GPU model and compute capability that built it."""
 
     file: str
     sha256: str
@@ -92,10 +92,12 @@ class PlanMeta(_Meta):
     tensorrt_version: str
     gpu_name: str
     compute_capability: str = ""
+    multiprocessors: Optional[int] = None  # SM count: tells an AGX Orin plan from an Orin Nano one
     precision: Literal["fp32", "fp16"] = "fp32"
     max_batch: int = Field(gt=0)
     opt_batch: int = 1
     fp16_mode: Optional[str] = None
+    dla_core: Optional[int] = None  # built for this DLA core (GPU fallback for what the DLA cannot run)
     parity: Optional[dict[str, float]] = None
 
 

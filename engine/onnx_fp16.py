@@ -17,7 +17,9 @@ HALF_SCOPES = ("/generator/", "/discriminator/", "/encoder1/", "/encoder2/", "/d
 
 
 def to_fp16(onnx_bytes: bytes) -> bytes:
-    import onnx
+    from .trt_compat import require_onnx
+
+    onnx = require_onnx()
 
     model = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
     g = model.graph

@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,7 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HEADS = ("latent", "recon", "features", "knn", "fknn", "peak")
+# One tiny bundle per score component, and "tiled": what users deploy, ganomaly-train --tile 64 with
+# its defaults at 300 x 300 (49 tiles a frame), made by tools/selfcheck_tiled.py.
+HEADS = ("latent", "recon", "features", "knn", "fknn", "peak", "tiled")
+TILED = "tiled"
+TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3
 # L4T release -> JetPack (deploy/JETSON.md)
@@ -75,22 +80,60 @@ def _module_version(name: str) -> str:
     return str(getattr(mod, "__version__", getattr(mod, "VERSION", "?")))
 
 
-def platform_rows(report: Report) -> None:
-    from .version import version
+def _opencv() -> str:
+    try:
+        import cv2
+    except Exception as e:  # the agent cannot capture without it: reported, never a traceback
+        return f"OpenCV absent ({type(e).__name__}: {str(e)[:60]})"
+    gst = "YES" if any(ln.strip().startswith("GStreamer:") and "YES" in ln
+                       for ln in cv2.getBuildInformation().splitlines()) else "NO"
+    return f"OpenCV {cv2.__version__} (GStreamer: {gst})"
 
-    import cv2
-    import onnxruntime as ort
+
+def _onnxruntime() -> tuple[str, bool]:
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        return f"ONNX Runtime absent ({type(e).__name__}: {str(e)[:60]})", False
+    return f"ONNX Runtime {ort.__version__} ({', '.join(ort.get_available_providers())})", True
+
+
+def power_mode(run=subprocess.run) -> str:
+    """``nvpmodel -q``'s mode ("MAXN (0)"), or why there is none: the GPU clock, and so every
+    figure below, depends on it."""
+    exe = shutil.which("nvpmodel")
+    if exe is None:
+        return "unknown (nvpmodel not found: not a Jetson, or JetPack's nvpmodel is not installed)"
+    try:
+        r = run([exe, "-q"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown (nvpmodel -q failed: {e})"
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+    mode = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("NV Power Mode")), None)
+    number = next((ln for ln in lines if ln.isdigit()), None)
+    if mode is None:
+        return f"unknown (nvpmodel -q said: {(r.stdout + r.stderr).strip()[:80]})"
+    return f"{mode} ({number})" if number else mode
+
+
+def platform_rows(report: Report) -> bool:
+    """Platform and library rows; True when ONNX Runtime (the CPU fallback) imports."""
+    from .version import version
 
     l4t = l4t_release()
     jp = next((v for k, v in JETPACK.items() if l4t and l4t.startswith(k)), None)
-    gst = "YES" if any(ln.strip().startswith("GStreamer:") and "YES" in ln
-                       for ln in cv2.getBuildInformation().splitlines()) else "NO"
+    ort_text, have_ort = _onnxruntime()
     report.add("ganomaly-edge", f"{version()} | Python {platform.python_version()} | numpy {np.__version__} | "
                                 f"{platform.machine()}")
     report.add("platform", f"L4T {l4t} (JetPack {jp or '?'})" if l4t else f"not a Jetson ({platform.platform()})")
+    report.add("power mode", power_mode() if l4t else "n/a (not a Jetson)")
     report.add("libraries", f"TensorRT {_module_version('tensorrt')} | pycuda {_module_version('pycuda')} | "
-                            f"OpenCV {cv2.__version__} (GStreamer: {gst}) | ONNX Runtime {ort.__version__} "
-                            f"({', '.join(ort.get_available_providers())})")
+                            f"onnx {_module_version('onnx')} | {_opencv()} | {ort_text}")
+    if not have_ort:
+        from .backends.onnxruntime import ORT_MISSING
+
+        report.fail(f"{ORT_MISSING}; without it model.backend = \"auto\" has no CPU fallback")
+    return have_ort
 
 
 def gpu_rows(report: Report):
@@ -109,6 +152,14 @@ def gpu_rows(report: Report):
     vers = dev.versions()
     report.add("gpu", f"{gpu} (sm {dev.compute_capability()}), {free / 2**30:.2f} of {total / 2**30:.2f} GiB free, "
                       f"CUDA driver {vers['cuda_driver']}")
+    try:
+        from .trt_build import dla_cores
+
+        n = dla_cores()
+        report.add("dla", f"{n} core(s)" + (": ganomaly-build-engine --dla 0 builds for one, with GPU fallback"
+                                            if n else " (none on this device: no --dla)"))
+    except Exception as e:  # informative only
+        report.add("dla", f"unknown ({str(e)[:80]})")
     return dev
 
 
@@ -144,7 +195,8 @@ def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
         cells = []
         for precision in ("fp32", "fp16"):
             try:
-                entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=8,
+                frames = TILED_FRAMES if head == TILED else 8
+                entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=frames,
                                                                          progress=False))
                 cells.append(f"{precision} {entry.parity['max_score_diff_calibrated']:.2g}")
             except Exception as e:  # a refused build is the finding
@@ -234,6 +286,39 @@ def speed(report: Report, bundle: str, reps: int, with_trt: bool) -> None:
     report.add("speed", f"{os.path.basename(bundle.rstrip('/'))} {h}x{w}x{c}: " + " | ".join(cells))
 
 
+def tiled_rows(report: Report, bundle: str, dev, reps: int, with_trt: bool) -> None:
+    """The deployed recipe at the deployed batch: latency of a call of TILED_FRAMES frames (98 tiles)
+    per backend, and the device memory a TensorRT engine of it takes once it has run that batch."""
+    from . import load, open_bundle
+
+    b = open_bundle(bundle)
+    t = b.tiling
+    x = np.random.default_rng(0).integers(0, 256, (TILED_FRAMES, t.height, t.width, b.input.channels), dtype=np.uint8)
+    cells, memory = [], []
+    backends = [("fp32", "tensorrt", "fp32"), ("fp16", "tensorrt", "fp16")] if with_trt else []
+    for label, backend, precision in backends + [("onnxruntime", "onnxruntime", None)]:
+        try:
+            free0 = dev.memory()[0] if backend == "tensorrt" else None
+            eng = load(bundle, backend, precision=precision, self_test=False)
+            try:
+                eng.score_frames(x)
+                if free0 is not None:  # after the largest call, what the engine holds is its peak
+                    memory.append(f"{label} {(free0 - dev.memory()[0]) / 2**20:.1f} MiB")
+                times = []
+                for _ in range(max(reps // 10, 3)):
+                    t0 = time.perf_counter()
+                    eng.score_frames(x)
+                    times.append(time.perf_counter() - t0)
+                cells.append(f"{label} {1000 * float(np.median(times)):.1f} ms")
+            finally:
+                eng.close()
+        except Exception as e:  # a refused build is already a failure above; this row informs
+            cells.append(f"{label} unavailable ({str(e)[:60]})")
+    report.add("tiled", f"{t.width}x{t.height} in {t.count} tiles of {t.tile} px ({b.meta.score.name}): "
+                        f"{TILED_FRAMES} frames ({TILED_FRAMES * t.count} tiles) per call: " + " | ".join(cells)
+               + (f"; device memory {', '.join(memory)}" if memory else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-build-engine --self-check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,17 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", help="also time this bundle of yours (default: the shipped recon bundle)")
     args = ap.parse_args(argv)
     report = Report()
-    platform_rows(report)
+    have_ort = platform_rows(report)
     bundles = shipped_bundles()
     if len(bundles) != len(HEADS):
         report.fail(f"shipped bundles missing under {BUNDLE_DIR} (found {len(bundles)} of {len(HEADS)})")
-    onnxruntime_parity(report, bundles)
+    if have_ort:
+        onnxruntime_parity(report, bundles)
+    else:
+        report.add("onnxruntime", "not run: ONNX Runtime is absent")
     dev = gpu_rows(report)
     with tempfile.TemporaryDirectory(prefix="ganomaly-selfcheck-") as work:
         built = tensorrt_parity(report, bundles, work) if dev is not None else []
         recon = next((b for b in built if b.endswith("recon")), None)
         if recon and args.cycles:
             load_cycles(report, recon, dev, args.cycles)
+        tiled = next((b for b in built if b.endswith(TILED)), os.path.join(BUNDLE_DIR, TILED))
+        if have_ort or built:
+            tiled_rows(report, tiled, dev, args.reps, with_trt=tiled in built)
         timed = args.bundle or recon or os.path.join(BUNDLE_DIR, "recon")
         speed(report, timed, args.reps, with_trt=dev is not None and (args.bundle is None or bool(built)))
     print(report.text(), flush=True)

@@ -8,7 +8,8 @@ bindings per release branch):
   flag would be free to run it there.
 - 8.6 (JetPack 6.0): an explicit-batch network (``EXPLICIT_BATCH``; 8.x networks are implicit
   batch otherwise and the ONNX parser refuses them). FP16 through the builder flag, with
-  ``OBEY_PRECISION_CONSTRAINTS`` and every layer outside the networks pinned to fp32.
+  ``OBEY_PRECISION_CONSTRAINTS`` and every layer outside the networks pinned to fp32, found by
+  walking the parsed network back from its outputs (``score_head_layers``), not by layer name.
 - fp32 plans clear TF32 (on by default), which would cost the self-test its 2e-3 tolerance.
 Older series are refused (``trt_compat.series_of``). Which API is present is detected from the
 module, never guessed from the version string. Before TensorRT sees the graph,
@@ -27,7 +28,7 @@ from typing import Any
 
 from .bundle import ONNX, Bundle, BundleError
 from .meta import PlanMeta
-from .trt_compat import SERIES, UnsupportedTensorRT, check_graph, graph_for, series_of
+from .trt_compat import SERIES, OnnxMissing, UnsupportedTensorRT, check_graph, graph_for, require_onnx, series_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,30 @@ class BuildOptions:
     workspace_mib: int = 1024
     timing_cache: str | None = None
     progress: bool = True
+    dla_core: int | None = None  # build for this DLA core, layers it cannot run falling back to the GPU
+
+
+def dla_cores() -> int:
+    """DLA cores of this device as TensorRT counts them (2 on Xavier and AGX Orin, 0 on Orin Nano and
+    discrete GPUs)."""
+    import tensorrt as trt
+
+    from .backends.tensorrt import trt_logger
+    from .cuda import device
+
+    with device(0).activate():
+        return int(trt.Builder(trt_logger(trt)).num_DLA_cores)
+
+
+def _check_dla(builder, core: int, precision: str, gpu: str) -> None:
+    n = int(builder.num_DLA_cores)
+    if n == 0:
+        raise BuildError(f"--dla {core}: this device ({gpu}) has no DLA (only Xavier and Jetson AGX Orin have "
+                         "DLA cores; Orin NX/Nano and discrete GPUs do not): build without --dla")
+    if not 0 <= core < n:
+        raise BuildError(f"--dla {core}: this device has {n} DLA core(s), numbered 0 to {n - 1}")
+    if precision != "fp16":
+        raise BuildError("--dla needs --precision fp16: the DLA runs FP16 and INT8 only")
 
 
 def network_flags(trt) -> int:
@@ -97,6 +122,10 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     if opts.max_batch < 1:
         raise BuildError("--max-batch must be at least 1")
     try:
+        require_onnx()
+    except OnnxMissing as e:
+        raise BuildError(str(e)) from None
+    try:
         series = series_of(trt.__version__)
     except UnsupportedTensorRT as e:
         raise BuildError(str(e)) from None
@@ -110,12 +139,14 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     with dev.activate():
         mark = logger.sink.mark()
         builder = trt.Builder(logger)
+        if opts.dla_core is not None:
+            _check_dla(builder, opts.dla_core, opts.precision, dev.name())
         network = builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(onnx_bytes):
             errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
             raise BuildError("TensorRT cannot parse the bundle's ONNX graph: " + "; ".join(errs))
-        config = _configure(trt, builder, network, bundle.input, opts, series, bundle.tiling.count)
+        config = _configure(trt, builder, network, bundle.input, opts, series, bundle.tiling.count, onnx_bytes)
         with _Spinner(f"building {opts.precision} TensorRT plan for {dev.name()}", opts.progress):
             plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -128,13 +159,15 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     if opts.precision == "fp16":
         fp16_mode = "fp16-typed-graph" if SERIES[series].strongly_typed else "builder-flag, fp32 score head"
     info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
-            "compute_capability": dev.compute_capability(), "precision": opts.precision,
+            "compute_capability": dev.compute_capability(), "multiprocessors": dev.multiprocessors(),
+            "precision": opts.precision,
             "max_batch": opts.max_batch * tiles, "opt_batch": (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles,
-            "fp16_mode": fp16_mode}
+            "fp16_mode": fp16_mode, "dla_core": opts.dla_core}
     return bytes(plan), info
 
 
-def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, tiles: int = 1):
+def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, tiles: int = 1,
+               onnx_bytes: bytes = b""):
     """Builder config: workspace, precision, one optimisation profile, timing cache. The profile's
     batch is in model inputs: ``max_batch`` frames of ``tiles`` tiles each at most."""
     config = builder.create_builder_config()
@@ -144,33 +177,72 @@ def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, til
     elif not SERIES[series].strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_score_head(trt, network)
+        _pin_score_head(trt, network, onnx_bytes)
     h, w, c = spec.shape
     opt = (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles
     profile = builder.create_optimization_profile()
     profile.set_shape(spec.name, (1, h, w, c), (opt, h, w, c), (opts.max_batch * tiles, h, w, c))
     config.add_optimization_profile(profile)
+    if opts.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = opts.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # what the DLA cannot run stays on the GPU
     if opts.timing_cache:
         _use_timing_cache(config, opts.timing_cache, trt.__version__)
     return config
 
 
-def _pin_score_head(trt, network) -> int:
-    """Weakly typed FP16 (8.6): every float layer outside the networks runs and outputs fp32."""
+def network_tensors(onnx_bytes: bytes) -> set[str]:
+    """Names of the tensors the networks' nodes produce in the ONNX graph. The exporter names those
+    nodes (``onnx_fp16.HALF_SCOPES``) and the ONNX parser keeps tensor names, so these mark where
+    the networks end in the parsed TensorRT network, whatever its layers are called."""
     from .onnx_fp16 import HALF_SCOPES
 
-    pinned = 0
+    onnx = require_onnx()
+    model = onnx.load_from_string(onnx_bytes)
+    return {o for n in model.graph.node if n.name.startswith(HALF_SCOPES) for o in n.output}
+
+
+def score_head_layers(network, stop: set[str]) -> list:
+    """The layers between the networks and the outputs: walked back from every network output
+    through each layer's inputs, up to the tensors in ``stop``. Found by position in the graph,
+    because the 8.6 parser names weight layers after their weights and leaves its helper layers
+    unnamed ("(Unnamed Layer* 12) [Shuffle]")."""
+    producer = {}
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name.startswith(HALF_SCOPES):
+        for j in range(layer.num_outputs):
+            producer[layer.get_output(j).name] = layer
+    todo = [network.get_output(i).name for i in range(network.num_outputs)]
+    seen: set[str] = set()
+    head, taken = [], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name in stop:
             continue
-        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        if outs and all(o.dtype in (trt.float32, trt.float16) for o in outs):
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-            pinned += 1
-    log.info("FP16 with the builder flag: %d score-head layer(s) pinned to fp32", pinned)
+        seen.add(name)
+        layer = producer.get(name)
+        if layer is None or layer.name in taken:  # a network input, or a layer already walked
+            continue
+        taken.add(layer.name)
+        head.append(layer)
+        todo.extend(layer.get_input(k).name for k in range(layer.num_inputs) if layer.get_input(k) is not None)
+    return head
+
+
+def _pin_score_head(trt, network, onnx_bytes: bytes) -> int:
+    """Weakly typed FP16 (8.6): the preprocessing, the residual and the score head (TopK included)
+    run and output fp32; the networks are left to the builder."""
+    pinned = 0
+    for layer in score_head_layers(network, network_tensors(onnx_bytes)):
+        floats = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in (trt.float32, trt.float16)]
+        if not floats:  # shapes and indices only
+            continue
+        layer.precision = trt.float32
+        for j in floats:  # TopK's indices stay INT32
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    log.info("FP16 with the builder flag: %d preprocessing, residual and score-head layer(s) pinned to fp32", pinned)
     return pinned
 
 

@@ -1,5 +1,6 @@
-"""Would TensorRT build this ONNX graph? A check from NVIDIA's own sources, run before a build,
-by the test suite on every graph the project exports, and by the fake TensorRT parser.
+"""Would TensorRT build this ONNX graph? A check from NVIDIA's own sources, run before a build and
+by the test suite on every graph the project exports. The fake TensorRT parser (tests/fakes.py)
+reads the same sources on its own, and the tests compare the two readings graph by graph.
 
 Sources (read 2026-11):
 - onnx-tensorrt ``docs/operators.md``: branch 8.6-GA for TensorRT 8.6 (JetPack 6.0), branch
@@ -146,6 +147,22 @@ class UnsupportedTensorRT(RuntimeError):
     """A TensorRT version this project does not build or run plans with."""
 
 
+class OnnxMissing(RuntimeError):
+    """The ``onnx`` package, which every plan build needs (the graph check, the FP16 pass), is absent."""
+
+
+def require_onnx():
+    """The ``onnx`` module, or OnnxMissing saying how to install it (JetPack ships none)."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise OnnxMissing(
+            f"building a TensorRT plan needs the onnx package, which is not installed ({e}): "
+            "pip install 'ganomaly-edge[tensorrt]' (or pip install 'onnx>=1.15') in the agent's venv; "
+            "deploy/install.sh installs it") from None
+    return onnx
+
+
 def series_of(version: str) -> str:
     """The API series of a TensorRT version string ("8.6.2.3" -> "8.6", "10.7.0" -> "10.3",
     "10.16.1.11" -> "10.13", "11.1.0" -> "11"); UnsupportedTensorRT for older or unknown ones."""
@@ -175,7 +192,7 @@ _FLOATS = {"FP32", "FP16", "BF16"}
 
 
 def _types(model) -> dict[str, str]:
-    import onnx
+    onnx = require_onnx()
 
     m = onnx.shape_inference.infer_shapes(model)
     out = {}
@@ -194,9 +211,7 @@ def _types(model) -> dict[str, str]:
 def _attr(node, name, default=None):
     for a in node.attribute:
         if a.name == name:
-            import onnx
-
-            return onnx.helper.get_attribute_value(a)
+            return require_onnx().helper.get_attribute_value(a)
     return default
 
 
@@ -205,7 +220,7 @@ def check_graph(onnx_bytes: bytes, series: str, strongly_typed: bool | None = No
 
     ``strongly_typed`` (default: what the series' FP16 path uses, for graphs with FP16 weights)
     adds the strong-typing rule."""
-    import onnx
+    onnx = require_onnx()
 
     s = SERIES[series]
     model = onnx.load_from_string(onnx_bytes)
@@ -222,7 +237,7 @@ def check_graph(onnx_bytes: bytes, series: str, strongly_typed: bool | None = No
     has_fp16 = any(t == "FP16" for t in types.values())
     strong = s.strongly_typed and has_fp16 if strongly_typed is None else strongly_typed
     for node in model.graph.node:
-        errors += _check_node(node, s, types, consts, producers, strong)
+        errors += _check_node(node, s, types, consts, producers, strong, _scalars(model))
     for out in model.graph.output:
         if types.get(out.name) not in (_FLOATS | {"INT32", "INT64", "BOOL", "UINT8"}):
             errors.append(f"graph output {out.name} has type {types.get(out.name)}, not a TensorRT I/O type")
@@ -236,7 +251,21 @@ def _type(name: str, types: dict[str, str], s: Series) -> str:
     return t
 
 
-def _check_node(node, s: Series, types, consts, producers, strong: bool) -> list[str]:
+def _scalars(model) -> dict[str, int]:
+    """Single-element integer constants of the graph (TopK's K), by tensor name."""
+    from onnx import numpy_helper
+
+    tensors = [(i.name, i) for i in model.graph.initializer]
+    tensors += [(n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    out = {}
+    for name, t in tensors:
+        if t.data_type in (6, 7) and len(t.dims) <= 1 and (not t.dims or t.dims[0] == 1):
+            out[name] = int(numpy_helper.to_array(t).reshape(-1)[0])
+    return out
+
+
+def _check_node(node, s: Series, types, consts, producers, strong: bool, scalars: dict | None = None) -> list[str]:
     where = f"node {node.name or node.output[0]} ({node.op_type})"
     if node.op_type not in s.matrix:
         return [f"{where}: operator not in the TensorRT {s.name} support matrix checked here"]
@@ -261,11 +290,11 @@ def _check_node(node, s: Series, types, consts, producers, strong: bool) -> list
         if len(floats) > 1 and node.op_type != "Cast":
             errors.append(f"{where}: mixes {sorted(floats)} inputs; a strongly typed network needs one "
                           "float type per operator (insert a Cast)")
-    errors += _restrictions(node, s, ins, types, consts, producers, where)
+    errors += _restrictions(node, s, ins, types, consts, producers, where, scalars or {})
     return errors
 
 
-def _restrictions(node, s: Series, ins, types, consts, producers, where) -> list[str]:
+def _restrictions(node, s: Series, ins, types, consts, producers, where, scalars: dict) -> list[str]:
     op, errors = node.op_type, []
     if op in ("AveragePool", "MaxPool") and len(_attr(node, "kernel_shape", [])) not in (2, 3):
         errors.append(f"{where}: only 2D or 3D pooling")
@@ -282,6 +311,9 @@ def _restrictions(node, s: Series, ins, types, consts, producers, where) -> list
             errors.append(f"{where}: TensorRT needs sorted=1")
         if len(ins) > 1 and ins[1] not in consts:
             errors.append(f"{where}: K must be a constant")
+        k = scalars.get(ins[1]) if len(ins) > 1 else None
+        if s.name != "8.6" and k is not None and k >= 3840:  # 10.1-GA operators.md
+            errors.append(f"{where}: K = {k}; TensorRT {s.name} takes K below 3840")
     return errors
 
 

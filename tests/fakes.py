@@ -3,7 +3,9 @@
 Built from shared/TENSORRT_API.md and, for 8.6, NVIDIA's release/8.6 bindings (pyCore.cpp, pyGraph.cpp,
 pyOnnx.cpp): a member the real API of a version lacks is absent here
 (AttributeError), signatures take the same arguments, and failures return None where the real
-bindings do. The fake builder serialises the parsed ONNX graph with the build's settings; the
+bindings do. The fake ONNX parser applies its own reading of onnx-tensorrt's operator matrix (not
+engine/trt_compat.py) and names and splits layers as onnx-tensorrt does (weights as constant
+layers named after them, unnamed helpers). The fake builder serialises the parsed ONNX graph with the build's settings; the
 fake runtime executes it with ONNX Runtime on the bytes in fake device memory, so parity checks
 compare real numbers. CUDA calls check that a context is current in the calling thread, as the
 driver does ("invalid device context").
@@ -27,8 +29,8 @@ import numpy as np
 class _CudaState:
     TOTAL = 8 << 30
 
-    def __init__(self, gpu_name: str, cc: tuple[int, int]):
-        self.gpu_name, self.cc = gpu_name, cc
+    def __init__(self, gpu_name: str, cc: tuple[int, int], dla_cores: int = 0, sms: int = 16):
+        self.gpu_name, self.cc, self.dla_cores, self.sms = gpu_name, cc, dla_cores, sms
         self.memory: dict[int, bytearray] = {}
         self.next_ptr = itertools.count(0x7F0000000000, 0x100000)
         self.tls = threading.local()
@@ -51,11 +53,11 @@ class _CudaState:
         return sum(len(b) for b in self.memory.values())
 
 
-def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
+def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7), dla_cores: int = 0, sms: int = 16):
     """pycuda 2026.1 (src/cpp/cuda.hpp, src/wrapper/wrap_cudadrv.cpp). Freeing pinned memory or
     destroying a stream once the context is gone is skipped without a word, as pycuda does
     (CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT): the fake records it in ``leaks``."""
-    st = _CudaState(gpu_name, cc)
+    st = _CudaState(gpu_name, cc, dla_cores, sms)
     drv = types.ModuleType("pycuda.driver")
 
     class Error(Exception):
@@ -131,12 +133,21 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
         def compute_capability(self):
             return st.cc
 
+        def get_attribute(self, attr):
+            if not isinstance(attr, device_attribute):
+                raise TypeError("get_attribute(): argument must be a pycuda.driver.device_attribute")
+            return {device_attribute.MULTIPROCESSOR_COUNT: st.sms, device_attribute.COMPUTE_CAPABILITY_MAJOR: st.cc[0],
+                    device_attribute.COMPUTE_CAPABILITY_MINOR: st.cc[1]}[attr]
+
         def total_memory(self):
             return st.TOTAL
 
         def retain_primary_context(self):
             st.retained += 1
             return Context()
+
+    device_attribute = enum.IntEnum("device_attribute", {"MULTIPROCESSOR_COUNT": 16, "COMPUTE_CAPABILITY_MAJOR": 75,
+                                                         "COMPUTE_CAPABILITY_MINOR": 76})
 
     class DeviceAllocation:
         def __init__(self, ptr, nbytes):
@@ -221,7 +232,7 @@ def make_pycuda(gpu_name: str = "NVIDIA Orin", cc: tuple[int, int] = (8, 7)):
         return (st.TOTAL - (1 << 30) - st.device_used(), st.TOTAL)
 
     for name, obj in dict(init=init, Context=Context, Device=Device, mem_alloc=mem_alloc,
-                          pagelocked_empty=pagelocked_empty, Stream=Stream, memcpy_htod_async=memcpy_htod_async,
+                          pagelocked_empty=pagelocked_empty, device_attribute=device_attribute, Stream=Stream, memcpy_htod_async=memcpy_htod_async,
                           memcpy_dtoh_async=memcpy_dtoh_async, mem_get_info=mem_get_info,
                           DeviceAllocation=DeviceAllocation, get_driver_version=lambda: 12060,
                           get_version=lambda: (12, 6, 0)).items():
@@ -269,6 +280,96 @@ def _round_half(onnx_bytes: bytes, keep: set[str]) -> bytes:
     return m.SerializeToString()
 
 
+# -- the fake parser's own rules --------------------------------------------------------------
+# Read from onnx-tensorrt's docs/operators.md on its 8.6-GA branch (TensorRT 8.6) and 10.1-GA branch
+# (taken for 10.3, 10.13 and 11: the newest matrix stored), and from TensorRT's type rules. Kept
+# apart from engine/trt_compat.py on purpose: the project's pre-build check and this fake are two
+# readings of the same sources, and a rule one of them misses shows up as a disagreement.
+# op: (types on 8.6, types on 10.x); "F" = FP32 FP16, "I" = INT32, "L" = INT64, "B" = BOOL,
+# "8" = INT8, "U" = UINT8, "H" = BF16.
+_OPERATORS = {
+    "Abs": ("FI", "FHIL"), "Add": ("FI", "FHIL"), "And": ("B", "B"), "AveragePool": ("F8I", "FH"),
+    "BatchNormalization": ("F", "FH"), "Cast": ("FI8UB", "FHILUB"), "Ceil": ("F", "FH"), "Clip": ("F8", "FH"),
+    "Concat": ("FI8B", "FHILB"), "Constant": ("FI8B", "FHILB"), "Conv": ("F8", "FH"), "ConvTranspose": ("F8", "FH"),
+    "Div": ("FI", "FHIL"), "Equal": ("FI", "FHIL"), "Erf": ("F", "FH"), "Exp": ("F", "FH"),
+    "Expand": ("FIB", "FHILB"), "Flatten": ("FIB", "FHILB"), "Floor": ("F", "FH"), "Gather": ("F8IB", "FHILB"),
+    "Gemm": ("F8", "FH"), "GlobalAveragePool": ("F8", "FH"), "Greater": ("FI", "FHIL"),
+    "Identity": ("FI8B", "FHILB"), "LeakyRelu": ("F8", "FH"), "Less": ("FI", "FHIL"), "Log": ("F", "FH"),
+    "MatMul": ("F", "FH"), "Max": ("FI", "FHIL"), "MaxPool": ("F8", "FH"), "Mean": ("FI", "FHIL"),
+    "Min": ("FI", "FHIL"), "Mul": ("FI", "FHIL"), "Neg": ("FI", "FHIL"), "Not": ("B", "B"), "Pad": ("F8I", "FHIL"),
+    "Pow": ("F", "FH"), "Reciprocal": ("F", "FH"), "ReduceL2": ("F", "FHIL"), "ReduceMax": ("F", "FHIL"),
+    "ReduceMean": ("F", "FHIL"), "ReduceMin": ("F", "FHIL"), "ReduceSum": ("F", "FHIL"), "Relu": ("F8", "FHIL"),
+    "Reshape": ("FI8B", "FHILB"), "Resize": ("F", "FH"), "Shape": ("FI8B", "FHILB"), "Sigmoid": ("F8", "FH"),
+    "Slice": ("FI8B", "FHILB"), "Softmax": ("F", "FH"), "Sqrt": ("F", "FH"), "Squeeze": ("FI8B", "FHILB"),
+    "Sub": ("FI", "FHIL"), "Sum": ("FI", "FHIL"), "Tanh": ("F8", "FH"), "Tile": ("FIB", "FHILB"),
+    "TopK": ("FI", "FHIL"), "Transpose": ("FI8B", "FHILB"), "Unsqueeze": ("FI8B", "FHILB"), "Where": ("FIB", "FHILB"),
+}
+_LETTERS = {"F": (1, 10), "I": (6,), "L": (7,), "B": (9,), "8": (3,), "U": (2,), "H": (16,)}
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Greater", "Less", "And"}
+_ONNX_TYPE_NAMES = {1: "FLOAT", 10: "FLOAT16", 16: "BFLOAT16", 6: "INT32", 7: "INT64", 3: "INT8", 2: "UINT8", 9: "BOOL",
+                    11: "DOUBLE"}
+_OPSET_RANGE = {"8.6": (7, 17), "10.3": (9, 20), "10.13": (9, 20), "11": (9, 20)}  # onnx-tensorrt README per branch
+
+
+def parser_rules(m, series: str, strongly_typed: bool) -> list[str]:
+    """What the ONNX parser of ``series`` refuses in the shape-inferred model ``m``."""
+    from onnx import helper, numpy_helper
+
+    col = 0 if series == "8.6" else 1
+    elem = {vi.name: vi.type.tensor_type.elem_type for vi in
+            list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
+    const_values = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            t = next(a.t for a in n.attribute if a.name == "value")
+            const_values[n.output[0]] = numpy_helper.to_array(t)
+            elem[n.output[0]] = t.data_type
+    for i in m.graph.initializer:
+        elem[i.name] = i.data_type
+    if series == "8.6":  # the 8.x parser imports INT64 as INT32 and DOUBLE as FLOAT
+        elem = {k: {7: 6, 11: 1}.get(v, v) for k, v in elem.items()}
+    lo, hi = _OPSET_RANGE[series]
+    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    errors = [] if lo <= opset <= hi else [f"ModelImporter: unsupported opset {opset} (this parser: {lo} to {hi})"]
+    for n in m.graph.node:
+        where = f"{n.name or n.output[0]} [{n.op_type}]"
+        if n.op_type not in _OPERATORS:
+            errors.append(f"{where}: No importer registered for op: {n.op_type}; plugin not found")
+            continue
+        allowed = {t for letter in _OPERATORS[n.op_type][col] for t in _LETTERS[letter]}
+        first = n.output[0] if n.op_type == "Constant" else next((x for x in n.input if x), n.output[0])
+        if elem.get(first) not in allowed:
+            errors.append(f"{where}: unsupported data type {_ONNX_TYPE_NAMES.get(elem.get(first), elem.get(first))} "
+                          f"for {n.op_type}")
+        ins = [x for x in n.input if x]
+        if n.op_type not in ("Cast", "Identity") and any(elem.get(x) == 2 for x in ins):
+            errors.append(f"{where}: UINT8 tensor {next(x for x in ins if elem.get(x) == 2)} may only be the input "
+                          "of a Cast layer")
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Cast" and 2 in (elem.get(ins[0]), attrs.get("to")) and \
+                not {elem.get(ins[0]), attrs.get("to")} - {2} <= {1, 10}:
+            errors.append(f"{where}: UINT8 can only be cast to or from FLOAT or HALF")
+        constant_axes = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1}
+        if series != "8.6":
+            constant_axes.update({"ReduceSum": 1, "ReduceMean": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceL2": 1,
+                                  "Pad": 3})
+        k = constant_axes.get(n.op_type)
+        if k is not None and len(n.input) > k and n.input[k] and n.input[k] not in const_values:
+            errors.append(f"{where}: axes must be an initializer")
+        if n.op_type == "TopK" and series != "8.6":
+            if attrs.get("sorted", 1) != 1:
+                errors.append(f"{where}: sorted must be 1")
+            kval = const_values.get(n.input[1]) if len(n.input) > 1 else None
+            if kval is not None and int(kval.reshape(-1)[0]) >= 3840:
+                errors.append(f"{where}: K must be less than 3840")
+        if strongly_typed and n.op_type != "Cast":
+            floats = {elem.get(x) for x in ins} & {1, 10, 16}
+            if len(floats) > 1:
+                errors.append(f"{where}: a strongly typed network does not convert types implicitly: inputs of "
+                              "different float types")
+    return errors
+
+
 def make_tensorrt(series: str, cuda_state: _CudaState):
     """A fake ``tensorrt`` module of one API series: "8.6", "10.3", "10.13" or "11"."""
     v86 = series == "8.6"
@@ -278,6 +379,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
     trt.__version__ = VERSIONS[series]
     trt.calls = []  # what the code under test did, for assertions
     trt.loggers = []  # every ILogger handed to a Builder or Runtime
+    trt.networks = []  # every network created, for assertions on what the builder was given
 
     names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"] + ([] if v86 else ["BF16", "INT64", "INT4"])
     DataType = enum.IntEnum("DataType", {n: i for i, n in enumerate(names)})
@@ -355,6 +457,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
     else:
         ndf = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ndf)
+    trt.DeviceType = enum.IntEnum("DeviceType", {"GPU": 0, "DLA": 1})
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
     trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
     trt.ExecutionContextAllocationStrategy = enum.IntEnum("ExecutionContextAllocationStrategy",
@@ -369,21 +472,44 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self.name, self.dtype = name, dtype
 
     class ILayer:
-        def __init__(self, name, outputs):
-            self.name, self._outputs = name, outputs
+        """A layer as the ONNX parser makes it: ``node`` is the ONNX node it imports (None for the
+        constant layers of weights and for helper layers), ``weights`` the initializer a constant
+        layer holds."""
+
+        def __init__(self, name, inputs, outputs, network, node=None, weights=None):
+            self.name, self._inputs, self._outputs = name, inputs, outputs
+            self.network, self.node, self.weights = network, node, weights
             self._precision = None
 
         num_outputs = property(lambda self: len(self._outputs))
+        num_inputs = property(lambda self: len(self._inputs))
 
         def get_output(self, i):
             return self._outputs[i]
 
+        def get_input(self, i):
+            return self._inputs[i]
+
     if not v11:  # precision controls: gone in 11 (release/11.1 pyGraph.cpp)
+        def _refused(layer, what):
+            """10.x: a strongly typed network takes its types from the graph; setting a layer's
+            precision or output type is an API usage error and the build fails."""
+            emit(Severity.ERROR, f"{layer.name}: ILayer::{what}: Error Code 3: API Usage Error (cannot be "
+                                 "called on a layer of a strongly typed network)")
+            layer.network.api_errors.append(f"{what} on {layer.name}")
+
         def _set_precision(self, dt):
+            if self.network.strongly_typed:
+                return _refused(self, "setPrecision")
             self._precision = dt
 
+        def _set_output_type(self, i, dt):
+            if self.network.strongly_typed:
+                return _refused(self, "setOutputType")
+            self._outputs[i].pinned = dt
+
         ILayer.precision = property(lambda self: self._precision or DataType.FLOAT, _set_precision)
-        ILayer.set_output_type = lambda self, i, dt: setattr(self._outputs[i], "pinned", dt)
+        ILayer.set_output_type = _set_output_type
 
     class INetworkDefinition:
         def __init__(self, flags):
@@ -393,11 +519,22 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self.onnx: bytes | None = None
             self.inputs: list[tuple[str, tuple, int]] = []
             self.layers: list[ILayer] = []
+            self.input_tensors: list[ITensor] = []
+            self.output_tensors: list[ITensor] = []
+            self.api_errors: list[str] = []
 
         num_layers = property(lambda self: len(self.layers))
+        num_inputs = property(lambda self: len(self.input_tensors))
+        num_outputs = property(lambda self: len(self.output_tensors))
 
         def get_layer(self, i):
             return self.layers[i]
+
+        def get_input(self, i):
+            return self.input_tensors[i]
+
+        def get_output(self, i):
+            return self.output_tensors[i]
 
     class IOptimizationProfile:
         def __init__(self):
@@ -423,6 +560,8 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             self.profiles = []
             self.timing_cache = None
             self.builder_optimization_level = 3
+            self.default_device_type = trt.DeviceType.GPU
+            self.DLA_core = -1
             self.hardware_compatibility_level = trt.HardwareCompatibilityLevel.NONE
 
         def set_memory_pool_limit(self, pool, size):
@@ -476,10 +615,13 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def __init__(self, logger):
             use_logger(logger)
 
+        num_DLA_cores = property(lambda self: cuda_state.dla_cores)
+
         def create_network(self, flags=0):
             require_context("createNetwork")
             trt.calls.append(("create_network", flags))
-            return INetworkDefinition(flags)
+            trt.networks.append(INetworkDefinition(flags))
+            return trt.networks[-1]
 
         def create_builder_config(self):
             return IBuilderConfig()
@@ -492,6 +634,9 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
             if network.onnx is None:
                 emit(Severity.ERROR, "Network must have at least one output")
                 return None
+            if network.api_errors:  # TensorRT fails the build after an API usage error
+                emit(Severity.ERROR, f"network has {len(network.api_errors)} API usage error(s): {network.api_errors[0]}")
+                return None
             fp16_flag = any(f.name == "FP16" for f in config._flags)
             if network.strongly_typed and fp16_flag:
                 emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kFP16 cannot be set for a "
@@ -501,12 +646,22 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
                 if -1 in shape and not any(p.shapes.get(name) for p in config.profiles):
                     emit(Severity.ERROR, f"Network has dynamic input {name} but no optimization profile")
                     return None
-            header = {"trt": trt.__version__, "gpu": cuda_state.gpu_name, "round": None,
+            header = {"trt": trt.__version__, "gpu": cuda_state.gpu_name, "cc": list(cuda_state.cc), "round": None,
                       "profiles": {k: v for k, v in config.profiles[0].shapes.items()} if config.profiles else {}}
             if fp16_flag:  # weak typing: every float layer may run in half unless pinned and obeyed
                 obey = any(f.name == "OBEY_PRECISION_CONSTRAINTS" for f in config._flags)
-                header["round"] = sorted(l.name for l in network.layers
-                                         if obey and l._precision == DataType.FLOAT)
+                # A node keeps fp32 when the layer that imports it is pinned (helpers and weights
+                # do not change what the node computes in this model of TensorRT).
+                header["round"] = sorted(l.node for l in network.layers
+                                         if l.node and obey and l._precision == DataType.FLOAT)
+            if config.default_device_type == trt.DeviceType.DLA:
+                if not 0 <= config.DLA_core < cuda_state.dla_cores:
+                    emit(Severity.ERROR, f"DLA core {config.DLA_core} is not available ({cuda_state.dla_cores} cores)")
+                    return None
+                if not fp16_flag and not network.strongly_typed:
+                    emit(Severity.ERROR, "DLA supports only FP16 and INT8 precision")
+                    return None
+                header["dla"] = config.DLA_core
             if config.timing_cache is not None:
                 config.timing_cache.data += b"+"
             return _HostMemory(PLAN_MAGIC + json.dumps(header).encode() + b"\n" + network.onnx)
@@ -547,7 +702,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         ParserError.node_name = lambda self: ""
         ParserError.node_operator = lambda self: ""
 
-    _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64", 6: "INT32", 9: "BOOL"}
+    _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64" if not v86 else "INT32", 6: "INT32", 9: "BOOL"}
 
     class OnnxParser:
         def __init__(self, network, logger):
@@ -564,8 +719,6 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def parse(self, model, path=None):
             import onnx
 
-            from ganomaly_edge.engine.trt_compat import check_graph
-
             try:
                 m = onnx.load_from_string(bytes(model))
                 onnx.checker.check_model(m)
@@ -576,23 +729,83 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
                 self.errors.append(ParserError("ModelImporter.cpp: This version of the ONNX parser only supports "
                                                "TensorRT INetworkDefinitions with an explicit batch dimension"))
                 return False
-            problems = check_graph(bytes(model), series, strongly_typed=self.network.strongly_typed)
-            if problems:  # where TensorRT would refuse the graph, so does the fake
+            m = onnx.shape_inference.infer_shapes(m)
+            problems = parser_rules(m, series, self.network.strongly_typed)
+            if problems:  # the fake's own reading of onnx-tensorrt, not the project's trt_compat
                 self.errors += [ParserError(p) for p in problems]
                 return False
             self.network.onnx = bytes(model)
-            self._layers(onnx.shape_inference.infer_shapes(m))
+            self._layers(m)
             return True
 
         def _layers(self, m):
-            elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.value_info) + list(m.graph.output)}
+            """Layers as onnx-tensorrt makes them (ImporterContext::registerLayer, release 8.6-GA and
+            10.x): no layer for a Constant node; a weight becomes a constant layer, named after the
+            weight, where it is first used; each node's layer is named after the node (made unique);
+            helper layers (broadcast reshapes, TopK's scalar K) are left unnamed, so TensorRT calls
+            them "(Unnamed Layer* N) [Shuffle]". Tensors keep their ONNX names."""
+            net = self.network
+            info = {vi.name: vi.type.tensor_type for vi in
+                    list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
+            weights = {i.name: (i.data_type, len(i.dims)) for i in m.graph.initializer}
+            for n in m.graph.node:
+                if n.op_type == "Constant":
+                    t = next(a.t for a in n.attribute if a.name == "value")
+                    weights[n.output[0]] = (t.data_type, len(t.dims))
+            names, tensors = set(), {}
+
+            def dtype(elem):
+                return getattr(DataType, _ONNX_TO_TRT.get(elem, "INT32"), DataType.INT32)
+
+            def rank(name):
+                if name in weights:
+                    return weights[name][1]
+                tt = info.get(name)
+                return len(tt.shape.dim) if tt is not None and tt.HasField("shape") else 0
+
+            def unique(base):
+                name, i = base, 0
+                while name in names:
+                    i += 1
+                    name = f"{base}_{i}"
+                names.add(name)
+                return name
+
+            def add(layer):
+                net.layers.append(layer)
+                return layer
+
+            def tensor(name):
+                if name not in tensors and name in weights:
+                    t = ITensor(name, dtype(weights[name][0]))
+                    add(ILayer(unique(name), [], [t], net, weights=name))
+                    tensors[name] = t
+                return tensors[name]
+
+            def helper(t):
+                label = unique(f"(Unnamed Layer* {len(net.layers)}) [Shuffle]")
+                out = ITensor(label + "_output", t.dtype)
+                add(ILayer(label, [t], [out], net))
+                return out
+
             for i in m.graph.input:
                 dims = tuple(d.dim_value if d.dim_value else -1 for d in i.type.tensor_type.shape.dim)
-                self.network.inputs.append((i.name, dims, i.type.tensor_type.elem_type))
+                net.inputs.append((i.name, dims, i.type.tensor_type.elem_type))
+                tensors[i.name] = ITensor(i.name, dtype(i.type.tensor_type.elem_type))
+                net.input_tensors.append(tensors[i.name])
             for n in m.graph.node:
-                outs = [ITensor(o, getattr(DataType, _ONNX_TO_TRT.get(elem.get(o), "INT32"), DataType.INT32))
-                        for o in n.output]
-                self.network.layers.append(ILayer(n.name, outs))
+                if n.op_type == "Constant":
+                    continue
+                ins = [tensor(x) if x else None for x in n.input]
+                if n.op_type in _BROADCASTING:
+                    top = max(rank(x) for x in n.input if x)
+                    ins = [helper(t) if x and rank(x) < top else t for x, t in zip(n.input, ins)]
+                if n.op_type == "TopK" and len(ins) > 1:
+                    ins[1] = helper(ins[1])
+                outs = [ITensor(o, dtype(info[o].elem_type if o in info else 6)) for o in n.output]
+                add(ILayer(unique(n.name or n.output[0]), ins, outs, net, node=n.name))
+                tensors.update(zip(n.output, outs))
+            net.output_tensors = [tensors[o.name] for o in m.graph.output]
 
         def parse_from_file(self, path):
             with open(path, "rb") as f:
@@ -718,6 +931,7 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         def __init__(self, logger):
             use_logger(logger)
             self.engine_host_code_allowed = False
+            self.DLA_core = -1
 
         def deserialize_cuda_engine(self, buffer):
             require_context("deserializeCudaEngine")
@@ -736,8 +950,12 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
                 emit(Severity.ERROR, f"Serialization: The engine plan file is not compatible with this "
                                      f"version of TensorRT, expecting library version {trt.__version__} got {header['trt']}")
                 return None
-            if header["gpu"] != cuda_state.gpu_name:
-                emit(Severity.ERROR, "The engine plan file is generated on an incompatible device")
+            if header["gpu"] != cuda_state.gpu_name or header.get("cc", list(cuda_state.cc)) != list(cuda_state.cc):
+                emit(Severity.ERROR, "The engine plan file is generated on an incompatible device, expecting compute "
+                                     f"{cuda_state.cc[0]}.{cuda_state.cc[1]} got compute {'.'.join(map(str, header.get('cc', [])))}")
+                return None
+            if header.get("dla") is not None and header["dla"] >= cuda_state.dla_cores:
+                emit(Severity.ERROR, f"Cannot deserialize a DLA engine: DLA core {header['dla']} is not available")
                 return None
             try:
                 return ICudaEngine(header, onnx_bytes)
@@ -752,11 +970,13 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
     return trt
 
 
-def install(monkeypatch, series: str, gpu_name: str = "NVIDIA Orin", cc=(8, 7)):
-    """Put fake ``tensorrt`` and ``pycuda`` modules of one series into sys.modules."""
+def install(monkeypatch, series: str, gpu_name: str = "NVIDIA Orin", cc=(8, 7), dla_cores: int = 0, sms: int = 16):
+    """Put fake ``tensorrt`` and ``pycuda`` modules of one series into sys.modules. Jetson Orin
+    modules all report the name "Orin" and sm 8.7; AGX Orin has 16 multiprocessors and 2 DLA cores,
+    Orin Nano 8 (4 on the 4 GB module) and none."""
     import sys
 
-    pkg, drv = make_pycuda(gpu_name, cc)
+    pkg, drv = make_pycuda(gpu_name, cc, dla_cores, sms)
     trt = make_tensorrt(series, pkg._state)
     monkeypatch.setitem(sys.modules, "pycuda", pkg)
     monkeypatch.setitem(sys.modules, "pycuda.driver", drv)

@@ -229,7 +229,7 @@ def test_fake_parser_rejects_transpose_before_cast(trt_fake):
         parser = trt.OnnxParser(builder.create_network(network_flags(trt)), trt.Logger())
         assert not parser.parse(_transpose_first_graph())
     errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    assert any("UINT8 tensor images feeds a Transpose" in e for e in errors), errors
+    assert any("t [Transpose]: UINT8 tensor images may only be the input of a Cast" in e for e in errors), errors
 
 
 def test_86_parser_needs_an_explicit_batch_network(monkeypatch, tiny_bundle):
@@ -344,6 +344,202 @@ def test_tensorrt_without_pycuda_is_an_error_when_asked_for_and_a_warning_on_aut
     with caplog.at_level("WARNING"):
         assert load(tiny_bundle).backend == "onnxruntime"
     assert "ONNX Runtime on the CPU (pycuda is not installed" in caplog.text
+
+
+def _shipped(head, tmp_path):
+    import shutil
+
+    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+
+    dst = str(tmp_path / head)
+    shutil.copytree(os.path.join(BUNDLE_DIR, head), dst)
+    return dst
+
+
+def test_86_fp16_pins_the_score_head_by_graph_position(monkeypatch, tmp_path):
+    """The 8.6 parser names weight layers after their weights and leaves helpers unnamed: pinning by
+    name prefix pinned the generator's weights to fp32 and never pinned TopK (it has an INT32 output)."""
+    from ganomaly_edge.engine.onnx_fp16 import HALF_SCOPES
+
+    trt, _ = fakes.install(monkeypatch, "8.6")
+    bundle = _shipped("knn", tmp_path)
+    entry = _build(bundle, "fp16")
+    layers = trt.networks[-1].layers
+    pinned = [l for l in layers if l._precision == trt.float32]
+    assert any(l.weights and l.weights.startswith("generator.") for l in layers)  # weights named after themselves
+    assert any(l.name.startswith("(Unnamed Layer*") for l in pinned)  # helpers of the head are pinned too
+    assert not [l.name for l in pinned if (l.node or "").startswith(HALF_SCOPES)
+                or (l.weights or "").startswith(("generator.", "discriminator."))]
+    topk = next(l for l in layers if l.node == "/TopK")
+    assert topk in pinned and topk.get_output(0).pinned == trt.float32 and not hasattr(topk.get_output(1), "pinned")
+    assert {"/Cast", "/Sub", "/Add", "/ReduceMean_1", "/Mul_3"} <= {l.node for l in pinned}  # input, residual, score
+    assert entry.parity["max_score_diff_calibrated"] <= 0.05
+
+
+@pytest.mark.parametrize("series", ["10.3", "10.13"])
+def test_fake_refuses_per_layer_precision_on_a_strongly_typed_network(monkeypatch, tiny_bundle, series):
+    trt, _ = fakes.install(monkeypatch, series)
+    from ganomaly_edge.engine.cuda import device
+    from ganomaly_edge.engine.trt_build import network_flags
+
+    with device(0).activate():
+        builder = trt.Builder(trt.Logger())
+        network = builder.create_network(network_flags(trt))
+        parser = trt.OnnxParser(network, trt.Logger())
+        assert parser.parse(open(os.path.join(tiny_bundle, "model.onnx"), "rb").read())
+        network.get_layer(network.num_layers - 1).precision = trt.float32
+        config = builder.create_builder_config()
+        profile = builder.create_optimization_profile()
+        profile.set_shape("images", (1, 16, 16, 1), (1, 16, 16, 1), (2, 16, 16, 1))
+        config.add_optimization_profile(profile)
+        assert builder.build_serialized_network(network, config) is None
+    assert "API Usage Error" in network.api_errors[0] or network.api_errors
+
+
+def test_fake_parser_does_not_lean_on_the_projects_check(monkeypatch, trt_fake):
+    """With engine/trt_compat.check_graph blinded, the fake still refuses what TensorRT refuses."""
+    from ganomaly_edge.engine import trt_compat
+    from ganomaly_edge.engine.cuda import device
+    from ganomaly_edge.engine.trt_build import network_flags
+
+    _, trt, _ = trt_fake
+    monkeypatch.setattr(trt_compat, "check_graph", lambda *a, **k: [])
+    with device(0).activate():
+        parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(network_flags(trt)), trt.Logger())
+        assert not parser.parse(_transpose_first_graph())
+
+
+def _graphs():
+    """Graphs for the cross-check of the two readings of onnx-tensorrt: (name, bytes)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR, HEADS
+    from ganomaly_edge.engine.trt_compat import graph_for
+
+    out = []
+    for head in HEADS:
+        raw = open(os.path.join(BUNDLE_DIR, head, "model.onnx"), "rb").read()
+        out += [(f"{head}/{s}/{p}", s, graph_for(raw, s, p)) for s in SERIES for p in ("fp32", "fp16")]
+
+    def g(nodes, ins, outs, inits=()):
+        return helper.make_model(helper.make_graph(nodes, "g", ins, outs, initializer=list(inits)),
+                                 opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 2])
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, [2, 2])
+    k = numpy_helper.from_array(np.array([2], np.int64), "k")
+    kbig = numpy_helper.from_array(np.array([4000], np.int64), "k")
+    for name, topk_k, extra in (("topk", k, {}), ("topk-k4000", kbig, {})):
+        out += [(f"{name}/{s}", s, g([helper.make_node("TopK", ["x", "k"], ["v", "i"], **extra)], [x], [v, i], [topk_k]))
+                for s in ("10.3", "11")]
+    u8 = helper.make_tensor_value_info("u", TensorProto.UINT8, [2, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])
+    out += [(f"hardmax/{s}", s, g([helper.make_node("Hardmax", ["x"], ["y"])], [x], [y])) for s in SERIES]
+    out += [(f"u8-relu/{s}", s, g([helper.make_node("Cast", ["u"], ["c"], to=TensorProto.UINT8),
+                                   helper.make_node("Relu", ["c"], ["r"]),
+                                   helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT)], [u8], [y]))
+            for s in SERIES]
+    return out
+
+
+@pytest.mark.parametrize("name,series,graph", _graphs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_fake_parser_and_the_pre_build_check_agree(name, series, graph):
+    """Two readings of onnx-tensorrt's operator matrix and TensorRT's type rules, written apart:
+    where one accepts what the other refuses, one of them misses a rule (the K < 3840 of TopK on
+    10.x was missing from trt_compat)."""
+    import onnx
+
+    from ganomaly_edge.engine.trt_compat import SERIES as TRT_SERIES, check_graph
+
+    strong = TRT_SERIES[series].strongly_typed
+    fake = fakes.parser_rules(onnx.shape_inference.infer_shapes(onnx.load_from_string(graph)), series, strong)
+    ours = check_graph(graph, series, strongly_typed=strong)
+    assert bool(fake) == bool(ours), (fake, ours)
+
+
+def test_a_plan_is_keyed_by_compute_capability_too(monkeypatch, tiny_bundle):
+    """Same GPU name, another compute capability: the plan is refused before TensorRT sees it."""
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7))
+    entry = _build(tiny_bundle)
+    assert entry.compute_capability == "8.7" and "_sm8.7_" in entry.file
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(7, 2))
+    from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
+
+    with pytest.raises(BundleError, match=r"no TensorRT plan for Orin .*build one on this device"):
+        load(tiny_bundle, "tensorrt")
+    assert load(tiny_bundle).backend == "onnxruntime"
+    b = open_bundle(tiny_bundle)
+    with pytest.raises(BundleError, match=r"built for Orin with sm 8.7, this device's Orin is sm 7.2.*rebuild"):
+        TensorRTEngine(b, b.plans[0])
+
+
+def test_an_agx_orin_plan_is_not_taken_on_an_orin_nano(monkeypatch, tiny_bundle):
+    """Both report "Orin" and sm 8.7; the multiprocessor count (16 against 8) tells them apart."""
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=16)  # AGX Orin
+    entry = _build(tiny_bundle)
+    assert entry.multiprocessors == 16
+    assert open_bundle(tiny_bundle).meta.format_version == 5  # an older agent says "newer: upgrade"
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", cc=(8, 7), sms=8)  # Orin Nano 8 GB
+    assert load(tiny_bundle).backend == "onnxruntime"
+    from ganomaly_edge.engine.backends.tensorrt import TensorRTEngine
+
+    b = open_bundle(tiny_bundle)
+    with pytest.raises(BundleError, match="16 multiprocessors .another module., this one has 8.*rebuild"):
+        TensorRTEngine(b, b.plans[0])
+
+
+def test_dla_build_with_gpu_fallback_recorded_in_the_plan(monkeypatch, tiny_bundle, capsys):
+    from ganomaly_edge.train.build_engine import main
+
+    trt, _ = fakes.install(monkeypatch, "10.3", gpu_name="Orin", dla_cores=2)
+    assert main([tiny_bundle, "--out", tiny_bundle, "--dla", "1", "--quiet"]) == 0
+    assert "DLA core 1 with GPU fallback" in capsys.readouterr().out
+    plan = open_bundle(tiny_bundle).plans[0]
+    assert plan.dla_core == 1 and plan.file.endswith("_fp16_dla1.plan")
+    assert ("set_flag", "GPU_FALLBACK") in trt.calls
+    eng = load(tiny_bundle, "tensorrt")
+    assert eng.describe()["dla_core"] == 1 and "DLA core 1" in eng.device
+    eng.close()
+    assert main([tiny_bundle, "--out", tiny_bundle, "--dla", "0", "--precision", "fp32", "--quiet"]) == 2
+    assert "--dla needs --precision fp16" in capsys.readouterr().err
+
+
+def test_dla_is_refused_where_the_device_has_none(monkeypatch, tiny_bundle, capsys):
+    from ganomaly_edge.train.build_engine import main
+
+    fakes.install(monkeypatch, "10.3", gpu_name="Orin", dla_cores=0)  # Orin Nano
+    assert main([tiny_bundle, "--out", tiny_bundle, "--dla", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has no DLA" in err and "build without --dla" in err
+    assert open_bundle(tiny_bundle).plans == []
+
+
+def test_gpu_failure_is_its_own_error_and_auto_records_the_fallback(monkeypatch, tiny_bundle, caplog):
+    """TensorRT and pycuda present, the driver failing: GpuUnavailable (the agent's retry), and with
+    auto the CPU engine carries the reason."""
+    from ganomaly_edge.engine import GpuUnavailable
+
+    trt, state = fakes.install(monkeypatch, "10.3")
+    _build(tiny_bundle)
+    import sys
+
+    drv = sys.modules["pycuda.driver"]
+
+    def broken_init(flags=0):
+        raise drv.Error("cuInit failed: unknown error")
+
+    monkeypatch.setattr(drv, "init", broken_init)
+    from ganomaly_edge.engine import cuda
+
+    monkeypatch.setattr(cuda, "_devices", {})  # a new process: the device is opened afresh
+    with pytest.raises(GpuUnavailable, match="cuInit failed"):
+        load(tiny_bundle, "tensorrt")
+    with caplog.at_level("WARNING"):
+        eng = load(tiny_bundle)
+    assert eng.backend == "onnxruntime" and "cuInit failed" in eng.fallback
+    assert eng.describe()["fallback"] == eng.fallback
+    assert "ONNX Runtime on the CPU (CUDA initialisation failed" in caplog.text
 
 
 # -- real hardware ---------------------------------------------------------------------------

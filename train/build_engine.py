@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-batch", type=int, default=8,
                     help="frames per inference call (default 8); for a tiled bundle the TensorRT profile "
                          "covers this many frames times the tiles of one frame")
+    ap.add_argument("--dla", type=int, metavar="CORE",
+                    help="build for this DLA core (Xavier, Jetson AGX Orin: 0 or 1) with GPU fallback for the "
+                         "layers the DLA cannot run; needs --precision fp16. Refused where the device has no DLA")
     ap.add_argument("--workspace-mib", type=int, default=1024)
     ap.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated")
     ap.add_argument("--name", help="model name recorded in the bundle")
@@ -76,6 +79,8 @@ def _build_plan(bundle, args) -> None:
     from ganomaly_edge.engine.loader import tensorrt_status
 
     trt_version, gpu, reason = tensorrt_status()
+    if args.dla is not None and (args.no_tensorrt or gpu is None):
+        raise _Failed(f"--dla needs TensorRT and a GPU with a DLA here ({'--no-tensorrt' if args.no_tensorrt else reason})")
     if args.no_tensorrt or gpu is None:
         why = "--no-tensorrt" if args.no_tensorrt else reason
         print(f"no TensorRT plan built ({why}): only the ONNX Runtime backend will be available "
@@ -86,12 +91,13 @@ def _build_plan(bundle, args) -> None:
     try:
         entry = build_into_bundle(bundle, BuildOptions(
             precision=args.precision, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
-            timing_cache=args.timing_cache, progress=not args.quiet))
+            timing_cache=args.timing_cache, progress=not args.quiet, dla_core=args.dla))
     except (BuildError, BundleError) as e:
         raise _Failed(str(e)) from e
     p = entry.parity
+    dla = f", DLA core {entry.dla_core} with GPU fallback" if entry.dla_core is not None else ""
     print(f"TensorRT {entry.tensorrt_version} {entry.precision} plan for {entry.gpu_name} "
-          f"(sm {entry.compute_capability}): {entry.file}, parity vs reference: score "
+          f"(sm {entry.compute_capability}{dla}): {entry.file}, parity vs reference: score "
           f"{p['max_score_diff_calibrated']:.3g} calibrated units, residual {p['max_residual_diff']:.3g}")
 
 

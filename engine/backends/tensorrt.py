@@ -27,14 +27,25 @@ def rebuild_hint(bundle: Bundle, precision: str = "fp32") -> str:
             f"--precision {precision}")
 
 
-def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str) -> str | None:
-    """Why ``plan`` cannot run here, or None. A plan is valid only for the GPU model and the
-    TensorRT version that built it."""
+def plan_mismatch(plan: PlanMeta, trt_version: str, gpu_name: str,
+                  compute_capability: str | None = None, multiprocessors: int | None = None) -> str | None:
+    """Why ``plan`` cannot run here, or None. A plan is valid only for the TensorRT version, the
+    GPU model and the compute capability that built it; a plan that recorded no compute
+    capability (older bundles) cannot prove its match and is refused too."""
     if plan.tensorrt_version != trt_version:
         return (f"plan {plan.file} was built with TensorRT {plan.tensorrt_version}, "
                 f"this device has TensorRT {trt_version}")
     if plan.gpu_name != gpu_name:
         return f"plan {plan.file} was built for {plan.gpu_name}, this device is {gpu_name}"
+    if compute_capability is not None and plan.compute_capability != compute_capability:
+        built = f"sm {plan.compute_capability}" if plan.compute_capability else "an unrecorded compute capability"
+        return (f"plan {plan.file} was built for {plan.gpu_name} with {built}, this device's "
+                f"{gpu_name} is sm {compute_capability}")
+    # Jetson Orin modules share name and compute capability; TensorRT only warns when a plan
+    # moves between them. Plans that recorded no count (older bundles) are not judged on it.
+    if multiprocessors is not None and plan.multiprocessors is not None and plan.multiprocessors != multiprocessors:
+        return (f"plan {plan.file} was built on a {plan.gpu_name} with {plan.multiprocessors} multiprocessors "
+                f"(another module), this one has {multiprocessors}")
     return None
 
 
@@ -106,12 +117,19 @@ class TensorRTEngine(Engine):
 
         from ..cuda import Buffers, device
 
+        from ..cuda import CudaUnavailable
+        from ..loader import GpuUnavailable
+
         check_version(trt)
         self.precision = plan.precision
         self.plan_info = plan
-        self.dev = device(device_index)
         self.buffers: Buffers | None = None
-        why = plan_mismatch(plan, trt.__version__, self.dev.name())
+        try:
+            self.dev = device(device_index)
+        except CudaUnavailable as e:
+            raise (GpuUnavailable if e.fault else BundleError)(str(e)) from None
+        why = plan_mismatch(plan, trt.__version__, self.dev.name(), self.dev.compute_capability(),
+                            self.dev.multiprocessors())
         if why:
             raise BundleError(f"{why}: {rebuild_hint(bundle, self.precision)}")
         bundle.verify_file(plan.file, plan.sha256)
@@ -122,6 +140,9 @@ class TensorRTEngine(Engine):
                 self._deserialise(trt, data)
                 self.buffers = Buffers(self.dev)
                 self._setup(trt)
+        except self.dev.cuda.Error as e:  # out of device memory, a driver fault: retry later
+            self.close()
+            raise GpuUnavailable(f"CUDA failed while loading {plan.file} on {self.dev.name()}: {e}") from e
         except BaseException:
             self.close()
             raise
@@ -130,6 +151,8 @@ class TensorRTEngine(Engine):
         logger = trt_logger(trt)
         mark = logger.sink.mark()
         self.runtime = trt.Runtime(logger)
+        if self.plan_info.dla_core is not None:  # a DLA plan runs on the core it was built for
+            self.runtime.DLA_core = self.plan_info.dla_core
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             detail = "; ".join(logger.sink.errors_since(mark)[-3:]) or "no detail from TensorRT"
@@ -172,9 +195,14 @@ class TensorRTEngine(Engine):
             b.stream.synchronize()
             return b.host["score"][:n].copy(), b.host["residual"][:n].copy()
 
+    @property
+    def device(self) -> str:
+        dla = f", DLA core {self.plan_info.dla_core}" if self.plan_info.dla_core is not None else ""
+        return f"the GPU ({self.plan_info.gpu_name}{dla})"
+
     def describe(self) -> dict:
-        return dict(super().describe(), gpu=self.dev.name(), plan=self.plan_info.file,
-                    tensorrt=self.plan_info.tensorrt_version)
+        return dict(super().describe(), gpu=self.plan_info.gpu_name, plan=self.plan_info.file,
+                    tensorrt=self.plan_info.tensorrt_version, dla_core=self.plan_info.dla_core)
 
     def close(self) -> None:
         dev = getattr(self, "dev", None)
