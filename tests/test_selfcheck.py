@@ -21,7 +21,7 @@ def test_with_tensorrt_every_bundle_and_the_tiled_recipe_is_built_and_measured(m
     assert rows["result"] == "PASS"
     assert rows["trt tiled"].startswith("parity (calibrated units): fp32 ") and "fp16" in rows["trt tiled"]
     tiled = rows["tiled"]
-    assert tiled.startswith("300x300 in 49 tiles of 64 px (rpeak): 2 frames (98 tiles) per call: fp32 ")
+    assert tiled.startswith("300x300 in 49 tiles of 64 px (rpeak+knn): 2 frames (98 tiles) per call: fp32 ")
     assert "fp16 " in tiled and "onnxruntime " in tiled and "device memory fp32 " in tiled and " MiB" in tiled
     assert rows["dla"].startswith("2 core(s)")
     assert "power mode" in rows
@@ -32,10 +32,16 @@ def test_the_tiled_bundle_is_the_current_tile_recipe():
     changes, this fails until the bundle is made again."""
     from ganomaly_edge.engine import open_bundle
     from ganomaly_edge.train.cli import DEFAULT_TILE_ARCH
-    from ganomaly_edge.train.scoring import DEFAULT_TILE_SCORE
+    from ganomaly_edge.tools.selfcheck_tiled import SCORE
+    from ganomaly_edge.train.scoring import AUTO, AUTO_CANDIDATES, DEFAULT_TILE_SCORE, CANDIDATES
 
     b = open_bundle(selfcheck.BUNDLE_DIR + "/tiled")
-    assert b.meta.score.name == DEFAULT_TILE_SCORE and b.tiling.count == 49 and b.tiling.tile == 64
+    # the tile default chooses among candidates: the bundle holds the one with every head they use
+    assert DEFAULT_TILE_SCORE == AUTO and SCORE in AUTO_CANDIDATES
+    heads = {c for name in AUTO_CANDIDATES for c, _ in CANDIDATES[name]} - {"peak"}  # peak: a pooling of |x - G(x)|
+    assert {c for c, _ in CANDIDATES[SCORE]} == heads
+    assert b.meta.score.name == SCORE and b.meta.score.residual == "range-knn"
+    assert b.tiling.count == 49 and b.tiling.tile == 64
     assert b.meta.checkpoint["config"]["arch"] == DEFAULT_TILE_ARCH
     assert b.meta.tiling.position_mean is not None  # position statistics
 
