@@ -1,6 +1,6 @@
 """Compile a bundle's ONNX graph into a TensorRT plan, on the device that will run it.
 
-Works with the TensorRT 8.6, 10.x and 11.x Python APIs (shared/TENSORRT_API.md and NVIDIA's
+Works with the TensorRT 8.6, 10.x and 11.x Python APIs (NVIDIA's Python API references per version and NVIDIA's
 bindings per release branch):
 - 10.x and 11.x: a strongly typed network (``STRONGLY_TYPED``; always so on 11.x). FP16 comes
   from the FP16-typed graph (``onnx_fp16.to_fp16``), whose score head stays in fp32: the kNN

@@ -1,6 +1,6 @@
 """Faithful fakes of the ``tensorrt`` (8.6, 10.3, 10.13+, 11.x) and ``pycuda`` Python APIs.
 
-Built from shared/TENSORRT_API.md and, for 8.6, NVIDIA's release/8.6 bindings (pyCore.cpp, pyGraph.cpp,
+Built from NVIDIA's TensorRT Python API references per version and, for 8.6, NVIDIA's release/8.6 bindings (pyCore.cpp, pyGraph.cpp,
 pyOnnx.cpp): a member the real API of a version lacks is absent here
 (AttributeError), signatures take the same arguments, and failures return None where the real
 bindings do. The fake ONNX parser applies its own reading of onnx-tensorrt's operator matrix (not

@@ -1,7 +1,7 @@
 """The project's shape, checked from the source: the dependency rule, one import namespace and
 short functions.
 
-The rule (DESIGN.md): agent -> engine <- train; tools -> the product, never the reverse; torch
+The rule: agent -> engine <- train; tools -> the product, never the reverse; torch
 only in train (and tools). Every import counts, including those inside functions, since a lazy
 import still runs on the device that lacks the package.
 """

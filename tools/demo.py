@@ -67,7 +67,7 @@ def build_assets(args) -> dict:
             sh(tool("ganomaly-train"), "--data", train_dir, "--out", ckpt, "--image-size", "32",
                "--channels", "3", "--epochs", str(args.epochs), "--width", "32", "--batch-size", "32",
                "--score", args.score, "--far", str(args.far),
-               # The recipe README's demo figures were measured with: every epoch, the last one
+               # The recipe the demo figures in README were measured with: every epoch, the last one
                # kept, no augmentation (a T-shirt upside down is not a normal item on this line).
                "--patience", "0", "--select", "last", "--no-augment")
         sh(tool("ganomaly-build-engine"), ckpt, "--out", bundle, "--name", "tshirt-demo")

@@ -2,7 +2,7 @@
 
 ``ganomaly-train`` logs the loss of the network it judges (the average, with ``--ema``); this runs
 the same training (the same arguments, the same checkpoint) and also scores the live weights after
-every epoch, at the cost of one more validation pass each. The figures in README's "The weight
+every epoch, at the cost of one more validation pass each. The figures in docs/high-resolution.md's "The weight
 average" come from it:
 
     python -m ganomaly_edge.tools.trace_average --data runs/hires-data/parts/train --out model.pt \\

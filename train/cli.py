@@ -10,13 +10,12 @@ import sys
 from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 from ganomaly_edge.engine.version import version
 
-# Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in README), and
-# Skip-GANomaly's for tiles, chosen on the high-resolution benchmark (README: Inspecting
-# high-resolution images).
+# Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in docs/training.md), and
+# Skip-GANomaly's for tiles, chosen on the high-resolution benchmark (docs/high-resolution.md).
 DEFAULT_ARCH, DEFAULT_TILE_ARCH = "paper", "skip"
 # Early-stopping patience: the tiled skip generator's held-out loss is noisy from epoch to epoch
 # (foreign patches, the adversarial term), and on the parts benchmark it kept improving until
-# epoch 17 after a spike at 7 that patience 3 stopped on (README: Inspecting high-resolution images).
+# epoch 17 after a spike at 7 that patience 3 stopped on (docs/high-resolution.md).
 DEFAULT_PATIENCE, DEFAULT_TILE_PATIENCE = 3, 6
 DEFAULT_TILE_EMA = 0.998  # the generator's weight average with tiles: about the last 500 steps
 

@@ -256,7 +256,7 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
     return out
 
 
-# Candidate scores the benchmark reports; the default is chosen from its evidence (README).
+# Candidate scores the benchmark reports; the default is chosen from its evidence (docs/training.md, docs/high-resolution.md).
 CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "latent": [("latent", 1.0)],
     "recon": [("recon", 1.0)],
@@ -279,7 +279,7 @@ CANDIDATES: dict[str, list[tuple[str, float]]] = {
     "rpeak+knn": [("rpeak", 1.0), ("knn", 1.0)],
     "rpeak+fknn": [("rpeak", 1.0), ("fknn", 1.0)],
 }
-DEFAULT_SCORE = "knn+fknn+peak"  # whole frames resized to the model input (README: The score)
+DEFAULT_SCORE = "knn+fknn+peak"  # whole frames resized to the model input (docs/training.md: The score)
 # Tiles at native resolution: chosen per run, without labels, among AUTO_CANDIDATES on the
 # held-out normal frames against synthetic anomalies (train/selection.py). No single score held
 # on every set: the edge-tolerant residual (rpeak) finds the cast parts' blowholes and burrs, and

@@ -108,7 +108,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def native_bf16() -> bool:
     """True where the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): there oneDNN's bf16
-    training steps ran 1.4-1.7x faster than fp32 (README); elsewhere oneDNN emulates them."""
+    training steps ran 1.4-1.7x faster than fp32 (docs/high-resolution.md); elsewhere oneDNN emulates them."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # a torch without these probes: assume no
