@@ -44,13 +44,17 @@ def key_id(public_key) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def load_public_key(path: str):
-    serialization, ed25519 = _crypto()
+def _read_key(path: str, what: str, hint: str = "") -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
-        raise SigningError(f"cannot read the public key {path}: {e.strerror or e} (check model.trusted_keys)") from e
+        raise SigningError(f"cannot read the {what} {path}: {e.strerror or e}{hint}") from e
+
+
+def load_public_key(path: str):
+    serialization, ed25519 = _crypto()
+    data = _read_key(path, "public key", " (check model.trusted_keys)")
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
@@ -70,11 +74,7 @@ def load_public_key(path: str):
 
 def load_private_key(path: str):
     serialization, ed25519 = _crypto()
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise SigningError(f"cannot read the signing key {path}: {e.strerror or e}") from e
+    data = _read_key(path, "signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:

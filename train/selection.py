@@ -26,21 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def roc_auc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """P(positive > negative) + P(tie) / 2: the ROC AUC, without scikit-learn."""
+    """ROC AUC of positives scored above negatives (scikit-learn's, as ganomaly-eval reports it)."""
+    from sklearn.metrics import roc_auc_score
+
     neg, pos = np.asarray(negatives, np.float64), np.asarray(positives, np.float64)
-    order = np.argsort(np.r_[neg, pos], kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.r_[neg, pos][order]
-    # average ranks over ties
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    r_pos = ranks[len(neg):].sum()
-    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos]))
 
 
 def frame_scorer(tiling: Tiling, spec: dict[str, Any], val_comps: dict[str, np.ndarray],
