@@ -1,49 +1,15 @@
+"""Fixtures every test module may ask for by name; helper functions live in tests/support/."""
+
 import os
 
-import cv2
-import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def digits_u8(size: int = 16):
-    """scikit-learn's 1,797 real 8x8 digits as uint8 [N, size, size, 1] and their labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    imgs = (d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    out = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_LINEAR) for i in imgs])
-    return out[..., None], d.target
-
-
-def write_images(folder, images, ext=".png"):
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i, img in enumerate(images):
-        p = os.path.join(str(folder), f"img_{i:05d}{ext}")
-        assert cv2.imwrite(p, img)
-        paths.append(p)
-    return paths
+from support.data import digits_u8, make_checkpoint
 
 
 @pytest.fixture(scope="session")
 def digits():
     return digits_u8(16)
-
-
-def make_checkpoint(path, size=16, channels=1, epochs=2, width=8, latent=8, images=None, seed=0, score="recon"):
-    """A real checkpoint: trained ``epochs`` (0 = calibrated at initialisation) on digits."""
-    from ganomaly_edge.train.trainer import Trainer, TrainConfig
-
-    if images is None:
-        x, _ = digits_u8(size)
-        images = np.repeat(x, 3, axis=3) if channels == 3 else x
-        images = images[:400]
-    cfg = TrainConfig(image_size=size, channels=channels, width=width, latent_dim=latent, epochs=epochs,
-                      batch_size=32, threads=1, seed=seed, score=score)
-    Trainer(cfg, images, out_path=str(path), progress=False).run()
-    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -96,14 +62,20 @@ def every_exported_graph_passes_the_tensorrt_check():
     export.write_bundle = original
 
 
-def edit_bundle_meta(bundle_dir, edit):
-    """Change bundle.json the way a tool of ours would (re-signing it), for tests of what comes after."""
-    import json
+@pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto on a free loopback port, for this test only."""
+    from ganomaly_edge.tools.broker import Mosquitto
 
-    from ganomaly_edge.engine.bundle import meta_hash
+    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
+    yield b
+    b.stop()
 
-    path = os.path.join(str(bundle_dir), "bundle.json")
-    meta = json.load(open(path))
-    edit(meta)
-    meta["integrity"] = meta_hash(meta)
-    json.dump(meta, open(path, "w"))
+
+@pytest.fixture
+def scans(tmp_path):
+    """An empty scanner folder the agent (and a broker that dropped root) may read."""
+    d = tmp_path / "scans"
+    d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    return d

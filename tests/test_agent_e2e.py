@@ -4,19 +4,18 @@ by a foreign object: agent/scene.py)."""
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from support.agent import Subscriber, logged_alarm_ids, start_agent, write_config
+from support.data import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -42,99 +41,11 @@ def scene_bundle(tmp_path_factory):
     return checkpoint_to_bundle(str(d / "m.pt"), str(d / "bundle"), name="tshirt").path
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
-class Subscriber:
-    """A persistent-session QoS 1 subscriber that records everything under a prefix."""
-
-    def __init__(self, port, prefix="ganomaly/test", client_id="test-sub"):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.msgs, self.lock = [], threading.Lock()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda c, u, m: self._add(m)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
-        self.c.reconnect_delay_set(1, 2)
-        self.c.connect("127.0.0.1", port, keepalive=10)
-        self.c.loop_start()
-        self.wait(lambda: self.c.is_connected(), 10)
-        time.sleep(0.3)
-
-    def _add(self, m):
-        with self.lock:
-            self.msgs.append((m.topic, m.payload, m.retain))
-
-    def topics(self, suffix):
-        with self.lock:
-            return [(t, p) for t, p, _ in self.msgs if t.endswith(suffix)]
-
-    def alarms(self):
-        return [json.loads(p) for _, p in self.topics("/alarm")]
-
-    def last(self, topic):
-        with self.lock:
-            vals = [p.decode() for t, p, _ in self.msgs if t == topic]
-        return vals[-1] if vals else None
-
-    def wait(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
-def write_config(path, bundle, port, source, store, camera="cam1", decision="", extra="",
+def scene_config(path, bundle, port, source, store, camera="cam1", decision="", extra="",
                  roi="x = 16, y = 16, w = 64, h = 64"):
-    src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
-    path.write_text(f"""device_id = "test"
-log_level = "INFO"
-[model]
-bundle = "{bundle}"
-threads = 2
-[mqtt]
-port = {port}
-prefix = "ganomaly/test"
-stats_interval_s = 1.0
-reconnect_min_s = 1
-reconnect_max_s = 2
-[store]
-path = "{store}"
-{extra}
-[[cameras]]
-name = "{camera}"
-roi = {{ {roi} }}
-[cameras.source]
-{src}
-retry_min_s = 0.5
-retry_max_s = 1.0
-[cameras.decision]
-{decision}
-""")
-    return str(path)
-
-
-def start_agent(config, log_path, *args):
-    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", config, *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-
-
-def logged_alarm_ids(log_path):
-    return re.findall(r"ALARM ([0-9a-f]{32})", open(log_path).read())
+    """The agent config of these tests: the bundle's own threshold, an ROI on the belt."""
+    return write_config(path, port, source, store, bundle=bundle, camera=camera, decision=decision, extra=extra,
+                        roi=roi, threads=2, stats_interval_s=1.0, retry_s=(0.5, 1.0))
 
 
 def check_payloads(sub, truth_boxes=None):
@@ -166,7 +77,7 @@ def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
     from ganomaly_edge.tools.scene import stream_items, write_video
 
     truth = write_video(str(tmp_path / "v.avi"), stream_items(40, anomaly_every=4, seed=11))
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port, {"kind": "file", "uri": str(tmp_path / "v.avi")},
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port, {"kind": "file", "uri": str(tmp_path / "v.avi")},
                        tmp_path / "ev.db", decision="k = 2\nn = 3\ncooldown_s = 0.1")
     sub = Subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")
@@ -209,7 +120,7 @@ def test_image_folder_scanner(scene_bundle, broker, tmp_path):
 
     items = stream_items(24, anomaly_every=4, seed=12)
     truth = write_folder(str(tmp_path / "scans"), items, corrupt=2)
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
                        {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
                        camera="xray")
     sub = Subscriber(broker.port)
@@ -232,7 +143,7 @@ def test_will_on_kill_and_offline_with_the_reason_on_clean_exit(scene_bundle, br
     from ganomaly_edge.tools.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(8, seed=13))
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
                        {"kind": "file", "uri": str(tmp_path / "v.avi"), "loop": True, "fps": 10.0}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")
@@ -254,7 +165,7 @@ def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
     from ganomaly_edge.tools.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(60, anomaly_every=3, seed=14))
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
                        {"kind": "file", "uri": str(tmp_path / "v.avi"), "fps": 30.0}, tmp_path / "ev.db",
                        decision="k = 2\nn = 3\ncooldown_s = 0.0")
     sub = Subscriber(broker.port)
@@ -284,7 +195,7 @@ def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
     items = [it for it in stream_items(40, anomaly_every=2, seed=15) if it.kind != "normal"][:8]
     write_folder(str(tmp_path / "scans"), items)
     store = tmp_path / "ev.db"
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, port, {"kind": "folder", "uri": str(tmp_path / "scans")}, store)
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, port, {"kind": "folder", "uri": str(tmp_path / "scans")}, store)
     p = start_agent(cfg, tmp_path / "agent.log")
 
     def stored():
@@ -304,7 +215,7 @@ def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
     with Mosquitto(port=port, workdir=str(tmp_path / "broker")) as b:
         sub = Subscriber(b.port)
         os.makedirs(tmp_path / "empty")
-        cfg2 = write_config(tmp_path / "b.toml", scene_bundle, port,
+        cfg2 = scene_config(tmp_path / "b.toml", scene_bundle, port,
                             {"kind": "folder", "uri": str(tmp_path / "empty"), "watch": False}, store)
         p = start_agent(cfg2, tmp_path / "agent2.log")
         assert p.wait(60) == 0
@@ -320,7 +231,7 @@ def test_invalid_config_and_missing_bundle(tmp_path, scene_bundle):
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(bad), "--check-config"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "cameras.0.colour" in r.stderr
-    cfg = write_config(tmp_path / "a.toml", str(tmp_path / "no-bundle"), 1883, {"kind": "file", "uri": "v.avi"}, tmp_path / "e.db")
+    cfg = scene_config(tmp_path / "a.toml", str(tmp_path / "no-bundle"), 1883, {"kind": "file", "uri": "v.avi"}, tmp_path / "e.db")
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist: build one with" in r.stderr
@@ -332,7 +243,7 @@ def test_invalid_config_and_missing_bundle(tmp_path, scene_bundle):
 
 
 def test_unreadable_source_keeps_agent_running(scene_bundle, broker, tmp_path):
-    cfg = write_config(tmp_path / "a.toml", scene_bundle, broker.port,
+    cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
                        {"kind": "file", "uri": str(tmp_path / "missing.avi")}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")

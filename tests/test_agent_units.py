@@ -12,7 +12,7 @@ from ganomaly_edge.agent.decision import Debouncer
 from ganomaly_edge.agent.geometry import View, model_input
 from ganomaly_edge.agent.localise import boxes_in_frame, crops, overlay, regions
 from ganomaly_edge.agent.store import EventStore
-from conftest import ROOT
+from support.data import ROOT
 
 
 def test_k_of_n_raises_one_alarm_per_passing_defect():
@@ -320,7 +320,7 @@ def test_a_puback_wakes_the_flush_loop(tmp_path):
 def test_events_with_and_without_crops_go_out_once_each_and_leave_the_store(tmp_path):
     """Against a real mosquitto: an event is registered as in flight whether or not it has a crop,
     so it is sent once, its PUBACK deletes it, and the flush loop moves on to the next."""
-    from test_agent_e2e import Subscriber
+    from support.agent import Subscriber
 
     from ganomaly_edge.agent.config import MqttConfig
     from ganomaly_edge.agent.mqtt import MqttPublisher

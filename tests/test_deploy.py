@@ -1,26 +1,21 @@
 """Field deployment, part 1: Python 3.10-3.13, install.sh into a scratch root with its broker beside
 Debian's stock mosquitto config, and a unit that starts on systemd 249 (JetPack 6) and newer."""
 
-import glob
-import grp
 import importlib.metadata
 import os
-import pwd
 import re
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from conftest import ROOT
+from support.data import ROOT
+from support.deploy import INSTALL, UNIT, directive, find_python, scratch_root, unit_directives
 
-UNIT = os.path.join(ROOT, "deploy", "ganomaly-edge.service")
-INSTALL = os.path.join(ROOT, "deploy", "install.sh")
 STOCK_MOSQUITTO = "/etc/mosquitto/mosquitto.conf"  # Debian's, from the mosquitto package
 TARGET_SYSTEMD = 249  # JetPack 6 (Ubuntu 22.04)
 # Directive -> the systemd version that added it (the "Added in version" notes of systemd.exec(5),
@@ -39,25 +34,6 @@ ADDED = {
     "RemoveIPC": 232, "PrivateMounts": 239, "KeyringMode": 235, "RestrictAddressFamilies": 211,
     "SystemCallArchitectures": 213, "SystemCallFilter": 187, "SystemCallErrorNumber": 209,
 }
-
-
-def unit_directives(path=UNIT):
-    out = []
-    section = None
-    for line in open(path):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        out.append((section, key.strip(), value.strip()))
-    return out
-
-
-def directive(name, path=UNIT):
-    return [v for _, k, v in unit_directives(path) if k == name]
 
 
 # -- the unit ----------------------------------------------------------------------------------
@@ -111,14 +87,6 @@ def test_product_code_runs_on_python_310():
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
 
 
-def find_python(version):
-    for cand in [shutil.which(f"python{version}")] + sorted(
-            glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}"))):
-        if cand and subprocess.run([cand, "-c", "import venv"], capture_output=True).returncode == 0:
-            return cand
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
 def test_agent_installs_and_runs_on_python(version, tmp_path):
@@ -158,20 +126,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def scratch_root():
-    """A root the mosquitto user can traverse (pytest's tmp dirs are private to root)."""
-    root = tempfile.mkdtemp(prefix="ganomaly-root-", dir="/tmp")
-    os.chmod(root, 0o755)
-    os.makedirs(os.path.join(root, "etc"))
-    # The host's mosquitto user, as the mosquitto package would have made it on the device.
-    mq = pwd.getpwnam("mosquitto")
-    with open(os.path.join(root, "etc", "passwd"), "w") as f:
-        f.write(f"root:x:0:0:root:/root:/bin/sh\nmosquitto:x:{mq.pw_uid}:{mq.pw_gid}::/var/lib/mosquitto:/usr/sbin/nologin\n")
-    with open(os.path.join(root, "etc", "group"), "w") as f:
-        f.write(f"root:x:0:\nvideo:x:44:\nmosquitto:x:{grp.getgrgid(mq.pw_gid).gr_gid}:\n")
-    return root
 
 
 def run_install(root, *args):

@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from test_deploy import INSTALL, find_python, scratch_root
+from support.data import ROOT
+from support.deploy import INSTALL, find_python, scratch_root
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_agent_scores_a_video_and_publishes_to_mosquitto(device, tmp_path):
 
     from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
     from ganomaly_edge.tools.broker import Mosquitto
-    from test_agent_e2e import Subscriber
+    from support.agent import Subscriber
 
     root, venv, _ = device
     video = str(tmp_path / "line.avi")

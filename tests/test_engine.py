@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ROOT, edit_bundle_meta, make_checkpoint
+from support.data import ROOT, edit_bundle_meta, make_checkpoint
 from ganomaly_edge.engine import BundleError, FrameError, SelfTestError, load, open_bundle
 from ganomaly_edge.engine.bundle import archive, sha256_file
 
@@ -129,7 +129,7 @@ def test_newer_and_older_format_versions(tiny_bundle):
 def test_a_version_2_bundle_loads_as_untiled_and_a_tiled_one_needs_version_3(tiny_bundle):
     """Bundles built before tiles (format 2) keep working; a tiling in a format-2 file is refused
     (an agent of that version would have ignored it and scored the wrong input)."""
-    from conftest import edit_bundle_meta
+    from support.data import edit_bundle_meta
 
     edit_bundle_meta(tiny_bundle, lambda m: m.update(format_version=2))
     eng = load(tiny_bundle)

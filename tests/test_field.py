@@ -9,18 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from test_agent_e2e import Subscriber
-from test_no_silent_loss import agent, config, png, stored  # noqa: F401  (shared helpers)
-from ganomaly_edge.tools.broker import Mosquitto
+from support.agent import BUNDLE, Subscriber, png, start_agent, stored, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 def test_a_restart_mid_folder_alarms_every_file_exactly_once(broker, tmp_path):
@@ -30,15 +21,15 @@ def test_a_restart_mid_folder_alarms_every_file_exactly_once(broker, tmp_path):
     for i in range(300):
         png(scans / f"item_{i:04d}.png", int(rng.integers(0, 255)))
     store = tmp_path / "ev.db"
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.0}, store)
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.0}, store)
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent1.log")
+    p = start_agent(cfg, tmp_path / "agent1.log")
     assert sub.wait(lambda: len(sub.alarms()) >= 60, 60), open(tmp_path / "agent1.log").read()[-2000:]
     p.send_signal(signal.SIGKILL)  # mid-folder, with alarms in every stage
     p.wait()
     first = {a["item"] for a in sub.alarms()}
     assert 60 <= len(first) < 300
-    p = agent(cfg, tmp_path / "agent2.log")
+    p = start_agent(cfg, tmp_path / "agent2.log")
     try:
         assert sub.wait(lambda: len({a["item"] for a in sub.alarms()}) == 300, 120), len({a["item"] for a in sub.alarms()})
         assert sub.wait(lambda: stored(store) == [], 20)
@@ -58,9 +49,9 @@ def test_home_assistant_discovery(broker, tmp_path, discovery):
 
     scans = tmp_path / "scans"
     scans.mkdir()
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "watch": False},
-                 tmp_path / "ev.db", mqtt_extra=f"discovery = {'true' if discovery else 'false'}")
-    p = agent(cfg, tmp_path / "agent.log")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "watch": False},
+                       tmp_path / "ev.db", mqtt_extra=f"discovery = {'true' if discovery else 'false'}")
+    p = start_agent(cfg, tmp_path / "agent.log")
     assert p.wait(60) == 0
     sub = Subscriber(broker.port, prefix="homeassistant", client_id="ha")  # retained: arrives afterwards
     time.sleep(1.0)
@@ -122,12 +113,12 @@ def test_a_hung_source_is_retried_with_the_watchdog_fed_then_escalated_to_a_rest
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from support.data import ROOT
 
     fifo = tmp_path / "camera.avi"
     os.mkfifo(fifo)
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": str(fifo), "stall_timeout_s": 1.0},
-                 tmp_path / "ev.db", camera="cam")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": str(fifo), "stall_timeout_s": 1.0},
+                       tmp_path / "ev.db", camera="cam")
     notify = Notify(tmp_path / "notify")
     sub = Subscriber(broker.port)
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000")
@@ -186,8 +177,6 @@ def test_engine_failures_take_the_camera_offline_with_the_error_and_reload_the_e
     from ganomaly_edge.agent.store import EventStore
     from ganomaly_edge.agent.topics import Topics
     from ganomaly_edge.engine import load
-    from test_no_silent_loss import BUNDLE
-
     scans = tmp_path / "scans"
     scans.mkdir()
     for i in range(12):
@@ -229,8 +218,6 @@ def test_a_hung_engine_stops_the_watchdog(tmp_path, monkeypatch):
 
     from ganomaly_edge.agent.config import load_settings
     from ganomaly_edge.agent.service import Agent
-    from test_no_silent_loss import BUNDLE
-
     scans = tmp_path / "scans"
     scans.mkdir()
     cfg = tmp_path / "a.toml"

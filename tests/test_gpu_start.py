@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fakes
-from test_deploy import directive
+from support.deploy import directive
 
 
 def _config(tmp_path, bundle, backend):

@@ -19,57 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+from support.agent import PREFIX, Subscriber, last_stats, png, start_agent, stored, write_config
+from support.data import ROOT
 from ganomaly_edge.tools.broker import Mosquitto, free_port
-from test_agent_e2e import Subscriber
 
 pytestmark = pytest.mark.slow
-BUNDLE = os.path.join(BUNDLE_DIR, "recon")
-PREFIX = "ganomaly/test"
-
-
-def config(path, port, source, store, extra="", camera="scanner", mqtt_extra="", roi=""):
-    src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
-    path.write_text(f"""device_id = "test"
-[model]
-bundle = "{BUNDLE}"
-threads = 1
-[mqtt]
-port = {port}
-prefix = "{PREFIX}"
-stats_interval_s = 0.5
-reconnect_min_s = 1
-reconnect_max_s = 2
-{mqtt_extra}
-[store]
-path = "{store}"
-{extra}
-[[cameras]]
-name = "{camera}"
-{roi}
-[cameras.source]
-{src}
-retry_min_s = 0.2
-retry_max_s = 0.5
-[cameras.decision]
-threshold = -1000000.0
-k = 1
-n = 1
-cooldown_s = 0
-""")
-    return str(path)
-
-
-def agent(cfg, log, *args, drop_caps=False):
-    cmd = [sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, *args]
-    if drop_caps:  # root without CAP_DAC_OVERRIDE: a chmod 000 file is unreadable, as for a service user
-        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-
-
-def png(path, value=128, size=16):
-    cv2.imwrite(str(path), np.full((size, size, 3), value, np.uint8))
 
 
 def bomb_png(path, w=40000, h=40000):
@@ -80,29 +34,6 @@ def bomb_png(path, w=40000, h=40000):
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 8))
                      + chunk(b"IEND", b""))
-
-
-def last_stats(sub):
-    s = sub.topics("/stats")
-    return json.loads(s[-1][1]) if s else None
-
-
-def stored(store):
-    try:
-        db = sqlite3.connect(str(store))
-        try:
-            return [r[0] for r in db.execute("SELECT id FROM events ORDER BY seq")]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return []
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture
@@ -117,14 +48,6 @@ def public_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def scans(tmp_path):
-    d = tmp_path / "scans"
-    d.mkdir()
-    os.chmod(tmp_path, 0o755)
-    return d
-
-
 def test_bad_files_are_skipped_counted_and_inspection_goes_on(broker, scans, tmp_path):
     png(scans / "a_good.png")
     unreadable = scans / "b_unreadable.png"
@@ -133,9 +56,9 @@ def test_bad_files_are_skipped_counted_and_inspection_goes_on(broker, scans, tmp
     os.mkfifo(scans / "c_fifo.png")
     bomb_png(scans / "d_bomb.png")
     os.symlink(scans / "deleted.png", scans / "e_deleted.png")  # gone between listing and reading
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log", drop_caps=True)
+    p = start_agent(cfg, tmp_path / "agent.log", drop_caps=True)
     try:
         assert sub.wait(lambda: len(sub.alarms()) >= 1 and (last_stats(sub) or {}).get("cameras", {}).get(
             "scanner", {}).get("skipped") == 4, 60), open(tmp_path / "agent.log").read()[-3000:]
@@ -157,9 +80,9 @@ def test_bad_files_are_skipped_counted_and_inspection_goes_on(broker, scans, tmp
 
 def test_a_file_written_in_parts_is_inspected_once_complete(broker, scans, tmp_path):
     data = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))[1].tobytes()
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 1.5}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 1.5}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
 
     def writer():
         parts = np.array_split(np.frombuffer(data, np.uint8), 4)
@@ -201,9 +124,9 @@ def test_a_puback_refusal_keeps_the_event_counted_and_logged(tmp_path, scans, pu
     for i in range(3):
         png(scans / f"item_{i}.png", 60 * i)
     store = tmp_path / "ev.db"
-    cfg = config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans), "settle_s": 0.1}, store,
-                 mqtt_extra=f'protocol = "{protocol}"')
-    p = agent(cfg, tmp_path / "agent.log")
+    cfg = write_config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans), "settle_s": 0.1}, store,
+                       mqtt_extra=f'protocol = "{protocol}"')
+    p = start_agent(cfg, tmp_path / "agent.log")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "refused event" not in open(tmp_path / "agent.log").read():
@@ -252,9 +175,9 @@ def test_connection_failures_are_logged_with_the_reason_once_per_interval(case, 
     if case == "wrong CA":
         b, pki = _tls_broker(tmp_path, port, public_dir)
         mqtt_extra = f'[mqtt.tls]\nca_file = "{pki}/other.pem"'
-    cfg = config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans)}, tmp_path / "ev.db",
-                 mqtt_extra=mqtt_extra)
-    p = agent(cfg, tmp_path / "agent.log")
+    cfg = write_config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans)}, tmp_path / "ev.db",
+                       mqtt_extra=mqtt_extra)
+    p = start_agent(cfg, tmp_path / "agent.log")
     try:
         time.sleep(8)  # several reconnect attempts (every 1-2 s)
     finally:
@@ -271,7 +194,7 @@ def test_connection_failures_are_logged_with_the_reason_once_per_interval(case, 
 
 
 def test_a_prefix_the_broker_would_reject_is_refused_up_front(tmp_path):
-    cfg = config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db")
     text = open(cfg).read().replace(f'prefix = "{PREFIX}"', 'prefix = "plant/#"')
     open(cfg, "w").write(text)
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"], cwd=ROOT,
@@ -324,8 +247,8 @@ def test_a_full_disk_evicts_the_oldest_counts_it_and_keeps_the_newest(tmp_path, 
             cv2.imwrite(str(scans / f"item_{i:03d}.png"), rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))
         port = free_port()  # the broker is down: everything stays in the store
         store = disk / "ev.db"
-        cfg = config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans), "watch": False}, store)
-        p = agent(cfg, tmp_path / "agent.log", "--flush-timeout", "0")
+        cfg = write_config(tmp_path / "a.toml", port, {"kind": "folder", "uri": str(scans), "watch": False}, store)
+        p = start_agent(cfg, tmp_path / "agent.log", "--flush-timeout", "0")
         assert p.wait(120) == 0
         log = open(tmp_path / "agent.log").read()
         assert "cannot rollback" not in log and "disk full" in log and "evicted the oldest unsent event" in log, log[-3000:]
@@ -347,10 +270,10 @@ def test_roi_larger_than_the_frame_is_logged_once_per_interval(broker, tmp_path)
     for _ in range(200):
         vw.write(np.zeros((48, 48, 3), np.uint8))
     vw.release()
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": str(video)}, tmp_path / "ev.db",
-                 roi="roi = { x = 0, y = 0, w = 640, h = 480 }", camera="cam")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": str(video)}, tmp_path / "ev.db",
+                       roi="x = 0, y = 0, w = 640, h = 480", camera="cam")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
     assert p.wait(60) == 0
     log = open(tmp_path / "agent.log").read()
     assert 1 <= log.count("does not fit a 48x48 frame") <= 2, log[-2000:]

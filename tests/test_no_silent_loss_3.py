@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from support.agent import Subscriber, last_stats, png, start_agent, write_config
+from support.data import ROOT
 from ganomaly_edge.tools.broker import Mosquitto, free_port
-from test_agent_e2e import Subscriber
-from test_no_silent_loss import agent, broker, config, last_stats, png, scans, stored  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +64,10 @@ def fill(path, stop):
 def test_delivery_resumes_within_10_s_after_a_full_disk_is_freed(broker, tmpfs, tmp_path):
     """The delete after a PUBACK fails on the full disk; it must not kill delivery."""
     clip = video(tmp_path / "v.avi")
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": clip, "loop": True, "fps": 20.0},
-                 tmpfs / "ev.db", camera="cam")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "file", "uri": clip, "loop": True, "fps": 20.0},
+                       tmpfs / "ev.db", camera="cam")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
     stop = threading.Event()
     try:
         assert sub.wait(lambda: len(sub.alarms()) >= 20, 120), read(tmp_path / "agent.log")[-3000:]
@@ -142,7 +141,7 @@ def check_config(cfg):
 @pytest.mark.parametrize("key,value", [("discovery_prefix", "homeassistant/#"), ("discovery_prefix", "$SYS/ha"),
                                        ("discovery_prefix", "ha/+/x"), ("prefix", "a\\u0000b")])
 def test_a_topic_segment_the_broker_would_reject_is_refused_at_check(tmp_path, key, value):
-    cfg = config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db")
     text = open(cfg).read()
     text = text.replace('prefix = "ganomaly/test"', "") + ""
     text = text.replace("[mqtt]\n", f'[mqtt]\n{key} = "{value}"\n')
@@ -152,8 +151,8 @@ def test_a_topic_segment_the_broker_would_reject_is_refused_at_check(tmp_path, k
 
 
 def test_the_wildcard_discovery_prefix_no_longer_passes_the_check(tmp_path):
-    cfg = config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db",
-                 mqtt_extra='discovery_prefix = "homeassistant/#"')
+    cfg = write_config(tmp_path / "a.toml", 1883, {"kind": "folder", "uri": str(tmp_path)}, tmp_path / "ev.db",
+                       mqtt_extra='discovery_prefix = "homeassistant/#"')
     r = check_config(cfg)
     assert r.returncode == 2 and "discovery_prefix" in r.stderr and "wildcards" in r.stderr, (r.stdout, r.stderr)
 
@@ -170,9 +169,9 @@ def test_a_planted_password_leaves_by_no_output_channel(broker, tmp_path):
     from paho.mqtt.enums import CallbackAPIVersion
 
     closed = free_port()
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "url", "uri": f"rtsp://admin:{SECRET}@127.0.0.1:{closed}/s1",
-                                                    "stall_timeout_s": 2.0}, tmp_path / "ev.db", camera="door",
-                 mqtt_extra=f'username = "agent"\npassword = "{SECRET}"')
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "url", "uri": f"rtsp://admin:{SECRET}@127.0.0.1:{closed}/s1",
+                                                          "stall_timeout_s": 2.0}, tmp_path / "ev.db", camera="door",
+                       mqtt_extra=f'username = "agent"\npassword = "{SECRET}"')
     with open(cfg, "a") as f:
         f.write(f'[[cameras]]\nname = "gate"\n[cameras.source]\nkind = "gstreamer"\nuri = "rtspsrc location='
                 f'rtsp://127.0.0.1:{closed}/s2 user-id=admin user-pw={SECRET} ! decodebin ! appsink"\n'
@@ -220,10 +219,10 @@ def test_a_planted_password_leaves_by_no_output_channel(broker, tmp_path):
 
 def test_a_rewritten_file_is_a_new_item_3_of_3(broker, scans, tmp_path):
     """A scanner that writes scan.png, overwrites it, then deletes and writes it again: three items."""
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
-                                                    "rescan_s": 1.0}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
+                                                          "rescan_s": 1.0}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
     try:
         png(scans / "scan.png", 10)
         assert sub.wait(lambda: len(sub.alarms()) == 1, 120), read(tmp_path / "agent.log")[-3000:]
@@ -273,10 +272,10 @@ def test_a_share_that_drops_and_comes_back_is_not_inspected_again(broker, tmp_pa
     if not mounted:
         for f in os.listdir(share):
             os.rename(share / f, scans / f)
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
-                                                    "rescan_s": 1.0, "poll_interval_s": 0.2}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.2,
+                                                          "rescan_s": 1.0, "poll_interval_s": 0.2}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
     how = None
     try:
         assert sub.wait(lambda: len(sub.alarms()) == 20, 120), read(tmp_path / "agent.log")[-3000:]
@@ -363,10 +362,10 @@ def test_a_tiff_claiming_more_than_max_pixels_is_skipped_before_decoding(broker,
     cv2.imwrite(str(scans / "b_good.tif"), np.full((16, 16, 3), 90, np.uint8))
     good = cv2.imencode(".tiff", np.full((16, 16, 3), 30, np.uint8))[1].tobytes()
     (scans / "c_cut.tiff").write_bytes(good[:len(good) // 2])  # a scanner that died mid-write
-    cfg = config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.1,
-                                                    "poll_interval_s": 0.1}, tmp_path / "ev.db")
+    cfg = write_config(tmp_path / "a.toml", broker.port, {"kind": "folder", "uri": str(scans), "settle_s": 0.1,
+                                                          "poll_interval_s": 0.1}, tmp_path / "ev.db")
     sub = Subscriber(broker.port)
-    p = agent(cfg, tmp_path / "agent.log")
+    p = start_agent(cfg, tmp_path / "agent.log")
     try:
         assert sub.wait(lambda: (last_stats(sub) or {}).get("cameras", {}).get("scanner", {}).get("skipped") == 2, 120), \
             read(tmp_path / "agent.log")[-3000:]

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, edit_bundle_meta
+from support.data import ROOT, edit_bundle_meta
 from ganomaly_edge.engine import BundleError, load, open_bundle
 from ganomaly_edge.engine.bundle import sha256_file
 from ganomaly_edge.engine.selfcheck import BUNDLE_DIR

@@ -1,5 +1,5 @@
-"""The project's shape, checked from the source: the dependency rule, one import namespace and
-short functions.
+"""The project's shape, checked from the source: the dependency rule, one import namespace,
+short functions, and test modules that never import each other.
 
 The rule: agent -> engine <- train; tools -> the product, never the reverse; torch
 only in train (and tools). Every import counts, including those inside functions, since a lazy
@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
+from support.data import ROOT
 
 PACKAGES = ("agent", "engine", "train", "tools")
 NAMESPACE = "ganomaly_edge"
@@ -84,6 +84,23 @@ def long_functions(root, limit=MAX_FUNCTION_LINES):
     return out
 
 
+def imports_of_test_modules(tests_dir):
+    """Where a file under tests/ imports a test module (or conftest): what tests share lives in
+    tests/support/, and fixtures in conftest.py are asked for by name."""
+    names = {f[:-3] for f in os.listdir(tests_dir) if f.startswith("test_") and f.endswith(".py")} | {"conftest"}
+    out = []
+    for dirpath, _, files in os.walk(tests_dir):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                module = os.path.relpath(path, tests_dir)[:-3].replace(os.sep, ".")
+                for line, name in imports(path, module):
+                    if name.split(".")[0] in names:
+                        out.append(f"{os.path.relpath(path, tests_dir)}:{line}: imports {name}: move what it needs "
+                                   "to tests/support/")
+    return out
+
+
 def test_dependency_rule_holds():
     assert violations(ROOT) == []
 
@@ -111,6 +128,22 @@ def test_dependency_check_catches_a_wrong_way_import(tmp_path, where, line, expe
     path.write_text(src)
     found = violations(str(tree))
     assert any(expect in v for v in found), found
+
+
+def test_no_test_module_imports_another():
+    assert imports_of_test_modules(os.path.join(ROOT, "tests")) == []
+
+
+@pytest.mark.parametrize("line", ["from test_deploy import directive\n", "    import conftest\n",
+                                  "from test_agent_e2e import Subscriber  # noqa\n"])
+def test_the_test_import_check_catches_one(tmp_path, line):
+    tests = tmp_path / "tests"
+    shutil.copytree(os.path.join(ROOT, "tests"), tests, ignore=shutil.ignore_patterns("__pycache__"))
+    path = tests / "test_gpu_start.py"
+    src = path.read_text()
+    path.write_text(src + "\n\ndef _lazy():\n" + line if line.startswith(" ") else line + src)
+    found = imports_of_test_modules(str(tests))
+    assert len(found) == 1 and found[0].startswith("test_gpu_start.py:"), found
 
 
 def test_no_function_in_the_product_is_longer_than_60_lines():

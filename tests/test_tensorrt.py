@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fakes
-from conftest import edit_bundle_meta
+from support.data import edit_bundle_meta
 from ganomaly_edge.engine import BundleError, load, open_bundle
 
 SERIES = fakes.SERIES

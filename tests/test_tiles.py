@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_images
+from support.data import ROOT, write_images
 
 SIZE, TILE, STRIDE = 96, 32, 16
 
@@ -107,7 +107,7 @@ def test_engine_takes_frames_at_working_resolution_only(tiled):
 def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog, tmp_path):
     import shutil
 
-    from conftest import edit_bundle_meta
+    from support.data import edit_bundle_meta
     from ganomaly_edge.agent.config import CameraConfig
     from ganomaly_edge.agent.pipeline import camera_tiling
     from ganomaly_edge.engine import load
@@ -158,7 +158,7 @@ def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
     """Frames of 400x300 with the part in a 192x192 ROI at (100, 50), resized to the 96x96
     working resolution: the strongest box of each alarm lies on the painted defect."""
     from ganomaly_edge.tools.broker import Mosquitto
-    from test_agent_e2e import Subscriber, write_config
+    from support.agent import Subscriber, write_config
 
     frames, truth = [], []
     for i, img in enumerate(parts(6, seed=11, size=192)[..., 0]):
@@ -171,9 +171,10 @@ def test_agent_boxes_land_on_the_defect_in_frame_coordinates(tiled, tmp_path):
     names = write_images(tmp_path / "scans", frames)
     with Mosquitto(workdir=str(tmp_path / "broker")) as b:
         # threshold -100: every frame alarms, since this test is about where the boxes land
-        cfg = write_config(tmp_path / "a.toml", tiled["bundle"], b.port,
+        cfg = write_config(tmp_path / "a.toml", b.port,
                            {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
-                           camera="line", decision="threshold = -100.0", roi="x = 100, y = 50, w = 192, h = 192")
+                           bundle=tiled["bundle"], camera="line", decision="threshold = -100.0",
+                           roi="x = 100, y = 50, w = 192, h = 192", threads=2, stats_interval_s=1.0, retry_s=(0.5, 1.0))
         sub = Subscriber(b.port)
         p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
@@ -509,7 +510,7 @@ def test_position_statistics_need_format_4_and_a_format_3_bundle_keeps_raw_tile_
     bundle (no statistics) loads and takes the maximum of raw tile scores."""
     import shutil
 
-    from conftest import edit_bundle_meta
+    from support.data import edit_bundle_meta
     from ganomaly_edge.engine import load
     from ganomaly_edge.engine.bundle import BundleError
 

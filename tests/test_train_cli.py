@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_images
+from support.data import ROOT, write_images
 
 
 def run(*args, timeout=600):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import make_checkpoint
+from support.data import make_checkpoint
 from ganomaly_edge.engine.trt_compat import SERIES, UnsupportedTensorRT, check_bundle_graph, check_graph, series_of
 
 

@@ -1,0 +1,138 @@
+"""The agent as a process: its config, its launch, and what it leaves on the broker and in its store."""
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+
+from .data import ROOT
+
+# A shipped 16x16 bundle; with ALARM_ON_EVERY_ITEM an alarm proves an item was inspected.
+BUNDLE = os.path.join(BUNDLE_DIR, "recon")
+PREFIX = "ganomaly/test"
+ALARM_ON_EVERY_ITEM = "threshold = -1000000.0\nk = 1\nn = 1\ncooldown_s = 0"
+# The smallest config the agent accepts (a bundle and one camera), for the config checks.
+MINIMAL_CONFIG = '[model]\nbundle = "b"\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\nuri = "x"\n'
+
+
+def write_config(path, port, source, store, bundle=BUNDLE, camera="scanner", decision=ALARM_ON_EVERY_ITEM,
+                 roi=None, extra="", mqtt_extra="", threads=1, stats_interval_s=0.5, retry_s=(0.2, 0.5)):
+    """Writes an agent.toml for one camera reading ``source`` (a dict of [cameras.source] keys) and
+    publishing to the broker on ``port``; ``extra`` goes into [store], ``mqtt_extra`` into [mqtt],
+    ``decision`` into [cameras.decision], ``roi`` (as "x = 0, y = 0, w = 8, h = 8") onto the camera."""
+    src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
+    roi = f"roi = {{ {roi} }}" if roi else ""
+    path.write_text(f"""device_id = "test"
+[model]
+bundle = "{bundle}"
+threads = {threads}
+[mqtt]
+port = {port}
+prefix = "{PREFIX}"
+stats_interval_s = {stats_interval_s}
+reconnect_min_s = 1
+reconnect_max_s = 2
+{mqtt_extra}
+[store]
+path = "{store}"
+{extra}
+[[cameras]]
+name = "{camera}"
+{roi}
+[cameras.source]
+{src}
+retry_min_s = {retry_s[0]}
+retry_max_s = {retry_s[1]}
+[cameras.decision]
+{decision}
+""")
+    return str(path)
+
+
+def start_agent(cfg, log, *args, drop_caps=False):
+    """``ganomaly-agent --config cfg`` as a process, its log in ``log``."""
+    cmd = [sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, *args]
+    if drop_caps:  # root without CAP_DAC_OVERRIDE: a chmod 000 file is unreadable, as for a service user
+        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+
+def logged_alarm_ids(log_path):
+    return re.findall(r"ALARM ([0-9a-f]{32})", open(log_path).read())
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that records everything under a prefix."""
+
+    def __init__(self, port, prefix=PREFIX, client_id="test-sub"):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.msgs, self.lock = [], threading.Lock()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        self.c.on_message = lambda c, u, m: self._add(m)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
+        self.c.reconnect_delay_set(1, 2)
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+        self.wait(lambda: self.c.is_connected(), 10)
+        time.sleep(0.3)
+
+    def _add(self, m):
+        with self.lock:
+            self.msgs.append((m.topic, m.payload, m.retain))
+
+    def topics(self, suffix):
+        with self.lock:
+            return [(t, p) for t, p, _ in self.msgs if t.endswith(suffix)]
+
+    def alarms(self):
+        return [json.loads(p) for _, p in self.topics("/alarm")]
+
+    def last(self, topic):
+        with self.lock:
+            vals = [p.decode() for t, p, _ in self.msgs if t == topic]
+        return vals[-1] if vals else None
+
+    def wait(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def last_stats(sub):
+    s = sub.topics("/stats")
+    return json.loads(s[-1][1]) if s else None
+
+
+def stored(store):
+    """Ids of the events still in the agent's store, oldest first."""
+    try:
+        db = sqlite3.connect(str(store))
+        try:
+            return [r[0] for r in db.execute("SELECT id FROM events ORDER BY seq")]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+
+
+def png(path, value=128, size=16):
+    cv2.imwrite(str(path), np.full((size, size, 3), value, np.uint8))
