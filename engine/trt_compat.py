@@ -1,5 +1,5 @@
 """Would TensorRT build this ONNX graph? A check from NVIDIA's own sources, run before a build and
-by the test suite on every graph the project exports. The fake TensorRT parser (tests/fakes.py)
+by the test suite on every graph the project exports. The fake TensorRT parser (tests/support/fakes/)
 reads the same sources on its own, and the tests compare the two readings graph by graph.
 
 Sources (read 2026-11):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import fakes
+from support import fakes
 from support.deploy import directive
 
 

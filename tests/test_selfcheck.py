@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import fakes
+from support import fakes
 from ganomaly_edge.engine import selfcheck
 
 

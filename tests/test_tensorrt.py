@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-import fakes
+from support import fakes
 from support.data import edit_bundle_meta
 from ganomaly_edge.engine import BundleError, load, open_bundle
 

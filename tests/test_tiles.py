@@ -134,7 +134,7 @@ def test_working_size_in_the_camera_config(tiled, tiny_bundle, caplog, tmp_path)
 def test_tensorrt_profile_covers_tiles_times_frames(tiled, tmp_path, monkeypatch):
     import shutil
 
-    from fakes import install
+    from support.fakes import install
     from ganomaly_edge.engine import load
     from ganomaly_edge.engine.bundle import open_bundle
     from ganomaly_edge.engine.trt_build import BuildOptions, build_into_bundle
