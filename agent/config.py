@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ganomaly_edge.engine.registry import BackendChoice
 
+from .errors import AgentError
 from .redact import redact, remember, remember_uri
 
 
@@ -81,7 +82,7 @@ class MqttConfig(Strict):
             try:
                 return Path(path).read_text().strip()
             except OSError as e:
-                raise ValueError(f"mqtt.password_file {path!r} cannot be read: {e}") from e
+                raise ConfigError(f"mqtt.password_file {path!r} cannot be read: {e}") from e
         return None
 
 
@@ -133,7 +134,7 @@ class DecisionConfig(Strict):
         k = self.k if self.k is not None else (1 if folder else 2)
         n = self.n if self.n is not None else (1 if folder else 3)
         if k > n:
-            raise ValueError(f"decision.k ({k}) cannot exceed decision.n ({n})")
+            raise ConfigError(f"decision.k ({k}) cannot exceed decision.n ({n})")
         cd = self.cooldown_s if self.cooldown_s is not None else (0.0 if folder else 2.0)
         return DecisionConfig(threshold=self.threshold, k=k, n=n, cooldown_s=cd)
 
@@ -329,7 +330,7 @@ def machine_id() -> str:
     return f"{uuid.getnode():012x}"
 
 
-class ConfigError(ValueError):
+class ConfigError(AgentError, ValueError):
     pass
 
 
@@ -356,8 +357,8 @@ def cameras_with_env(path: str | None, environ) -> list | None:
     for keys, value in overrides:
         cam = by_name.get(keys[0].lower())
         if cam is None or len(keys) < 2:
-            raise ValueError(f"{CAMERA_ENV}{'__'.join(keys)}: no camera named {keys[0]!r} in the config "
-                             f"(cameras: {sorted(by_name)})")
+            raise ConfigError(f"{CAMERA_ENV}{'__'.join(keys)}: no camera named {keys[0]!r} in the config "
+                              f"(cameras: {sorted(by_name)})")
         node = cam
         for key in keys[1:-1]:
             node = node.setdefault(key.lower(), {})
@@ -374,19 +375,19 @@ def check_topic_prefix(prefix: str, what: str = "topic prefix") -> None:
     with a wildcard raises inside paho (on its network thread, where it would end delivery), and a
     broker refuses $-topics and NUL."""
     if not prefix.strip("/"):
-        raise ValueError(f"the {what} is empty")
+        raise ConfigError(f"the {what} is empty")
     bad = sorted({c for c in prefix if c in "+#\x00"})
     if bad:
-        raise ValueError(f"{what} {prefix!r} contains {bad}: wildcards and NUL are not allowed in "
-                         "topics one publishes to; write the plain topic, e.g. 'homeassistant'")
+        raise ConfigError(f"{what} {prefix!r} contains {bad}: wildcards and NUL are not allowed in "
+                          "topics one publishes to; write the plain topic, e.g. 'homeassistant'")
     if prefix.startswith("$"):
-        raise ValueError(f"{what} {prefix!r} starts with $: brokers reserve those topics ($SYS)")
+        raise ConfigError(f"{what} {prefix!r} starts with $: brokers reserve those topics ($SYS)")
     try:
         n = len(prefix.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ValueError(f"{what} {prefix!r} is not valid UTF-8 text") from None
+        raise ConfigError(f"{what} {prefix!r} is not valid UTF-8 text") from None
     if n > MAX_PREFIX_BYTES:
-        raise ValueError(f"{what} is {n} bytes; keep it under {MAX_PREFIX_BYTES}")
+        raise ConfigError(f"{what} is {n} bytes; keep it under {MAX_PREFIX_BYTES}")
 
 
 def check_topic(topic: str) -> None:
@@ -394,8 +395,8 @@ def check_topic(topic: str) -> None:
     check_topic_prefix(topic, "topic")
     n = len(topic.encode("utf-8"))
     if n > MAX_TOPIC_BYTES:
-        raise ValueError(f"topic {topic[:60]!r}... is {n} bytes, above MQTT's {MAX_TOPIC_BYTES}: shorten "
-                         "mqtt.prefix, the camera names or device_id")
+        raise ConfigError(f"topic {topic[:60]!r}... is {n} bytes, above MQTT's {MAX_TOPIC_BYTES}: shorten "
+                          "mqtt.prefix, the camera names or device_id")
 
 
 def remember_secrets(settings: Settings) -> None:

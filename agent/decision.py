@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .config import ConfigError
+
 
 class Debouncer:
     def __init__(self, threshold: float, k: int, n: int, cooldown_s: float):
         if not 1 <= k <= n:
-            raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+            raise ConfigError(f"need 1 <= k <= n, got k={k}, n={n}")
         self.threshold, self.k, self.n, self.cooldown_s = threshold, k, n, cooldown_s
         self.window: deque[tuple[bool, Any]] = deque(maxlen=n)
         self.armed = True

@@ -10,11 +10,12 @@ import numpy as np
 from ganomaly_edge.engine.preprocess import prepare
 
 from .config import RoiConfig
+from .errors import AgentError
 
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
-class FrameSizeError(ValueError):
+class FrameSizeError(AgentError, ValueError):
     pass
 
 

@@ -15,8 +15,10 @@ import numpy as np
 
 from ganomaly_edge.engine.preprocess import to_channels
 
+from .errors import AgentError
 
-class SkipFile(Exception):
+
+class SkipFile(AgentError):
     """The file cannot be inspected; ``retry`` when it may still be being written."""
 
     def __init__(self, reason: str, retry: bool = False):
@@ -83,7 +85,7 @@ _TIFF_TAGS = (256, 257, 273, 279, 324, 325)  # width, height, strip offsets/byte
 MAX_TIFF_PAGES = 256
 
 
-class _Truncated(Exception):
+class _Truncated(AgentError):
     pass
 
 

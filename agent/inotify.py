@@ -12,6 +12,8 @@ import os
 import select
 import struct
 
+from .errors import AgentError
+
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x008, 0x080, 0x100
 IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
 IN_Q_OVERFLOW, IN_IGNORED, IN_ISDIR = 0x4000, 0x8000, 0x40000000
@@ -20,7 +22,7 @@ MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF
 _EVENT = struct.Struct("iIII")
 
 
-class Unavailable(OSError):
+class Unavailable(AgentError, OSError):
     pass
 
 

@@ -8,12 +8,17 @@ import cv2
 import numpy as np
 
 from .config import LocalisationConfig
+from .errors import AgentError
 from .geometry import View
 
 
 # OpenCV's JET colour map as a lookup table: cv2.applyColorMap rebuilds it on every call
 # (about 0.2 ms, most of an overlay's cost at 64x64); indexing the table gives the same pixels.
 _JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET).reshape(256, 3)
+
+
+class EncodeError(AgentError, RuntimeError):
+    """OpenCV could not encode an image (crop or overlay) as JPEG."""
 
 
 @dataclass
@@ -64,7 +69,7 @@ def _fit(img: np.ndarray, max_px: int) -> np.ndarray:
 def jpeg(img: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise RuntimeError("JPEG encoding failed")
+        raise EncodeError("JPEG encoding failed")
     return buf.tobytes()
 
 

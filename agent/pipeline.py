@@ -18,7 +18,7 @@ from ganomaly_edge.engine.tiling import Tiling, TilingError
 
 from .alarms import Alarms
 from .capture import Capture
-from .config import CameraConfig
+from .config import CameraConfig, ConfigError
 from .decision import Debouncer
 from .inference import Inference
 from .sources import FolderRecord
@@ -37,18 +37,18 @@ def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
     if (h, w) == (t.height, t.width):
         return t
     if not t.tiled:
-        raise ValueError(f"camera {cam.name}: working_size {w}x{h} needs a tiled model; bundle "
-                         f"{engine.bundle.name} takes {t.width}x{t.height} frames only (train with --tile)")
+        raise ConfigError(f"camera {cam.name}: working_size {w}x{h} needs a tiled model; bundle "
+                          f"{engine.bundle.name} takes {t.width}x{t.height} frames only (train with --tile)")
     if t.position_standardised:
-        raise ValueError(f"camera {cam.name}: working_size {w}x{h}: bundle {engine.bundle.name} standardises each of "
-                         f"its {t.count} tile positions on held-out {t.width}x{t.height} frames, and its threshold "
-                         f"is set on those scores; a {w}x{h} frame has other tile positions. Remove working_size, "
-                         f"or retrain at {w}x{h} (ganomaly-train --image-size {w}x{h}; --position-stats off "
-                         "keeps raw tile scores, which any working size can use)")
+        raise ConfigError(f"camera {cam.name}: working_size {w}x{h}: bundle {engine.bundle.name} standardises each of "
+                          f"its {t.count} tile positions on held-out {t.width}x{t.height} frames, and its threshold "
+                          f"is set on those scores; a {w}x{h} frame has other tile positions. Remove working_size, "
+                          f"or retrain at {w}x{h} (ganomaly-train --image-size {w}x{h}; --position-stats off "
+                          "keeps raw tile scores, which any working size can use)")
     try:
         out = t.resized(h, w)
     except TilingError as e:
-        raise ValueError(f"camera {cam.name}: working_size {w}x{h}: {e}") from None
+        raise ConfigError(f"camera {cam.name}: working_size {w}x{h}: {e}") from None
     log.warning("camera %s: working resolution %dx%d (%d tiles) differs from the %dx%d the threshold was "
                 "calibrated for (%d tiles): more tiles per frame mean more false alarms than the calibrated "
                 "rate; retrain at this resolution to keep it", cam.name, w, h, out.count, t.width, t.height, t.count)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import inotify
 from .config import SourceConfig
+from .errors import AgentError
 from .imagefile import SkipFile, read_image_file
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,11 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class SourceError(RuntimeError):
+class SourceError(AgentError, RuntimeError):
     """The source failed (cannot open, read error, vanished); the supervisor reopens it."""
 
 
-class SourceEnded(Exception):
+class SourceEnded(AgentError):
     """A finite source (file without loop, folder without watch) has delivered everything."""
 
 

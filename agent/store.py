@@ -19,12 +19,17 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .errors import AgentError
 from .ratelimit import Throttled
 
 log = logging.getLogger(__name__)
 
 
-class StoreFull(RuntimeError):
+class StoreError(AgentError, RuntimeError):
+    """The event store cannot be opened; the message names the file and the fix."""
+
+
+class StoreFull(AgentError, RuntimeError):
     """The disk is full and the store holds nothing older to evict."""
 
 
@@ -103,8 +108,8 @@ class EventStore:
                 if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                     self.db.execute(sql)
         except (OSError, sqlite3.Error) as e:
-            raise RuntimeError(f"cannot open the event store {path!r}: {e} (check store.path and its "
-                               "directory's permissions)") from e
+            raise StoreError(f"cannot open the event store {path!r}: {e} (check store.path and its "
+                             "directory's permissions)") from e
         self.path = path
         self.max_events, self.max_bytes, self.max_age_s = max_events, max_bytes, max_age_s
         self.lock = threading.Lock()

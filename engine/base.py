@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError, InputSpec
+from .errors import EngineError
 from .tiling import Tiling, TilingError
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,12 @@ class SelfTestError(BundleError):
     """A backend's outputs on the bundle's reference inputs differ from the expected ones."""
 
 
-class FrameError(ValueError):
+class FrameError(EngineError, ValueError):
     """A batch handed to ``infer`` does not match the model input."""
+
+
+class InferenceError(EngineError, RuntimeError):
+    """A backend failed to run a batch it accepted (the backend's log says why)."""
 
 
 class Engine(abc.ABC):

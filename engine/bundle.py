@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from .errors import EngineError
 from .meta import BundleMeta, Calibration, InputMeta, PlanMeta, describe_errors
 from .tiling import Tiling, TilingError
 
@@ -58,7 +59,7 @@ DEFAULT_TOLERANCE = {
 }
 
 
-class BundleError(RuntimeError):
+class BundleError(EngineError, RuntimeError):
     """A bundle cannot be used; the message names the problem and the fix."""
 
 

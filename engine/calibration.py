@@ -23,6 +23,7 @@ import math
 import numpy as np
 from pydantic import ValidationError
 
+from .errors import EngineError
 from .meta import Calibration, describe_errors
 
 MIN_VALIDATION_IMAGES = 10
@@ -30,17 +31,21 @@ TAIL_SHARE = 0.2  # share of the held-out images whose excesses fit the tail
 TAIL_MIN = 5
 
 
+class CalibrationError(EngineError, ValueError):
+    """Scores or settings that cannot give a calibration; the message says what to change."""
+
+
 def calibrate(val_scores: np.ndarray, far: float = 0.01) -> dict:
     """Calibration record from raw scores of held-out normal images."""
     s = np.asarray(val_scores, dtype=np.float64)
     if s.ndim != 1 or s.size < MIN_VALIDATION_IMAGES:
-        raise ValueError(
+        raise CalibrationError(
             f"calibration needs at least {MIN_VALIDATION_IMAGES} held-out normal images, got {s.size}: "
             "add normal images or raise the validation share")
     if not np.all(np.isfinite(s)):
-        raise ValueError("calibration scores contain NaN or infinity: the model diverged; retrain")
+        raise CalibrationError("calibration scores contain NaN or infinity: the model diverged; retrain")
     if not 0.0 < far < 0.5:
-        raise ValueError(f"target false-alarm rate must be in (0, 0.5), got {far}")
+        raise CalibrationError(f"target false-alarm rate must be in (0, 0.5), got {far}")
     median = float(np.median(s))
     if s.size * far >= 10:
         method = "quantile"
@@ -90,7 +95,7 @@ def as_calibration(calib) -> Calibration:
     try:
         return Calibration.model_validate(calib)
     except ValidationError as e:
-        raise ValueError(f"invalid calibration: {describe_errors(e)}") from None
+        raise CalibrationError(f"invalid calibration: {describe_errors(e)}") from None
 
 
 def normalise(raw, calib) -> np.ndarray:

@@ -23,8 +23,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import EngineError
 
-class CudaUnavailable(RuntimeError):
+
+class CudaUnavailable(EngineError, RuntimeError):
     """No usable CUDA GPU. ``fault`` is True when pycuda is there but the GPU or its driver failed
     (no device, initialisation error): worth retrying later, unlike a missing package."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .base import Engine
 from .bundle import Bundle, BundleError, open_bundle
 from .meta import PlanMeta
-from .registry import CHOICES, backend_class
+from .registry import CHOICES, UnknownBackend, backend_class
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
     them loads (engine/signing.py).
     """
     if backend not in CHOICES:
-        raise ValueError(f"backend must be one of {CHOICES}, not {backend!r}")
+        raise UnknownBackend(f"backend must be one of {CHOICES}, not {backend!r}")
     b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, trusted_keys=trusted_keys)
     engine: Engine
     fallback = None

@@ -11,8 +11,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .errors import EngineError
+
 COLOR_ORDER = "BGR"
 NORMALISATION = "x/127.5-1"
+
+
+class ImageError(EngineError, ValueError):
+    """An image the model input cannot be made from (pixel type, shape, channels)."""
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -20,11 +26,11 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype}: expected 8- or 16-bit images")
+        raise ImageError(f"unsupported pixel type {image.dtype}: expected 8- or 16-bit images")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"unsupported image shape {image.shape}: expected H x W x 1, 3 or 4")
+        raise ImageError(f"unsupported image shape {image.shape}: expected H x W x 1, 3 or 4")
     c = image.shape[2]
     if channels == 1:
         if c == 3:
@@ -37,7 +43,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         elif c == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     else:
-        raise ValueError(f"channels must be 1 or 3, not {channels}")
+        raise ImageError(f"channels must be 1 or 3, not {channels}")
     return np.ascontiguousarray(image)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Literal, get_args
 
+from .errors import EngineError
+
 BACKENDS = {
     "tensorrt": "ganomaly_edge.engine.backends.tensorrt:TensorRTEngine",
     "onnxruntime": "ganomaly_edge.engine.backends.onnxruntime:OnnxRuntimeEngine",
@@ -19,9 +21,13 @@ CHOICES: tuple[str, ...] = get_args(BackendChoice)
 assert set(CHOICES) == {"auto", *BACKENDS}, "BackendChoice and BACKENDS must name the same backends"
 
 
+class UnknownBackend(EngineError, ValueError):
+    """A backend name that is not in the registry."""
+
+
 def backend_class(name: str):
     """The Engine class registered under ``name`` (imported on demand)."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {CHOICES}")
+        raise UnknownBackend(f"unknown backend {name!r}; choose one of {CHOICES}")
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)

@@ -20,11 +20,17 @@ import hashlib
 import json
 import os
 
+from .errors import EngineError
+
 SIGNATURE = "bundle.json.sig"
 ALGORITHM = "ed25519"
 
 
-class SigningError(RuntimeError):
+class UntrustedBundle(EngineError, ValueError):
+    """A bundle whose signature model.trusted_keys does not accept; the message says why and the fix."""
+
+
+class SigningError(EngineError, RuntimeError):
     """A key cannot be read or made; the message names the file and the fix."""
 
 
@@ -151,9 +157,9 @@ def verify_manifest(manifest: bytes, sig_path: str, trusted_keys: list[str], whe
         keys.setdefault(key_id(load_public_key(path)), (path, load_public_key(path)))
     trusted = ", ".join(f"{p} (key {k})" for k, (p, _) in keys.items())
     if not os.path.exists(sig_path):
-        raise ValueError(f"bundle {where} is not signed, and model.trusted_keys accepts only bundles signed by "
-                         f"{trusted}: sign it where the private key is kept, with 'ganomaly-build-engine "
-                         f"BUNDLE --out BUNDLE --sign-key KEY.pem'")
+        raise UntrustedBundle(f"bundle {where} is not signed, and model.trusted_keys accepts only bundles signed by "
+                              f"{trusted}: sign it where the private key is kept, with 'ganomaly-build-engine "
+                              f"BUNDLE --out BUNDLE --sign-key KEY.pem'")
     try:
         with open(sig_path) as f:
             sig = json.load(f)
@@ -161,17 +167,17 @@ def verify_manifest(manifest: bytes, sig_path: str, trusted_keys: list[str], whe
         if sig.get("algorithm") != ALGORITHM:
             raise ValueError(f"algorithm {sig.get('algorithm')!r}")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"bundle {where}: {SIGNATURE} is unreadable ({e}): copy the bundle again or sign it "
-                         "again") from None
+        raise UntrustedBundle(f"bundle {where}: {SIGNATURE} is unreadable ({e}): copy the bundle again or sign it "
+                              "again") from None
     if kid not in keys:
-        raise ValueError(f"bundle {where} is signed by key {kid}, which is not trusted here: model.trusted_keys "
-                         f"holds {trusted}. Sign it with one of those keys, or add that key's public half to "
-                         "model.trusted_keys if you trust whoever holds it")
+        raise UntrustedBundle(f"bundle {where} is signed by key {kid}, which is not trusted here: model.trusted_keys "
+                              f"holds {trusted}. Sign it with one of those keys, or add that key's public half to "
+                              "model.trusted_keys if you trust whoever holds it")
     path, public = keys[kid]
     try:
         public.verify(signature, manifest)
     except InvalidSignature:
-        raise ValueError(f"bundle {where}: bundle.json does not match its signature by key {kid} ({path}): it "
-                         "was changed after it was signed (edited, or a TensorRT plan was added: sign it again "
-                         "with 'ganomaly-build-engine BUNDLE --out BUNDLE --sign-key KEY.pem')") from None
+        raise UntrustedBundle(f"bundle {where}: bundle.json does not match its signature by key {kid} ({path}): it "
+                              "was changed after it was signed (edited, or a TensorRT plan was added: sign it again "
+                              "with 'ganomaly-build-engine BUNDLE --out BUNDLE --sign-key KEY.pem')") from None
     return kid

@@ -28,8 +28,10 @@ from functools import cached_property
 
 import numpy as np
 
+from .errors import EngineError
 
-class TilingError(ValueError):
+
+class TilingError(EngineError, ValueError):
     """A frame size and a tiling do not fit together; the message says how to fix it."""
 
 

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bundle import ONNX, Bundle, BundleError
+from .errors import EngineError
 from .meta import PlanMeta
 from .trt_compat import SERIES, OnnxMissing, UnsupportedTensorRT, check_graph, graph_for, require_onnx, series_of
 
 log = logging.getLogger(__name__)
 
 
-class BuildError(RuntimeError):
+class BuildError(EngineError, RuntimeError):
     pass
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import EngineError
+
 # Operator -> supported data types (of the main input), per matrix. Restrictions are checked
 # below by name.
 _MATRIX_8_6 = """
@@ -143,11 +145,11 @@ SERIES = {
 MIN_SUPPORTED = (8, 6)
 
 
-class UnsupportedTensorRT(RuntimeError):
+class UnsupportedTensorRT(EngineError, RuntimeError):
     """A TensorRT version this project does not build or run plans with."""
 
 
-class OnnxMissing(RuntimeError):
+class OnnxMissing(EngineError, RuntimeError):
     """The ``onnx`` package, which every plan build needs (the graph check, the FP16 pass), is absent."""
 
 

@@ -1,5 +1,5 @@
 """The project's shape, checked from the source: the dependency rule, one import namespace,
-short functions, and test modules that never import each other.
+short functions, one root for the product's exceptions, and test modules that never import each other.
 
 The rule: agent -> engine <- train; tools -> the product, never the reverse; torch
 only in train (and tools). Every import counts, including those inside functions, since a lazy
@@ -144,6 +144,34 @@ def test_the_test_import_check_catches_one(tmp_path, line):
     path.write_text(src + "\n\ndef _lazy():\n" + line if line.startswith(" ") else line + src)
     found = imports_of_test_modules(str(tests))
     assert len(found) == 1 and found[0].startswith("test_gpu_start.py:"), found
+
+
+def exceptions_outside_the_root(module_names):
+    """Exception classes defined in these modules that do not derive from the product's root."""
+    import importlib
+    import inspect
+
+    from ganomaly_edge.engine.errors import GanomalyError
+
+    out = []
+    for name in module_names:
+        mod = importlib.import_module(name)
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ == mod.__name__ and issubclass(cls, BaseException) and not issubclass(cls, GanomalyError):
+                out.append(f"{name}.{cls.__qualname__}")
+    return out
+
+
+def test_every_product_exception_derives_from_the_root():
+    assert exceptions_outside_the_root(sorted(m for _, m, _ in modules(ROOT))) == []
+
+
+def test_the_exception_check_catches_one(tmp_path, monkeypatch):
+    (tmp_path / "stray_errors.py").write_text("from ganomaly_edge.agent.errors import AgentError\n\n\n"
+                                              "class Fine(AgentError, ValueError):\n    pass\n\n\n"
+                                              "class Stray(ValueError):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert exceptions_outside_the_root(["stray_errors"]) == ["stray_errors.Stray"]
 
 
 def test_no_function_in_the_product_is_longer_than_60_lines():

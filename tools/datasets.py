@@ -6,6 +6,7 @@
 """
 
 from __future__ import annotations
+from ganomaly_edge.engine.errors import GanomalyError
 
 import gzip
 import os
@@ -17,7 +18,7 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
                   "Sneaker", "Bag", "Ankle boot")
 
 
-class DatasetMissing(RuntimeError):
+class DatasetMissing(GanomalyError, RuntimeError):
     pass
 
 

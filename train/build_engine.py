@@ -15,6 +15,8 @@ import sys
 
 from ganomaly_edge.engine.version import version
 
+from .errors import TrainError
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ganomaly-build-engine", description=__doc__,
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-class _Failed(Exception):
+class _Failed(TrainError):
     pass
 
 

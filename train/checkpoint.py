@@ -16,6 +16,7 @@ import torch
 from ganomaly_edge.engine.calibration import calibrate
 from ganomaly_edge.engine.tiling import Tiling
 
+from .errors import TrainError
 from .network import Discriminator, Generator
 from .scoring import AUTO, AUTO_CANDIDATES, KNN_K, KNN_K_TILES, apply_spec, components, embed, encode, make_spec
 from .selection import select_score
@@ -29,6 +30,10 @@ CHECKPOINT_VERSION = 1
 # 0.6 GFLOP).
 BANK_MAX = 65536
 POSITION_STATS = ("auto", "on", "off")  # finalise: standardise tile positions where the layout is fixed, always, never
+
+
+class CheckpointError(TrainError, ValueError):
+    """A file that is not a checkpoint this version reads, or settings it cannot hold."""
 
 
 def versions() -> dict[str, str]:
@@ -111,7 +116,7 @@ def _position_rule(position_stats: bool | str):
     at least Tiling.MIN_POSITION_SHARE of the scores' variance. Its ``mode`` says which."""
     mode = {True: "auto", False: "off"}.get(position_stats, position_stats)  # type: ignore[arg-type]
     if mode not in POSITION_STATS:
-        raise ValueError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
+        raise CheckpointError(f"position_stats must be one of {POSITION_STATS}, got {position_stats!r}")
 
     def rule(t: Tiling, tile_scores: np.ndarray) -> Tiling:
         share = t.position_share(tile_scores)
@@ -149,11 +154,11 @@ def reference_images(val: np.ndarray, n_normal: int = 6) -> np.ndarray:
 
 def check_checkpoint(ck: Any) -> None:
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError("not a ganomaly-edge checkpoint (written by ganomaly-train)")
+        raise CheckpointError("not a ganomaly-edge checkpoint (written by ganomaly-train)")
     v = ck.get("format_version")
     if v != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint format version {v} is not supported by this version "
-                         f"(which reads version {CHECKPOINT_VERSION}); use the matching ganomaly-edge release")
+        raise CheckpointError(f"checkpoint format version {v} is not supported by this version "
+                              f"(which reads version {CHECKPOINT_VERSION}); use the matching ganomaly-edge release")
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -162,7 +167,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     try:
         ck = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises many types for a damaged file
-        raise ValueError(f"cannot read checkpoint {path!r}: {e} (truncated or not a checkpoint?)") from e
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {e} (truncated or not a checkpoint?)") from e
     check_checkpoint(ck)
     if "opt_g" not in ck and "resume_state" in ck:
         ck["opt_g"] = ck["resume_state"]["opt_g"]

@@ -11,12 +11,14 @@ import numpy as np
 
 from ganomaly_edge.engine.preprocess import prepare, read_image
 
+from .errors import TrainError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class DataError(ValueError):
+class DataError(TrainError, ValueError):
     """The training data cannot be used; the message says why and what to do."""
 
 

@@ -21,6 +21,7 @@ from ganomaly_edge.engine.bundle import DEFAULT_TOLERANCE, Bundle, write_bundle
 
 from .scoring import Scorer
 from .checkpoint import load_checkpoint, models_from_checkpoint, versions
+from .errors import TrainError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ for _base in ("abs", "range"):
                                         "training tile (encodings), so quiet tiles stay dark")
 
 
-class ExportError(RuntimeError):
+class ExportError(TrainError, RuntimeError):
     pass
 
 

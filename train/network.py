@@ -13,11 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import TrainConfigError, TrainError
+
 MIN_SIZE = 16
 MAX_SIZE = 1024
 
 
-class UnsupportedSizeError(ValueError):
+class UnsupportedSizeError(TrainError, ValueError):
     """The requested image size cannot be built into the DCGAN stack."""
 
 
@@ -165,7 +167,7 @@ class Generator(nn.Module):
                  arch: str = "paper"):
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown generator architecture {arch!r}; choose one of {ARCHS}")
+            raise TrainConfigError(f"unknown generator architecture {arch!r}; choose one of {ARCHS}")
         self.arch = arch
         self.encoder1 = Encoder(image_size, channels, latent_dim, width)
         if arch == "skip":

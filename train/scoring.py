@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import TrainError
 from .network import Discriminator, Generator
 
 COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak", "rpeak")
@@ -52,6 +53,10 @@ RPEAK_WINDOW = 2
 # tile's nearest-neighbour distance, so where a tile's encoding raised the alarm its residual
 # shows where in the tile, and the quiet tiles around it stay dark (boxes from what alarmed).
 RESIDUALS = ("abs", "range", "abs-knn", "range-knn")
+
+
+class ScoreError(TrainError, ValueError):
+    """A score, component or residual map that is unknown or that this model cannot compute."""
 
 
 def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
@@ -126,21 +131,21 @@ class Scorer(nn.Module):
         needed = {t[0] for t in self.terms}
         unknown = needed - set(COMPONENTS)
         if unknown:
-            raise ValueError(f"unknown score components {sorted(unknown)}; known: {COMPONENTS}")
+            raise ScoreError(f"unknown score components {sorted(unknown)}; known: {COMPONENTS}")
         self.k = int(spec.get("k", KNN_K))
         self.margin = int(spec.get("margin") or 0)
         self.residual = spec.get("residual") or "abs"
         if self.residual not in RESIDUALS:
-            raise ValueError(f"unknown residual map {self.residual!r}; known: {RESIDUALS}")
+            raise ScoreError(f"unknown residual map {self.residual!r}; known: {RESIDUALS}")
         if "knn" in needed:
             if bank is None:
-                raise ValueError("the knn component needs the training encodings (bank)")
+                raise ScoreError("the knn component needs the training encodings (bank)")
             self.register_buffer("bank", bank.float())
         else:
             self.bank = None
         if "fknn" in needed:
             if fbank is None:
-                raise ValueError("the fknn component needs the training images' embeddings (fbank)")
+                raise ScoreError("the fknn component needs the training images' embeddings (fbank)")
             self.register_buffer("fbank", fbank.float())
         else:
             self.fbank = None
@@ -301,7 +306,7 @@ def make_spec(name: str, val_components: dict[str, np.ndarray], margin: int = 0,
               tiled: bool = False) -> dict[str, Any]:
     """Score spec for candidate ``name``, standardised on the validation images' components."""
     if name not in CANDIDATES:
-        raise ValueError(f"unknown score {name!r}; choose one of {sorted(CANDIDATES)}")
+        raise ScoreError(f"unknown score {name!r}; choose one of {sorted(CANDIDATES)}")
     terms = []
     single = len(CANDIDATES[name]) == 1
     for comp, w in CANDIDATES[name]:

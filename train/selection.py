@@ -19,7 +19,7 @@ import numpy as np
 
 from ganomaly_edge.engine.tiling import Tiling
 
-from .scoring import apply_spec, make_spec
+from .scoring import ScoreError, apply_spec, make_spec
 from .synthetic import FAMILIES, synthetic_anomalies
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def select_score(candidates: tuple[str, ...], tiling: Tiling, margin: int, k: in
         aucs = {f: roc_auc(normal, anomalous[family == i]) for i, f in enumerate(FAMILIES)}
         table[name] = {"mean_auc": float(np.mean(list(aucs.values()))), **aucs}
     if not table:
-        raise ValueError(f"none of the candidate scores {candidates} can be computed by this model")
+        raise ScoreError(f"none of the candidate scores {candidates} can be computed by this model")
     chosen = max(table, key=lambda n: table[n]["mean_auc"])
     for name, row in sorted(table.items(), key=lambda kv: -kv[1]["mean_auc"]):
         log.info("score %-10s ROC AUC against synthetic anomalies %.3f (%s)%s", name, row["mean_auc"],

@@ -24,6 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .errors import TrainConfigError
+
 FAMILIES = ("cut", "scratch", "blob", "patch", "drop")
 
 
@@ -135,9 +137,9 @@ def synthetic_anomalies(frames: np.ndarray, seed: int, per_family: int = 1,
     the family index of each). Seeded, so a run's choice can be repeated."""
     unknown = set(families) - set(FAMILIES)
     if unknown:
-        raise ValueError(f"unknown synthetic anomaly families {sorted(unknown)}; known: {FAMILIES}")
+        raise TrainConfigError(f"unknown synthetic anomaly families {sorted(unknown)}; known: {FAMILIES}")
     if len(frames) < 2:
-        raise ValueError("synthetic anomalies need at least 2 normal frames (one lends its texture to another)")
+        raise TrainConfigError("synthetic anomalies need at least 2 normal frames (one lends its texture to another)")
     rng = np.random.default_rng(seed)
     out, fam = [], []
     for f, name in enumerate(families):

@@ -20,6 +20,7 @@ from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 from .checkpoint import BANK_MAX, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
 from .augment import Augment, Sampler, corrupt
 from .data import split
+from .errors import DeviceUnavailable, TrainConfigError
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
 from .scoring import AUTO, DEFAULT_SCORE, to_model_input
@@ -97,9 +98,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+        raise DeviceUnavailable("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, not {name!r}")
+        raise TrainConfigError(f"--device must be auto, cpu or cuda, not {name!r}")
     return torch.device(name)
 
 
@@ -124,12 +125,12 @@ def resolve_precision(name: str, device: torch.device, image_size: int = BF16_MI
     included: not measured here). Validation, calibration and the exported graph are fp32
     whatever this says."""
     if name not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
+        raise TrainConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
     if name == "fp32" or (name == "auto" and (device.type != "cpu" or image_size < BF16_MIN_SIZE
                                               or not native_bf16())):
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise RuntimeError("--precision bf16 was asked for but this GPU has no bfloat16; use --precision fp32")
+        raise DeviceUnavailable("--precision bf16 was asked for but this GPU has no bfloat16; use --precision fp32")
     if name == "bf16" and device.type == "cpu" and not native_bf16():
         log.warning("--precision bf16 on a CPU without bfloat16 instructions (AVX512-BF16, AMX): oneDNN "
                     "emulates it, which is usually slower than fp32; --precision fp32 is the better choice here")
@@ -177,7 +178,7 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"the weight average's decay must be between 0 and 1, got {decay}")
+            raise TrainConfigError(f"the weight average's decay must be between 0 and 1, got {decay}")
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
         self.decay, self.updates = decay, 0
         self._pairs: tuple[torch.nn.Module, list, list, list] | None = None
@@ -238,11 +239,11 @@ class Trainer:
                  data_info: dict[str, Any] | None = None, progress: bool = True,
                  on_epoch: Callable[[int, "Trainer"], None] | None = None):
         if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"training images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+            raise TrainConfigError(f"training images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
         if cfg.tile and cfg.image_size != cfg.tile:
-            raise ValueError(f"with tiles the model input is the tile: image_size {cfg.image_size} != tile {cfg.tile}")
+            raise TrainConfigError(f"with tiles the model input is the tile: image_size {cfg.image_size} != tile {cfg.tile}")
         if images.shape[1:] != cfg.frame_shape():
-            raise ValueError(f"images are {images.shape[1:]}, config expects {cfg.frame_shape()}")
+            raise TrainConfigError(f"images are {images.shape[1:]}, config expects {cfg.frame_shape()}")
         self.tiling = cfg.tiling()
         self.cfg, self.out_path, self.progress, self.on_epoch = cfg, out_path, progress, on_epoch
         self.device = resolve_device(cfg.device)
@@ -444,15 +445,15 @@ class Trainer:
     def load_state(self, ck: dict[str, Any]) -> None:
         check_checkpoint(ck)
         if ck["data"].get("fingerprint") != self.data_info["fingerprint"]:
-            raise ValueError("cannot resume: the training images differ from those the checkpoint "
-                             "was trained on (different folder or contents); start a new run")
+            raise TrainConfigError("cannot resume: the training images differ from those the checkpoint "
+                                   "was trained on (different folder or contents); start a new run")
         saved = {k: v for k, v in ck["config"].items()
                  if k not in ("epochs", "device", "patience", "threads", "time_budget_s", "precision")}
         saved.setdefault("ema", 0.0)  # checkpoints from before the weight average trained without it
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now.get(k)}
-            raise ValueError(f"cannot resume with different settings (checkpoint vs now): {diff}")
+            raise TrainConfigError(f"cannot resume with different settings (checkpoint vs now): {diff}")
         # A finished checkpoint's generator is the one selected; training goes on from where it ended.
         live = {**ck, **(ck.get("resume_state") or {})}
         self.g.load_state_dict(live["generator"])

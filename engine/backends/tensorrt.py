@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Engine
+from ..base import Engine, InferenceError
 from ..bundle import Bundle, BundleError
 from ..meta import PlanMeta
 from ..trt_compat import UnsupportedTensorRT, series_of
@@ -189,7 +189,7 @@ class TensorRTEngine(Engine):
                 raise BundleError(f"TensorRT rejected input shape {frames.shape}")
             self.dev.to_device(b.device[self.input_name], inp[:n], b.stream)
             if not self.context.execute_async_v3(b.stream.handle):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+                raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
             self.dev.to_host(b.host["score"][:n], b.device["score"], b.stream)
             self.dev.to_host(b.host["residual"][:n], b.device["residual"], b.stream)
             b.stream.synchronize()
