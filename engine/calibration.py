@@ -35,8 +35,8 @@ class CalibrationError(EngineError, ValueError):
     """Scores or settings that cannot give a calibration; the message says what to change."""
 
 
-def calibrate(val_scores: np.ndarray, far: float = 0.01) -> dict:
-    """Calibration record from raw scores of held-out normal images."""
+def calibrate(val_scores: np.ndarray, far: float = 0.01) -> Calibration:
+    """The calibration of raw scores of held-out normal images (``model_dump()`` for its record)."""
     s = np.asarray(val_scores, dtype=np.float64)
     if s.ndim != 1 or s.size < MIN_VALIDATION_IMAGES:
         raise CalibrationError(
@@ -59,20 +59,20 @@ def calibrate(val_scores: np.ndarray, far: float = 0.01) -> dict:
     if scale < floor:
         scale = max(float(np.std(s)), floor)
         threshold = median + scale
-    return {
-        "n": int(s.size),
-        "method": method,
-        "target_far": float(far),
-        "median": median,
-        "mean": float(np.mean(s)),
-        "std": float(np.std(s)),
-        "threshold_raw": threshold,
-        "scale": scale,
-        "val_far": float(np.mean(s > threshold)),
+    return Calibration(
+        n=int(s.size),
+        method=method,
+        target_far=float(far),
+        median=median,
+        mean=float(np.mean(s)),
+        std=float(np.std(s)),
+        threshold_raw=threshold,
+        scale=scale,
+        val_far=float(np.mean(s > threshold)),
         # A quantile from n samples cannot resolve rates much below 1/n.
-        "far_resolution": 1.0 / s.size,
-        "threshold": 1.0,
-    }
+        far_resolution=1.0 / s.size,
+        threshold=1.0,
+    )
 
 
 def _exponential_tail(s: np.ndarray, far: float) -> tuple[str, float]:

@@ -73,6 +73,11 @@ class Calibration(_Meta):
         return (np.asarray(raw, dtype=np.float64) - self.median) / self.scale
 
 
+# The score components, the one list: train/scoring.py computes each, a bundle's score is a weighted
+# sum of some of them (ScoreMeta.terms), and the self-check ships one bundle per component.
+COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak", "rpeak")
+
+
 class ScoreMeta(_Meta):
     name: str
     terms: list[dict[str, Any]]

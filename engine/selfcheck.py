@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# One tiny bundle per score component, and "tiled": what users deploy, ganomaly-train --tile 64 with
-# its defaults at 300 x 300 (49 tiles a frame), made by tools/selfcheck_tiled.py.
-HEADS = ("latent", "recon", "features", "knn", "fknn", "peak", "tiled")
+from .meta import COMPONENTS
+
+# One tiny bundle per score component (tools/make_selfcheck_bundles.py), and "tiled": what users
+# deploy, ganomaly-train --tile 64 with its defaults at 300 x 300 (49 tiles a frame), made by
+# tools/selfcheck_tiled.py.
 TILED = "tiled"
+HEADS = COMPONENTS + (TILED,)
 TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3

@@ -1,18 +1,19 @@
 import numpy as np
 import pytest
 
-from ganomaly_edge.engine.calibration import calibrate, check, normalise
+from ganomaly_edge.engine.calibration import Calibration, calibrate, check, normalise
 
 
 def test_threshold_is_the_far_quantile_and_normalises_to_one():
     s = np.arange(1, 1001, dtype=float)  # 1..1000
     c = calibrate(s, far=0.01)
-    assert c["median"] == pytest.approx(500.5)
-    assert c["threshold_raw"] == 991.0  # 99th percentile, 'higher' method
-    assert c["val_far"] == pytest.approx(0.009)
-    assert normalise(c["threshold_raw"], c) == pytest.approx(1.0)
-    assert normalise(c["median"], c) == pytest.approx(0.0)
-    check(c)
+    assert isinstance(c, Calibration)  # typed, as the bundle holds it
+    assert c.median == pytest.approx(500.5)
+    assert c.threshold_raw == 991.0  # 99th percentile, 'higher' method
+    assert c.val_far == pytest.approx(0.009)
+    assert normalise(c.threshold_raw, c) == pytest.approx(1.0)
+    assert c.normalise(c.median) == pytest.approx(0.0)
+    check(c.model_dump())  # the record a checkpoint keeps reads back
 
 
 def test_far_controls_threshold():

@@ -27,6 +27,18 @@ def test_with_tensorrt_every_bundle_and_the_tiled_recipe_is_built_and_measured(m
     assert "power mode" in rows
 
 
+def test_one_shipped_bundle_per_score_component_from_the_one_list():
+    from ganomaly_edge.engine import open_bundle
+    from ganomaly_edge.engine.meta import COMPONENTS
+    from ganomaly_edge.train import scoring
+
+    assert scoring.COMPONENTS is COMPONENTS and selfcheck.HEADS == COMPONENTS + (selfcheck.TILED,)
+    paths = selfcheck.shipped_bundles()
+    assert len(paths) == len(selfcheck.HEADS)
+    for head, path in zip(COMPONENTS, paths):
+        assert open_bundle(path).meta.score.name == head
+
+
 def test_the_tiled_bundle_is_the_current_tile_recipe():
     """tools/selfcheck_tiled.py makes it from ganomaly-train --tile 64's defaults: when the recipe
     changes, this fails until the bundle is made again."""

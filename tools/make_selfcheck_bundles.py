@@ -15,7 +15,8 @@ import tempfile
 import cv2
 import numpy as np
 
-from ganomaly_edge.engine.selfcheck import BUNDLE_DIR, HEADS
+from ganomaly_edge.engine.meta import COMPONENTS
+from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
 
 
 def digits(size: int = 16) -> np.ndarray:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     out = (argv or sys.argv[1:] or [BUNDLE_DIR])[0]
     images = digits()[:400]
     with tempfile.TemporaryDirectory() as tmp:
-        for head in HEADS:
+        for head in COMPONENTS:  # the tiled one: tools/selfcheck_tiled.py
             cfg = TrainConfig(image_size=16, channels=1, width=8, latent_dim=8, epochs=2, batch_size=32,
                               threads=1, seed=0, score=head)
             ck = os.path.join(tmp, f"{head}.pt")

@@ -98,10 +98,10 @@ def finalise(g: Generator, d: Discriminator, train_images: np.ndarray, val_image
                  100 * tiling.MIN_POSITION_SHARE)
     calib = calibrate(tiling.held_out_frame_scores(tile_scores), target_far)
     log.info("calibrated score %r on %d held-out normal frames (%s): threshold %.5g (raw) "
-             "for a %.2g%% false-alarm rate per frame", spec["name"], calib["n"], tiling.describe(),
-             calib["threshold_raw"], 100 * target_far)
+             "for a %.2g%% false-alarm rate per frame", spec["name"], calib.n, tiling.describe(),
+             calib.threshold_raw, 100 * target_far)
     out = {"bank": bank, "fbank": fbank, "reference_images": reference_images(val_tiles), "score": spec,
-           "calibration": calib, "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()},
+           "calibration": calib.model_dump(), "val_components": {k: v.astype(np.float32) for k, v in val_comps.items()},
            "position_share": share}
     if selection is not None:
         out["score_selection"] = selection

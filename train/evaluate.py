@@ -107,7 +107,7 @@ def _frame_scores(tiling: Tiling, spec: dict[str, Any], val: dict[str, np.ndarra
 
 def _alternative_report(val_frames: np.ndarray, frames: np.ndarray, labels: np.ndarray, far: float,
                         how: str) -> dict[str, Any]:
-    thr = calibrate(val_frames, far)["threshold_raw"]
+    thr = calibrate(val_frames, far).threshold_raw
     alarm = frames > thr
     return {"frame_scores": how, "roc_auc": roc_auc(labels, frames),
             "average_precision": average_precision(labels, frames),

@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganomaly_edge.engine.meta import COMPONENTS
+
 from .errors import TrainError
 from .network import Discriminator, Generator
 
-COMPONENTS = ("latent", "recon", "features", "knn", "fknn", "peak", "rpeak")
 KNN_K = 5
 KNN_SPARE = 7  # knn_distance: candidates beyond k whose exact distances are compared
 # Tiles compare each tile's encoding with its single nearest training tile, and the bank holds
