@@ -17,6 +17,7 @@ from ganomaly_edge.engine import Engine
 from .alarm import AlarmEvent
 from .capture import Item
 from .config import CameraConfig
+from .inference import Scored
 from .localise import boxes_in_frame, crops, overlay
 from .ratelimit import Throttled
 from .stats import CameraStats
@@ -37,7 +38,7 @@ class Alarms:
         self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"alarms-{cam.name}", daemon=True)
 
-    def put(self, job: tuple[Item, np.ndarray, float]) -> None:
+    def put(self, job: Scored) -> None:
         self.q.put(job)
 
     def finish(self) -> None:
@@ -48,7 +49,7 @@ class Alarms:
     def _loop(self) -> None:
         while (job := self.q.get()) is not _END:
             try:
-                self._alarm(*job)
+                self._alarm(job.item, job.residual, job.score, job.raw)
             except StoreFull as e:  # counted by the store; said once per interval
                 self.throttled.log(logging.ERROR, "full", "camera %s: %s", self.cam.name, e)
             except Exception:  # one bad alarm must not stop the camera

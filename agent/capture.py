@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 END = object()  # queued after the last frame
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
+    """A frame on its way to inference: the frame, its model input and how to map boxes back."""
+
     frame: Frame
     x: np.ndarray  # model input, uint8 [S, S, C]
     view: View

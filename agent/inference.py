@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,9 +26,19 @@ from .stats import CameraStats
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class Scored:
+    """A frame scored: what the decision keeps in its window and an alarm is made from."""
+
+    item: Item
+    residual: np.ndarray  # the frame's residual map (Engine.score_frames)
+    score: float  # calibrated: 1.0 is the threshold
+    raw: float
+
+
 class Inference:
     def __init__(self, name: str, engine: Engine, tiling: Tiling, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
-                 max_batch: int, workers: int, on_alarm: Callable[[tuple], None], on_end: Callable[[], None],
+                 max_batch: int, workers: int, on_alarm: Callable[[Scored], None], on_end: Callable[[], None],
                  on_normal: Callable[[Item], None] | None = None,
                  on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
@@ -85,7 +96,8 @@ class Inference:
         if last:  # every batch is decided: no alarm can follow
             self.on_end()
 
-    def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray]:
+    def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray, np.ndarray]:
+        """The frames scored, their calibrated scores, residual maps and raw scores (none on a failure)."""
         try:
             raw, residual = self.engine.score_frames(np.stack([it.x for it in batch]), self.tiling)
             self.failures = 0
@@ -122,10 +134,10 @@ class Inference:
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
-                                             (it, residual[i], float(scores[i]), float(raw[i])))
+                                             Scored(it, residual[i], float(scores[i]), float(raw[i])))
                 if fired is not None:
                     self.on_alarm(fired)
-                if fired is None or fired[0] is not it:
+                if fired is None or fired.item is not it:
                     self.on_normal(it)
             self.next_decision += 1
             self.order.notify_all()

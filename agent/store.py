@@ -83,7 +83,7 @@ def _private_files(path: str, folder: str) -> None:
             pass
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredEvent:
     seq: int
     id: str

@@ -28,7 +28,7 @@ def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
     seen = []
     deb = p.inference.debounce
     update = deb.update
-    deb.update = lambda score, t, payload: (seen.append(payload[0].frame.index), update(score, t, payload))[1]
+    deb.update = lambda score, t, payload: (seen.append(payload.item.frame.index), update(score, t, payload))[1]
     p.start()
     assert p.finished.wait(60)
     p.join(5)
