@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .choices import ARCHS
+
 MIN_SIZE = 16
 MAX_SIZE = 1024
 
@@ -152,9 +154,6 @@ class SkipDecoder(nn.Module):
         for i, up in enumerate(self.ups):
             h = up(torch.cat([h, coarse[i]], 1))
         return self.head(h)  # the finest activation (coarse[-1]) is not used
-
-
-ARCHS = ("paper", "skip")
 
 
 class Generator(nn.Module):

@@ -22,6 +22,7 @@ from .augment import Augment, Sampler, corrupt
 from .data import split
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
+from .choices import PRECISIONS
 from .scoring import AUTO, DEFAULT_SCORE, to_model_input
 from .synthetic import FAMILIES
 
@@ -103,7 +104,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16() -> bool:
