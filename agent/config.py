@@ -272,6 +272,11 @@ class Settings(BaseSettings):
 
     _toml_file: Any = None
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, v):
+        return v.strip().upper() if isinstance(v, str) else v  # "info" as well as "INFO"
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
