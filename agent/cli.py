@@ -209,8 +209,11 @@ def check_config(settings) -> int:
         if path not in tested:
             tested[path] = None
             try:
-                load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
-                     trusted_keys=m.trusted_keys).close()
+                engine = load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
+                              trusted_keys=m.trusted_keys)
+                engine.close()
+                for w in engine.bundle.training_warnings:
+                    print(f"warning: bundle {path}: THIS MODEL IS NOT READY: {w}", file=sys.stderr)
             except (BundleError, SelfTestError, RuntimeError, ValueError, OSError) as e:
                 tested[path] = str(e)
         if tested[path]:

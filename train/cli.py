@@ -235,7 +235,15 @@ def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
     c = ck["calibration"]
     print(f"checkpoint: {args.out}\nscore: {ck['score']['name']}  threshold (raw): {c['threshold_raw']:.6g} "
           f"for {100 * c['target_far']:.2g}% false alarms per frame on {c['n']} held-out normal images")
+    _say_training_warnings(ck)
     return 0
+
+
+def _say_training_warnings(ck: dict) -> None:
+    """The run's training warnings (train/adequacy.py), loud, on stderr: repeated by ganomaly-eval
+    and the agent from the checkpoint and the bundle."""
+    for w in ck.get("training_warnings") or []:
+        print(f"\nWARNING: THIS MODEL IS NOT READY: {w}", file=sys.stderr)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -281,6 +289,7 @@ def eval_main(argv: list[str] | None = None) -> int:
                    masks=masks, names=names)
     _print_report(rep)
     print(f"report: {os.path.join(args.out, 'report.json')}")
+    _say_training_warnings(ck)
     return 0
 
 
