@@ -128,10 +128,10 @@ def configuration_page() -> str:
         out.append(f"\n## {title}\n\n")
         if doc and not doc.startswith(("Usage docs", "A base class")):
             out.append(doc + "\n\n")
-        example = _env_name(section, rows and next(iter(model.model_fields)) or "")
+        example = _env_name(section, next(k for k in model.model_fields if k != "name"))
         out.append(f"Environment: `{example}`, ...\n\n")
         out.append("| key | type | default | description |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
-        queue.extend(subs)
+        queue[0:0] = subs  # a table's sub-tables right after it
     return "".join(out)
 
 
