@@ -5,6 +5,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# torch: cpu (default, the CPU-only build: never the multi-GB CUDA one by surprise) or cuda
+# (make TORCH=cuda test: the public index's CUDA build, for training on an NVIDIA GPU)
+TORCH ?= cpu
+# apt waits this long for the dpkg lock that another apt holds (a fresh cloud VM's at boot)
+APT := apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: setup system-packages test demo clean
 
@@ -13,14 +18,14 @@ system-packages:
 	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl; do \
 	    dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then echo "installing$$need"; \
-	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need >/dev/null; fi; \
+	    $(SUDO) $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y -qq $$need >/dev/null; fi; \
 	else echo "no apt-get: install mosquitto and Fashion-MNIST yourself"; fi
 
 $(BIN)/.installed: pyproject.toml deploy/constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU build of torch first, so nothing pulls a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, the build TORCH names (cpu unless told), so nothing pulls another one
+	sh deploy/install-torch.sh $(BIN)/pip $(TORCH)
 	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev]'
 	touch $@
 

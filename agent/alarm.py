@@ -20,21 +20,21 @@ class _Strict(BaseModel):
 
 
 class Box(_Strict):
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(ge=1)
-    h: int = Field(ge=1)
+    x: int = Field(ge=0, description="left edge, original-frame pixels")
+    y: int = Field(ge=0, description="top edge, original-frame pixels")
+    w: int = Field(ge=1, description="width, pixels")
+    h: int = Field(ge=1, description="height, pixels")
     residual: float = Field(description="mean |x - G(x)| in the region, in normalised pixel units (0..2)")
 
 
 class FrameSize(_Strict):
-    w: int
-    h: int
+    w: int = Field(description="width of the original frame, pixels")
+    h: int = Field(description="height of the original frame, pixels")
 
 
 class ModelRef(_Strict):
-    name: str
-    hash: str
+    name: str = Field(description="the bundle's model name (ganomaly-build-engine --name)")
+    hash: str = Field(description="the first 16 hex digits of the SHA-256 of the bundle's model.onnx")
 
 
 class AlarmEvent(_Strict):
@@ -46,7 +46,7 @@ class AlarmEvent(_Strict):
     id: str = Field(pattern="^[0-9a-f]{32}$", description="unique event id")
     ts: float = Field(description="capture time of the frame, seconds since the Unix epoch")
     device_id: str = Field(description="the agent's device id (config device_id)")
-    camera: str = Field(pattern="^[A-Za-z0-9_-]+$")
+    camera: str = Field(pattern="^[A-Za-z0-9_-]+$", description="the camera's name (config cameras.name)")
     frame_index: int = Field(ge=0, description="index of the frame (or folder item) since the source opened")
     score: float = Field(description="calibrated anomaly score: 0 is a typical normal frame, the bundle's "
                                      "calibrated threshold is 1.0")
@@ -55,10 +55,10 @@ class AlarmEvent(_Strict):
     boxes: list[Box] = Field(description="anomalous regions in original-frame pixels, most anomalous first")
     crops: list[str] = Field(description="topics of the JPEG crops, one per box, in order")
     overlay: Optional[str] = Field(None, description="topic of the heat-map overlay JPEG")
-    frame_size: Optional[FrameSize] = None
+    frame_size: Optional[FrameSize] = Field(None, description="size of the original frame the boxes refer to")
     item: Optional[str] = Field(None, description="file name of the item (folder sources)")
-    model: ModelRef
-    schema_: Literal[2] = Field(SCHEMA_VERSION, alias="schema")
+    model: ModelRef = Field(description="the model that scored the frame")
+    schema_: Literal[2] = Field(SCHEMA_VERSION, alias="schema", description="this payload's schema version")
 
     def payload(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

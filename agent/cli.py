@@ -18,6 +18,28 @@ EXIT_GPU = 75  # EX_TEMPFAIL: the GPU or its driver failed at start; systemd res
 GPU_BACKOFF_S = (5.0, 300.0)  # the first wait before that exit, and the longest (doubling in between)
 
 
+NO_CONFIG = """error: no configuration: ganomaly-agent needs --config FILE (a TOML file), e.g.
+
+    ganomaly-agent --config agent.toml --check-config    # check it, load and self-test the bundle
+    ganomaly-agent --config agent.toml                   # run
+
+A minimal agent.toml is in README.md (Quick start); config.example.toml has every key with its
+description, and docs/configuration.md is the reference. Every key can also come from the
+environment (GANOMALY_MQTT__HOST=..., GANOMALY_CAMERAS='[...]')."""
+
+
+def print_to_pipe(text: str) -> int:
+    """Print to stdout; a reader that went away early (``--print-config | head``) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent.")
     ap.add_argument("--config", "-c", help="TOML config file (every key can be overridden by GANOMALY_* "
@@ -38,18 +60,14 @@ def main(argv: list[str] | None = None) -> int:
               "OpenCV from a venv made with --system-site-packages: deploy/install.sh does)", file=sys.stderr)
         return 2
 
-    from .config import ConfigError, load_settings
     from .redact import redact
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
-        print(f"error: {redact(str(e))}", file=sys.stderr)
+    settings = _settings_or_say_why(args.config)
+    if settings is None:
         return EXIT_CONFIG
     setup_logging(settings.log_level)
     if args.print_config:  # passwords print as **********, credentials in URIs as ***
-        print(redact(json.dumps(settings.model_dump(mode="json"), indent=2)))
-        return 0
+        return print_to_pipe(redact(json.dumps(settings.model_dump(mode="json"), indent=2)))
     if args.check_config:
         return check_config(settings)
 
@@ -77,6 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.run(flush_timeout=args.flush_timeout)
     _exit_after_stop(0)
+
+
+def _settings_or_say_why(path: str | None):
+    """The validated settings, or None once what is wrong has been said on stderr."""
+    from .config import ConfigError, load_settings
+    from .redact import redact
+
+    if path is None and not any(k.upper().startswith("GANOMALY_") for k in os.environ):
+        print(NO_CONFIG, file=sys.stderr)
+        return None
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        print(f"error: {redact(str(e))}", file=sys.stderr)
+        return None
 
 
 def _gpu_retry_file(settings) -> str:
@@ -166,7 +199,9 @@ def check_config(settings) -> int:
     from .redact import redact
     from .store import EventStore
 
-    problems = []
+    problems = [f"camera {c.name}: the folder {c.source.uri!r} does not exist (or is not a folder): create it, "
+                "mount it, or fix cameras.source.uri" for c in settings.cameras
+                if c.source.kind == "folder" and not os.path.isdir(c.source.uri)]
     m = settings.model
     tested: dict[str, str | None] = {}
     for cam in settings.cameras:
@@ -174,8 +209,11 @@ def check_config(settings) -> int:
         if path not in tested:
             tested[path] = None
             try:
-                load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
-                     trusted_keys=m.trusted_keys).close()
+                engine = load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
+                              trusted_keys=m.trusted_keys)
+                engine.close()
+                for w in engine.bundle.training_warnings:
+                    print(f"warning: bundle {path}: THIS MODEL IS NOT READY: {w}", file=sys.stderr)
             except (BundleError, SelfTestError, RuntimeError, ValueError, OSError) as e:
                 tested[path] = str(e)
         if tested[path]:

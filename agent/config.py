@@ -147,9 +147,13 @@ class LocalisationConfig(Strict):
     max_boxes: int = Field(5, ge=1, le=50, description="at most this many boxes per alarm")
     pad: float = Field(0.15, ge=0, le=2, description="crop margin around each box, as a share of its size")
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of crops and overlay")
+    min_crop_px: int = Field(96, ge=16, le=4096, description="shortest side of a crop: the region around a small "
+                                                            "box grows to this many frame pixels (context), and "
+                                                            "a crop of a smaller frame is enlarged to it")
     max_crop_px: int = Field(512, ge=32, description="longest side of a crop; larger crops are scaled down")
     max_overlay_px: int = Field(1024, ge=64, description="longest side of the heat-map overlay")
-    overlay: bool = Field(True, description="publish a heat-map overlay of the whole frame")
+    overlay: bool = Field(True, description="publish the whole frame with the boxes outlined, numbered as their "
+                                            "crops (the residual's heat map inside them)")
 
     @field_validator("blur")
     @classmethod
@@ -272,6 +276,11 @@ class Settings(BaseSettings):
     cameras: list[CameraConfig] = Field(..., min_length=1, description="one entry per camera or feed")
 
     _toml_file: Any = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, v):
+        return v.strip().upper() if isinstance(v, str) else v  # "info" as well as "INFO"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -73,19 +73,39 @@ def jpeg(img: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def crop_region(b: Box, W: int, H: int, cfg: LocalisationConfig) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of box ``b``'s crop in a W x H frame: the box with a margin of ``pad`` of
+    its size, grown to at least ``min_crop_px`` a side around the box's centre (a 7 px box alone
+    says nothing: the crop shows where it is on the part), kept inside the frame."""
+    px, py = int(b.w * cfg.pad) + 2, int(b.h * cfg.pad) + 2
+    w = min(max(b.w + 2 * px, cfg.min_crop_px), W)
+    h = min(max(b.h + 2 * py, cfg.min_crop_px), H)
+    x0 = min(max(int(round(b.x + b.w / 2 - w / 2)), 0), W - w)
+    y0 = min(max(int(round(b.y + b.h / 2 - h / 2)), 0), H - h)
+    return x0, y0, x0 + w, y0 + h
+
+
 def crops(frame: np.ndarray, boxes: list[Box], cfg: LocalisationConfig) -> list[bytes]:
+    """One JPEG per box: the original pixels around it (crop_region); a region smaller than
+    ``min_crop_px`` (a small frame) is enlarged, pixel by pixel, to that size."""
     H, W = frame.shape[:2]
     out = []
     for b in boxes:
-        px, py = int(b.w * cfg.pad) + 2, int(b.h * cfg.pad) + 2
-        x0, y0 = max(b.x - px, 0), max(b.y - py, 0)
-        x1, y1 = min(b.x + b.w + px, W), min(b.y + b.h + py, H)
-        out.append(jpeg(_fit(frame[y0:y1, x0:x1], cfg.max_crop_px), cfg.jpeg_quality))
+        x0, y0, x1, y1 = crop_region(b, W, H, cfg)
+        img = frame[y0:y1, x0:x1]
+        if max(img.shape[:2]) < cfg.min_crop_px:
+            f = -(-cfg.min_crop_px // max(img.shape[:2]))
+            img = cv2.resize(img, (img.shape[1] * f, img.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+        out.append(jpeg(_fit(img, cfg.max_crop_px), cfg.jpeg_quality))
     return out
 
 
+BOX_COLOUR = (0, 0, 255)  # BGR red, with a black edge: visible on light and dark parts alike
+
+
 def overlay(frame: np.ndarray, residual: np.ndarray, view: View, boxes: list[Box], cfg: LocalisationConfig) -> bytes:
-    """The whole frame with the residual as a heat map over the ROI and the boxes drawn."""
+    """The whole frame as the camera saw it, each box outlined in red (on black) and numbered as
+    its crop, the residual's heat map inside the boxes only."""
     img = frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     img = img.copy()
     r = residual.astype(np.float32)
@@ -96,10 +116,25 @@ def overlay(frame: np.ndarray, residual: np.ndarray, view: View, boxes: list[Box
         heat = cv2.rotate(heat, inverse[view.rotate])
     if heat.shape != (view.h, view.w):
         heat = cv2.resize(heat, (view.w, view.h), interpolation=cv2.INTER_LINEAR)
-    heat = _JET[heat]
+    tinted = img.copy()
     roi = img[view.y0:view.y0 + view.h, view.x0:view.x0 + view.w]
-    img[view.y0:view.y0 + view.h, view.x0:view.x0 + view.w] = cv2.addWeighted(roi, 0.6, heat, 0.4, 0)
-    thick = max(1, max(img.shape[:2]) // 300)
+    tinted[view.y0:view.y0 + view.h, view.x0:view.x0 + view.w] = cv2.addWeighted(roi, 0.6, _JET[heat], 0.4, 0)
     for b in boxes:
-        cv2.rectangle(img, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), (255, 255, 255), thick)
+        img[b.y:b.y + b.h, b.x:b.x + b.w] = tinted[b.y:b.y + b.h, b.x:b.x + b.w]
+    _draw_boxes(img, boxes)
     return jpeg(_fit(img, cfg.max_overlay_px), cfg.jpeg_quality)
+
+
+def _draw_boxes(img: np.ndarray, boxes: list[Box]) -> None:
+    thick = max(1, max(img.shape[:2]) // 250)
+    scale = max(0.35, max(img.shape[:2]) / 1000)
+    least = max(img.shape[:2]) // 40  # a tiny box is outlined at least this large, around its centre
+    for k, b in enumerate(boxes):
+        gx, gy = max(least - b.w, 0) // 2, max(least - b.h, 0) // 2
+        p0 = (b.x - gx - thick, b.y - gy - thick)
+        p1 = (b.x + b.w - 1 + gx + thick, b.y + b.h - 1 + gy + thick)
+        cv2.rectangle(img, p0, p1, (0, 0, 0), 3 * thick)
+        cv2.rectangle(img, p0, p1, BOX_COLOUR, thick)
+        org = (max(p0[0], 0), max(p0[1] - 2 * thick, int(12 * scale)))
+        cv2.putText(img, str(k), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2 * thick + 1, cv2.LINE_AA)
+        cv2.putText(img, str(k), org, cv2.FONT_HERSHEY_SIMPLEX, scale, BOX_COLOUR, thick, cv2.LINE_AA)

@@ -323,8 +323,9 @@ class MqttPublisher:
                     self._acked(ev.seq, m, rc)
             self.sent_upto = max(self.sent_upto, ev.seq)
         crop = next((data for topic, data in ev.blobs if topic.endswith("/crop/0")), None)
-        if crop is not None:  # Home Assistant's image entity shows the latest one (QoS 0, not tracked)
-            self.client.publish(self.topics.latest_crop(ev.topic.rsplit("/", 2)[-2]), crop, qos=0)
+        if crop is not None:  # Home Assistant's image entity shows the latest one (QoS 0, not tracked),
+            # retained: after a restart of Home Assistant or the agent it still has one to show
+            self.client.publish(self.topics.latest_crop(ev.topic.rsplit("/", 2)[-2]), crop, qos=0, retain=True)
         return True
 
     def _flush_loop(self) -> None:

@@ -53,6 +53,8 @@ class Agent:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
                                           spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers)
+                for w in self.engines[path].bundle.training_warnings:
+                    log.warning("model bundle %s: THIS MODEL IS NOT READY: %s", path, w)
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]

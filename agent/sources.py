@@ -149,6 +149,8 @@ class FolderSource:
         self.record = record  # durable: files processed before a restart are not inspected again
         if record is not None:
             self.seen.update(record.paths())
+        self.before = dict(self.seen)  # processed before this source opened (by an earlier run, too)
+        self.not_new: set[str] = set()  # of those, the ones listed again unchanged
         self.emptied = False  # the folder listed no images while processed ones were there
         self.pending: list[str] = []
         self.waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
@@ -206,9 +208,11 @@ class FolderSource:
         for e in entries:
             if e.is_dir(follow_symlinks=False):
                 subdirs.append(e.path)
-            elif e.name.lower().endswith(IMAGE_EXTENSIONS) and self._new(e.path, _entry_stamp(e) if e.path in self.seen
-                                                                         else None):
-                out.append(e.path)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                if self._new(e.path, _entry_stamp(e) if e.path in self.seen else None):
+                    out.append(e.path)
+                elif e.path in self.before and e.path not in self.waiting:
+                    self.not_new.add(e.path)
         for d in sorted(set(subdirs)):
             self._list(d, out)
 
@@ -286,6 +290,7 @@ class FolderSource:
                 self._scan()
                 if not self.pending:
                     if not self.cfg.watch and not self.waiting:
+                        self._say_what_was_not_new()
                         raise SourceEnded()
                     return None
             path = self.pending.pop(0)
@@ -297,6 +302,18 @@ class FolderSource:
                           path=path, stamp=self.seen.get(path, ""))
             self.index += 1
             return frame
+
+    def _say_what_was_not_new(self) -> None:
+        """At the end of a folder: how many of its images were processed before (by an earlier run:
+        the event store records them) and so not inspected again, and how to have them inspected."""
+        before = sum(1 for p in self.not_new if self.before[p] == self.seen.get(p))
+        if not before:
+            return
+        new = self.index - len(self.before)
+        (log.warning if new <= 0 else log.info)(
+            "folder %s: %d image(s) were already processed (recorded in the event store, store.path) and were not "
+            "inspected again; %d new. To inspect a file again, touch it (a new modification time makes a new item) "
+            "or copy it under a new name", self.cfg.uri, before, max(new, 0))
 
     def _inspect(self, path: str) -> np.ndarray | None:
         stamp = _stamp(path) or ""  # of the version about to be read: a later rewrite is a new item

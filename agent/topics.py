@@ -24,28 +24,37 @@ class Topics:
         return "/".join([self.prefix, *parts])
 
     def available(self) -> str:
+        """`online` or `offline`, retained, QoS 1; `offline` is also the Will (an agent that dies)."""
         return self._join("available")
 
     def stats(self) -> str:
+        """JSON, every `mqtt.stats_interval_s`, QoS 0: per camera frames, drops, latencies, queue and store depths."""
         return self._join("stats")
 
     def available_reason(self) -> str:
+        """Why the agent is online or offline (running, stopped by SIGTERM, ...), retained, QoS 1."""
         return self._join("available", "reason")
 
     def status_reason(self, camera: str) -> str:
+        """Why a camera is offline (source error, engine failing), retained, QoS 1."""
         return self._join(camera, "status", "reason")
 
     def latest_crop(self, camera: str) -> str:
+        """The latest alarm's first crop (JPEG), retained, QoS 0: Home Assistant's image entity."""
         return self._join(camera, "latest", "crop")
 
     def status(self, camera: str) -> str:
+        """`online` or `offline` for one camera, retained, QoS 1 (Home Assistant's per-camera availability)."""
         return self._join(camera, "status")
 
     def alarm(self, camera: str) -> str:
+        """The alarm event (JSON, below), QoS 1, from the event store."""
         return self._join(camera, "alarm")
 
     def crop(self, camera: str, event_id: str, k: int) -> str:
+        """A crop of box k (JPEG, the original pixels with context around the box), QoS 1."""
         return self._join(camera, "alarm", event_id, "crop", str(k))
 
     def overlay(self, camera: str, event_id: str) -> str:
+        """The frame with the boxes drawn on it (JPEG), QoS 1, when `localisation.overlay` is on."""
         return self._join(camera, "alarm", event_id, "overlay")

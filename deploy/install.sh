@@ -70,8 +70,9 @@ fi
 if [ "$APT" = 1 ]; then
   pkgs="python3-venv openssl"
   [ "$BROKER" = 1 ] && pkgs="$pkgs mosquitto mosquitto-clients"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+  # wait for the dpkg lock another apt holds (a fresh machine's unattended upgrades at boot)
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $pkgs >/dev/null
 fi
 
 # -- the service user (sysusers.d, so the OS keeps it) and its directories ---------------------

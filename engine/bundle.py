@@ -112,6 +112,12 @@ class Bundle:
         return self.meta.files[ONNX][:16]
 
     @property
+    def training_warnings(self) -> list[str]:
+        """What ganomaly-train found wrong with the run this bundle's model came from (trained too
+        little, a held-out loss that never fell); empty when nothing was, or for older bundles."""
+        return [str(w) for w in self.meta.checkpoint.get("training_warnings") or []]
+
+    @property
     def calibration(self) -> Calibration:
         return self.meta.calibration
 

@@ -323,7 +323,7 @@ def tiled_rows(report: Report, bundle: str, dev, reps: int, with_trt: bool) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ganomaly-build-engine --self-check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="ganomaly-build-engine --self-check", description=__doc__.replace("``", ""),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=100, help="load/infer/close cycles (default 100)")
     ap.add_argument("--reps", type=int, default=200, help="timed runs per figure")

@@ -63,7 +63,7 @@ def test_home_assistant_discovery(broker, tmp_path, discovery):
     kinds = sorted(t.split("/")[1] for t in configs)
     assert kinds == ["binary_sensor", "image", "sensor"]
     for c in configs.values():
-        assert c["availability_topic"] == "ganomaly/test/available" and c["device"]["identifiers"]
+        assert c["availability"][0]["topic"] == "ganomaly/test/available" and c["device"]["identifiers"]
     by = {t.split("/")[1]: c for t, c in configs.items()}
     assert by["binary_sensor"]["state_topic"] == "ganomaly/test/scanner/alarm"
     assert by["sensor"]["value_template"] == "{{ value_json.score }}"

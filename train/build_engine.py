@@ -18,8 +18,20 @@ from ganomaly_edge.engine.version import version
 from .errors import TrainError
 
 
+DESCRIPTION = """\
+Turn a checkpoint or a bundle into a model bundle with a TensorRT plan for this GPU.
+
+SOURCE may be a checkpoint from ganomaly-train (exported to ONNX first: needs torch) or a bundle
+(needs no torch: on a Jetson, copy the bundle over and build the plan there). Without TensorRT
+the result is a valid bundle that the ONNX Runtime backend runs.
+
+examples:
+  ganomaly-build-engine model.pt --out bundle/                 # on the training machine
+  ganomaly-build-engine bundle/ --out bundle/ --precision fp16  # on the device, adds its plan"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ganomaly-build-engine", description=__doc__,
+    ap = argparse.ArgumentParser(prog="ganomaly-build-engine", description=DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="checkpoint (.pt) from ganomaly-train, or a bundle directory/archive")
     ap.add_argument("--out", required=True, help="bundle directory to write (may equal SOURCE)")
@@ -27,14 +39,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the on-device acceptance check instead (no SOURCE or --out; see "
                          "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16")
+    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16",
+                    help="arithmetic of the TensorRT plan (default fp16; the bundle's "
+                         "self-test holds it to the fp16 tolerance). The engine's inputs and outputs stay as they are")
     ap.add_argument("--max-batch", type=int, default=8,
                     help="frames per inference call (default 8); for a tiled bundle the TensorRT profile "
                          "covers this many frames times the tiles of one frame")
     ap.add_argument("--dla", type=int, metavar="CORE",
                     help="build for this DLA core (Xavier, Jetson AGX Orin: 0 or 1) with GPU fallback for the "
                          "layers the DLA cannot run; needs --precision fp16. Refused where the device has no DLA")
-    ap.add_argument("--workspace-mib", type=int, default=1024)
+    ap.add_argument("--workspace-mib", type=int, default=1024, metavar="MIB",
+                    help="GPU memory TensorRT may use while it builds, in MiB (default 1024; less on a "
+                         "small Jetson if the build runs out of memory)")
     ap.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated")
     ap.add_argument("--name", help="model name recorded in the bundle")
     ap.add_argument("--no-tensorrt", action="store_true", help="write the bundle only (ONNX Runtime)")
@@ -45,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--new-signing-key", metavar="KEY.pem",
                     help="make an ed25519 key pair instead (no SOURCE or --out): KEY.pem (private, 0600) and "
                          "KEY.pub (public, for model.trusted_keys)")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress")
     return ap
 
 

@@ -32,10 +32,22 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _missing_train_extra() -> str | None:
+    """What training and evaluation need that this Python lacks (a device with the core and the
+    [cpu] extra only), said with what to install; None when all is there."""
+    import importlib.util
+
+    missing = [name for name, module in (("torch", "torch"), ("OpenCV", "cv2"), ("scikit-learn", "sklearn"))
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} not installed: training and evaluation need the train extra, "
+            "pip install 'ganomaly-edge[train]' (install torch first from the index that fits: "
+            "docs/training.md, Installing torch)")
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    from .network import ARCHS
-    from .scoring import AUTO, AUTO_CANDIDATES, CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE
-    from .trainer import PRECISIONS
+    from .choices import ARCHS, AUTO, AUTO_CANDIDATES, CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE, PRECISIONS
 
     ap = argparse.ArgumentParser(
         prog="ganomaly-train",
@@ -115,7 +127,7 @@ def _recipe_args(ap: argparse.ArgumentParser) -> None:
 
 def _config(args, frames_shape: tuple[int, ...]):
     """The TrainConfig the arguments ask for, given the loaded frames' [N, H, W, C] shape."""
-    from .scoring import DEFAULT_SCORE, DEFAULT_TILE_SCORE
+    from .choices import DEFAULT_SCORE, DEFAULT_TILE_SCORE
     from .trainer import TrainConfig
 
     off = args.no_augment
@@ -194,13 +206,13 @@ def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
     ap = _train_parser()
     args = ap.parse_args(argv)
     _setup_logging(args.quiet)
+    bad = _check_args(args) or _missing_train_extra()
+    if bad:
+        return _fail(bad)
 
     from .data import DataError
     from .network import UnsupportedSizeError
 
-    bad = _check_args(args)
-    if bad:
-        return _fail(bad)
     try:
         data = _load(args)
     except (UnsupportedSizeError, DataError) as e:
@@ -223,7 +235,15 @@ def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
     c = ck["calibration"]
     print(f"checkpoint: {args.out}\nscore: {ck['score']['name']}  threshold (raw): {c['threshold_raw']:.6g} "
           f"for {100 * c['target_far']:.2g}% false alarms per frame on {c['n']} held-out normal images")
+    _say_training_warnings(ck)
     return 0
+
+
+def _say_training_warnings(ck: dict) -> None:
+    """The run's training warnings (train/adequacy.py), loud, on stderr: repeated by ganomaly-eval
+    and the agent from the checkpoint and the bundle."""
+    for w in ck.get("training_warnings") or []:
+        print(f"\nWARNING: THIS MODEL IS NOT READY: {w}", file=sys.stderr)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -243,6 +263,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = ap.parse_args(argv)
     _setup_logging()
+    if _missing_train_extra():
+        return _fail(_missing_train_extra())
 
     from .data import DataError, load_folder
     from .checkpoint import load_checkpoint
@@ -267,6 +289,7 @@ def eval_main(argv: list[str] | None = None) -> int:
                    masks=masks, names=names)
     _print_report(rep)
     print(f"report: {os.path.join(args.out, 'report.json')}")
+    _say_training_warnings(ck)
     return 0
 
 

@@ -131,7 +131,7 @@ def checkpoint_to_bundle(ckpt_path: str, out_dir: str, name: str | None = None) 
                   "margin": ck["score"].get("margin"), "residual": ck["score"].get("residual")},
         "calibration": ck["calibration"],
         "checkpoint": {"sha256": ck_hash, "epochs": ck["epoch"], "config": cfg, "data": ck.get("data", {}),
-                       "versions": ck.get("versions", {})},
+                       "versions": ck.get("versions", {}), "training_warnings": ck.get("training_warnings", [])},
         "export_parity": {k: v for k, v in p.items() if k != "reference_scores"},
         "tolerance": DEFAULT_TOLERANCE,
         "versions": dict(versions(), onnx=onnx.__version__, onnxruntime=_ort_version()),

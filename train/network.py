@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .choices import ARCHS
 from .errors import TrainConfigError, TrainError
 
 MIN_SIZE = 16
@@ -154,9 +155,6 @@ class SkipDecoder(nn.Module):
         for i, up in enumerate(self.ups):
             h = up(torch.cat([h, coarse[i]], 1))
         return self.head(h)  # the finest activation (coarse[-1]) is not used
-
-
-ARCHS = ("paper", "skip")
 
 
 class Generator(nn.Module):

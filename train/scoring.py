@@ -38,6 +38,7 @@ from torch import nn
 
 from ganomaly_edge.engine.meta import COMPONENTS
 
+from .choices import AUTO, AUTO_CANDIDATES, CANDIDATES, DEFAULT_SCORE, DEFAULT_TILE_SCORE  # noqa: F401
 from .errors import TrainError
 from .network import Discriminator, Generator
 
@@ -262,37 +263,7 @@ def components(generator: Generator, discriminator: Discriminator, images_u8: np
     return out
 
 
-# Candidate scores the benchmark reports; the default is chosen from its evidence (docs/training.md, docs/high-resolution.md).
-CANDIDATES: dict[str, list[tuple[str, float]]] = {
-    "latent": [("latent", 1.0)],
-    "recon": [("recon", 1.0)],
-    "features": [("features", 1.0)],
-    "knn": [("knn", 1.0)],
-    "recon+latent": [("recon", 1.0), ("latent", 1.0)],
-    "recon+features": [("recon", 1.0), ("features", 1.0)],
-    "knn+recon": [("knn", 1.0), ("recon", 1.0)],
-    "knn+features": [("knn", 1.0), ("features", 1.0)],
-    "knn+recon+features": [("knn", 1.0), ("recon", 1.0), ("features", 1.0)],
-    "peak": [("peak", 1.0)],
-    "peak+knn": [("peak", 1.0), ("knn", 1.0)],
-    "fknn": [("fknn", 1.0)],
-    "fknn+peak": [("fknn", 1.0), ("peak", 1.0)],
-    "fknn+latent": [("fknn", 1.0), ("latent", 1.0)],
-    "fknn+latent+peak": [("fknn", 1.0), ("latent", 1.0), ("peak", 1.0)],
-    "knn+fknn+peak": [("knn", 1.0), ("fknn", 1.0), ("peak", 1.0)],
-    "rpeak": [("rpeak", 1.0)],
-    "rpeak+peak": [("rpeak", 1.0), ("peak", 1.0)],
-    "rpeak+knn": [("rpeak", 1.0), ("knn", 1.0)],
-    "rpeak+fknn": [("rpeak", 1.0), ("fknn", 1.0)],
-}
-DEFAULT_SCORE = "knn+fknn+peak"  # whole frames resized to the model input (docs/training.md: The score)
-# Tiles at native resolution: chosen per run, without labels, among AUTO_CANDIDATES on the
-# held-out normal frames against synthetic anomalies (train/selection.py). No single score held
-# on every set: the edge-tolerant residual (rpeak) finds the cast parts' blowholes and burrs, and
-# reads nothing on solar cells, whose cracks the tile encodings' nearest neighbour (knn) finds.
-AUTO = "auto"
-DEFAULT_TILE_SCORE = AUTO
-AUTO_CANDIDATES = ("rpeak", "knn", "rpeak+knn", "peak", "peak+knn")
+# The candidate scores and the defaults live in choices.py, which ganomaly-train --help reads without torch.
 
 
 def residual_map_for(name: str, tiled: bool = False) -> str:

@@ -18,11 +18,13 @@ from ganomaly_edge.engine.preprocess import COLOR_ORDER, NORMALISATION
 from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 
 from .checkpoint import BANK_MAX, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, check_checkpoint, finalise, versions
+from .adequacy import training_warnings
 from .augment import Augment, Sampler, corrupt
 from .data import split
 from .errors import DeviceUnavailable, TrainConfigError
 from .loss import LossWeights, contextual_loss, discriminator_loss, generator_loss
 from .network import Discriminator, Generator, check_image_size, init_weights
+from .choices import PRECISIONS
 from .scoring import AUTO, DEFAULT_SCORE, to_model_input
 from .synthetic import FAMILIES
 
@@ -104,7 +106,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16() -> bool:
@@ -283,6 +284,7 @@ class Trainer:
         self.live: dict[str, Any] = {}  # the weights training ended with (run), kept for --resume
         self.reserve_s: float | None = None  # seconds the budget keeps for validation and calibration
         self.bar = None
+        self.stopped_by_time = False
 
     def _val_tiles(self, most: int = 2048) -> np.ndarray:
         """The held-out frames' tiles (at most ``most``, a seeded choice) for the validation loss."""
@@ -484,6 +486,7 @@ class Trainer:
         while self.epoch < cfg.epochs:
             rec = self.run_epoch()
             if rec["batches"] == 0:
+                self.stopped_by_time = True
                 break
             self.epoch += 1
             self.history.append(rec)
@@ -502,6 +505,7 @@ class Trainer:
             if self.out_of_time(reserve=self.reserve_s + rec["s_per_batch"]):
                 log.info("time budget: stopping after epoch %d (%d batches of it); the calibration fits in "
                          "what is left of %.1f min", self.epoch, rec["batches"], cfg.time_budget_s / 60)
+                self.stopped_by_time = True
                 break
         self._close_bar()
         # The weights training ended with, for --resume: the checkpoint's generator is the one selected.
@@ -569,4 +573,7 @@ class Trainer:
                            self.cfg.target_far, self.device, self.cfg.seed, self.tiling,
                            position_stats=self.cfg.position_stats))
         ck["resume_state"] = {"opt_g": ck.pop("opt_g"), "opt_d": ck.pop("opt_d"), **self.live}
+        ck["training_warnings"] = training_warnings(self.history, len(self.train_images), self.stopped_by_time)
+        for w in ck["training_warnings"]:
+            log.warning("THIS MODEL IS NOT READY: %s", w)
         return ck
