@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev]'
+	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev,openvino]'
 	touch $@
 
 setup: system-packages $(BIN)/.installed

@@ -175,7 +175,7 @@ def check_config(settings) -> int:
             tested[path] = None
             try:
                 load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
-                     trusted_keys=m.trusted_keys).close()
+                     trusted_keys=m.trusted_keys, openvino_precision=m.openvino_precision).close()
             except (BundleError, SelfTestError, RuntimeError, ValueError, OSError) as e:
                 tested[path] = str(e)
         if tested[path]:
