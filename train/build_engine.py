@@ -25,7 +25,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the on-device acceptance check instead (no SOURCE or --out; see "
                          "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16")
+    ap.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+                    help="TensorRT plan precision (default fp16). int8 first quantises the bundle's graph (static "
+                         "QDQ, calibrated on the training run's held-out normal frames: docs/int8-openvino.md), "
+                         "for ONNX Runtime and OpenVINO on the CPU, and builds the INT8 plan from that graph")
+    ap.add_argument("--calibration-data", metavar="DIR",
+                    help="--precision int8: a folder of normal frames to calibrate on, instead of the training "
+                         "run's held-out frames (needed when the training data is not on this machine)")
+    ap.add_argument("--int8-ops", choices=["conv", "conv+deconv"], default="conv+deconv",
+                    help="--precision int8: quantise the convolutions only, or the decoder's transposed ones too")
     ap.add_argument("--max-batch", type=int, default=8,
                     help="frames per inference call (default 8); for a tiled bundle the TensorRT profile "
                          "covers this many frames times the tiles of one frame")
@@ -101,6 +109,18 @@ def _build_plan(bundle, args) -> None:
           f"{p['max_score_diff_calibrated']:.3g} calibrated units, residual {p['max_residual_diff']:.3g}")
 
 
+def _quantise(bundle, args):
+    from .int8_build import make_int8
+
+    b = make_int8(bundle, args.calibration_data, args.int8_ops)
+    q = b.meta.quantization
+    print(f"INT8 bundle: {q.quantized_nodes} {args.int8_ops} node(s) quantised on {q.calibration_n} tiles "
+          f"(sha256 {q.calibration_sha256[:12]}) of {q.calibration_source}; on {q.heldout_frames} other held-out "
+          f"frames: max score diff {q.measured['max_score_diff_calibrated']:.3g} calibrated units, rank agreement "
+          f"{q.measured['spearman_frames']:.3f}; self-test tolerance {b.meta.tolerance['int8']}")
+    return b
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--self-check" in argv:  # on the device: needs neither torch nor a model of the user's
@@ -122,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sign_key:
             load_private_key(args.sign_key)  # a bad key fails before the build, not after it
         bundle = _bundle_from(args.source, args.out, args.name)
+        if args.precision == "int8" and bundle.precision != "int8":
+            bundle = _quantise(bundle, args)
         _build_plan(bundle, args)
         if args.sign_key:
             kid = sign_bundle(args.out, args.sign_key)
