@@ -117,7 +117,9 @@ def quantize_graph(onnx_bytes: bytes, input_name: str, tiles: np.ndarray, ops: s
         quantize_static(src, dst, _Reader(input_name, tiles), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                         nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        # biases stay fp32: TensorRT dequantises INT8 only, never ONNX Runtime's int32 biases
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QuantizeBias": False})
         with open(dst, "rb") as f:
             return f.read()
 

@@ -303,6 +303,9 @@ _OPERATORS = {
     "Slice": ("FI8B", "FHILB"), "Softmax": ("F", "FH"), "Sqrt": ("F", "FH"), "Squeeze": ("FI8B", "FHILB"),
     "Sub": ("FI", "FHIL"), "Sum": ("FI", "FHIL"), "Tanh": ("F8", "FH"), "Tile": ("FIB", "FHILB"),
     "TopK": ("FI", "FHIL"), "Transpose": ("FI8B", "FHILB"), "Unsqueeze": ("FI8B", "FHILB"), "Where": ("FIB", "FHILB"),
+    # INT8 (explicit quantization, issue 34): operators.md 8.6-GA and 10.1-GA, "`y_zero_point` must be 0",
+    # "`x_zero_point` must be zero" (checked in parser_rules).
+    "QuantizeLinear": ("F", "FH"), "DequantizeLinear": ("8", "8"),
 }
 _LETTERS = {"F": (1, 10), "I": (6,), "L": (7,), "B": (9,), "8": (3,), "U": (2,), "H": (16,)}
 _BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Greater", "Less", "And"}
@@ -356,6 +359,10 @@ def parser_rules(m, series: str, strongly_typed: bool) -> list[str]:
         k = constant_axes.get(n.op_type)
         if k is not None and len(n.input) > k and n.input[k] and n.input[k] not in const_values:
             errors.append(f"{where}: axes must be an initializer")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(ins) > 2:
+            zp = const_values.get(ins[2])
+            if zp is None or zp.any():
+                errors.append(f"{where}: zero point must be a constant 0 (TensorRT supports symmetric quantization only)")
         if n.op_type == "TopK" and series != "8.6":
             if attrs.get("sorted", 1) != 1:
                 errors.append(f"{where}: sorted must be 1")
@@ -368,6 +375,14 @@ def parser_rules(m, series: str, strongly_typed: bool) -> list[str]:
                 errors.append(f"{where}: a strongly typed network does not convert types implicitly: inputs of "
                               "different float types")
     return errors
+
+
+def _has_qdq(onnx_bytes: bytes) -> bool:
+    """Whether a parsed graph holds Q/DQ nodes (an explicitly quantised network; issue 34)."""
+    import onnx
+
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for n in onnx.load_from_string(onnx_bytes).graph.node)
 
 
 def make_tensorrt(series: str, cuda_state: _CudaState):
@@ -642,6 +657,18 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
                 emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kFP16 cannot be set for a "
                                      "strongly typed network)")
                 return None
+            # INT8 (issue 34): a strongly typed network refuses the precision flags, INT8 as FP16; a weakly
+            # typed one (8.6) builds Q/DQ layers only with kINT8 set (explicit quantization, TensorRT 8.6
+            # developer guide: "INT8 must be enabled using the builder configuration flag").
+            int8_flag = any(f.name == "INT8" for f in config._flags)
+            if network.strongly_typed and int8_flag:
+                emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kINT8 cannot be set for a "
+                                     "strongly typed network)")
+                return None
+            if not network.strongly_typed and not int8_flag and _has_qdq(network.onnx):
+                emit(Severity.ERROR, "Error Code 4: Internal Error (network has Q/DQ layers, but INT8 is not "
+                                     "enabled in the builder config)")
+                return None
             for name, shape, dt in network.inputs:
                 if -1 in shape and not any(p.shapes.get(name) for p in config.profiles):
                     emit(Severity.ERROR, f"Network has dynamic input {name} but no optimization profile")
@@ -702,7 +729,8 @@ def make_tensorrt(series: str, cuda_state: _CudaState):
         ParserError.node_name = lambda self: ""
         ParserError.node_operator = lambda self: ""
 
-    _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64" if not v86 else "INT32", 6: "INT32", 9: "BOOL"}
+    _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64" if not v86 else "INT32", 6: "INT32", 9: "BOOL",
+                    3: "INT8"}  # INT8: the quantised weights of a QDQ graph (issue 34)
 
     class OnnxParser:
         def __init__(self, network, logger):
