@@ -250,6 +250,21 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
         meta = BundleMeta.model_validate(meta)
     except ValidationError as e:
         raise BundleError(f"{meta_path}: {describe_errors(e)}; rebuild the bundle") from e
+    _check_fields(meta, meta_path)
+    b = Bundle(root, meta, tmp, signed_by)
+    if verify:
+        b.verify_file(ONNX)
+        b.verify_file(REFERENCE)
+        if meta.quantization is not None:
+            from .int8 import check_calibration
+
+            b.verify_file(meta.quantization.calibration_file)
+            check_calibration(b)
+    return b
+
+
+def _check_fields(meta: BundleMeta, meta_path: str) -> None:
+    """Fields that need a newer format version than the file says, and an inconsistent tiling."""
     if meta.tiling is not None:
         if meta.format_version < 3:
             raise BundleError(f"{meta_path}: format version {meta.format_version} with a tiling (tiles came "
@@ -267,16 +282,6 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
     if meta.quantization is not None and meta.format_version < INT8_VERSION:
         raise BundleError(f"{meta_path}: format version {meta.format_version} with an INT8 record (INT8 came in "
                           f"version {INT8_VERSION}); the file was edited: rebuild the bundle")
-    b = Bundle(root, meta, tmp, signed_by)
-    if verify:
-        b.verify_file(ONNX)
-        b.verify_file(REFERENCE)
-        if meta.quantization is not None:
-            from .int8 import check_calibration
-
-            b.verify_file(meta.quantization.calibration_file)
-            check_calibration(b)
-    return b
 
 
 def _read_meta(path: str, root: str, trusted_keys: list[str] | None) -> tuple[Any, str | None]:

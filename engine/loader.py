@@ -74,13 +74,10 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
          allow_mismatch: bool = False, self_test: bool = True, providers: list[str] | None = None,
          spinning: bool = True, trusted_keys: list[str] | None = None,
          openvino_precision: str = "auto") -> Engine:
-    """Load a bundle on a backend and run its self-test against the reference outputs.
-
-    ``auto`` takes a TensorRT plan built for this GPU and TensorRT version when there is one,
-    else the faster CPU backend (``cpu_race``: ONNX Runtime, or OpenVINO where it is installed),
-    and logs which and why. With ``trusted_keys`` only a bundle signed by one of
-    them loads (engine/signing.py).
-    """
+    """Load a bundle on a backend and run its self-test against the reference outputs. ``auto`` takes
+    a TensorRT plan built for this GPU and TensorRT version when there is one, else the faster CPU
+    backend (``cpu_race``), and logs which and why. With ``trusted_keys`` only a bundle signed by
+    one of them loads (engine/signing.py)."""
     if backend not in CHOICES:
         raise ValueError(f"backend must be one of {CHOICES}, not {backend!r}")
     b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, trusted_keys=trusted_keys)

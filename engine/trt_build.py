@@ -121,11 +121,7 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
 
     if opts.precision not in ("fp32", "fp16", "int8"):
         raise BuildError(f"precision must be fp32, fp16 or int8, not {opts.precision!r}")
-    if (opts.precision == "int8") != (bundle.precision == "int8"):
-        fix = ("quantise it first: ganomaly-build-engine CHECKPOINT --out DIR --precision int8"
-               if opts.precision == "int8" else "build this INT8 bundle's plan with --precision int8")
-        raise BuildError(f"an int8 plan is built from an INT8 bundle's QDQ graph and only from it (this bundle "
-                         f"is {bundle.precision}): {fix}")
+    _check_int8(bundle, opts.precision)
     if opts.max_batch < 1:
         raise BuildError("--max-batch must be at least 1")
     try:
@@ -173,6 +169,15 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
             "max_batch": opts.max_batch * tiles, "opt_batch": (opts.opt_batch or max(1, opts.max_batch // 2)) * tiles,
             "fp16_mode": fp16_mode, "dla_core": opts.dla_core}
     return bytes(plan), info
+
+
+def _check_int8(bundle: Bundle, precision: str) -> None:
+    """An int8 plan comes from an INT8 bundle's QDQ graph, and an INT8 bundle builds int8 plans only."""
+    if (precision == "int8") != (bundle.precision == "int8"):
+        fix = ("quantise it first: ganomaly-build-engine CHECKPOINT --out DIR --precision int8"
+               if precision == "int8" else "build this INT8 bundle's plan with --precision int8")
+        raise BuildError(f"an int8 plan is built from an INT8 bundle's QDQ graph and only from it (this bundle "
+                         f"is {bundle.precision}): {fix}")
 
 
 def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, tiles: int = 1,

@@ -25,8 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the on-device acceptance check instead (no SOURCE or --out; see "
                          "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    ap.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
-                    help="TensorRT plan precision (default fp16). int8 first quantises the bundle's graph (static "
+    ap.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                    help="TensorRT plan precision (default fp16; int8 for an INT8 bundle). int8 first quantises the bundle's graph (static "
                          "QDQ, calibrated on the training run's held-out normal frames: docs/int8-openvino.md), "
                          "for ONNX Runtime and OpenVINO on the CPU, and builds the INT8 plan from that graph")
     ap.add_argument("--calibration-data", metavar="DIR",
@@ -98,7 +98,8 @@ def _build_plan(bundle, args) -> None:
 
     try:
         entry = build_into_bundle(bundle, BuildOptions(
-            precision=args.precision, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
+            precision=args.precision or ("int8" if bundle.precision == "int8" else "fp16"),
+            max_batch=args.max_batch, workspace_mib=args.workspace_mib,
             timing_cache=args.timing_cache, progress=not args.quiet, dla_core=args.dla))
     except (BuildError, BundleError) as e:
         raise _Failed(str(e)) from e
