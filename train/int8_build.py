@@ -91,9 +91,12 @@ def make_int8(b: Bundle, calibration_data: str | None = None, ops: str = DEFAULT
     if b.precision == "int8":
         raise BundleError(f"{b.path} is already an INT8 bundle: quantise from the checkpoint or an fp32 bundle")
     frames, source = heldout_frames(b, calibration_data)
-    if len(frames) < 4:
-        raise BundleError(f"{len(frames)} normal frames are too few to calibrate INT8 (at least 4: half calibrate "
-                          "the ranges, half measure the differences); pass --calibration-data DIR with more")
+    from ganomaly_edge.engine.calibration import MIN_VALIDATION_IMAGES
+
+    if len(frames) < 2 * MIN_VALIDATION_IMAGES:
+        raise BundleError(f"{len(frames)} normal frames are too few to calibrate INT8 (at least "
+                          f"{2 * MIN_VALIDATION_IMAGES}: half calibrate the ranges, half measure the differences and "
+                          "re-set the threshold); pass --calibration-data DIR with more")
     calib_frames, test_frames = frames[0::2][:MAX_CALIBRATION_FRAMES], frames[1::2]
     tiles = np.ascontiguousarray(b.tiling.split(calib_frames))
     with open(b.file(ONNX), "rb") as f:
