@@ -119,7 +119,8 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
             # not a quiet fallback: a warning, and the engine carries the reason into stats.
             if trt_version:
                 fallback = why
-            (log.warning if trt_version else log.info)("backend: %s on %s (%s)", engine.backend, engine.device, why)
+            (log.warning if trt_version else log.info)(
+                "backend: %s on %s (%s)", NAMES.get(engine.backend, engine.backend), engine.device, why)
     else:
         engine = _cpu(b, cpu)
     engine.fallback = fallback
@@ -130,6 +131,9 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
             engine.close()
             raise
     return engine
+
+
+NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}  # for the log
 
 
 @dataclass(frozen=True)
