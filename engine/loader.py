@@ -112,15 +112,7 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
                               f"(plans: {have}): build one on this device with 'ganomaly-build-engine "
                               f"{b.path} --out {b.path}'")
         else:
-            why = (reason if gpu is None else
-                   f"no plan for {gpu} (sm {probe.compute_capability}) with TensorRT {trt_version} in the bundle")
-            engine = _cpu(b, cpu)
-            # TensorRT present but unusable (no pycuda, no GPU, an old release) is a fault to fix,
-            # not a quiet fallback: a warning, and the engine carries the reason into stats.
-            if trt_version:
-                fallback = why
-            (log.warning if trt_version else log.info)(
-                "backend: %s on %s (%s)", NAMES.get(engine.backend, engine.backend), engine.device, why)
+            engine, fallback = _cpu_instead(b, cpu, probe)
     else:
         engine = _cpu(b, cpu)
     engine.fallback = fallback
@@ -131,6 +123,18 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
             engine.close()
             raise
     return engine
+
+
+def _cpu_instead(b: Bundle, cpu: "CpuOptions", probe: TensorRTProbe) -> tuple[Engine, str | None]:
+    """The CPU engine where ``auto`` finds no usable plan, and the fallback reason to record.
+    TensorRT present but unusable (no pycuda, no GPU, an old release) is a fault to fix, not a
+    quiet fallback: a warning, and the engine carries the reason into stats."""
+    why = (probe.reason if probe.gpu is None else f"no plan for {probe.gpu} (sm {probe.compute_capability}) with "
+           f"TensorRT {probe.version} in the bundle")
+    engine = _cpu(b, cpu)
+    (log.warning if probe.version else log.info)(
+        "backend: %s on %s (%s)", NAMES.get(engine.backend, engine.backend), engine.device, why)
+    return engine, (why if probe.version else None)
 
 
 NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}  # for the log
