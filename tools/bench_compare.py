@@ -146,7 +146,31 @@ def op_profile(onnx_path: str, x: np.ndarray, threads: int) -> dict[str, float]:
     return dict(sorted(((k, round(sum(v[len(v) // 2:]), 2)) for k, v in per.items()), key=lambda kv: -kv[1]))
 
 
-def bench_compare(bundle: str, int8_bundle: str | None, rounds: int, threads: int, profile: bool) -> dict:
+def agent_fps(bundles: dict[str, str], frames: int, rounds: int) -> dict[str, Any]:
+    """The agent (a process, real broker) on a 1920x1080 stream, its 1080x1080 ROI resized to the
+    bundle's working size: frames per busy second, per backend and precision, interleaved rounds."""
+    from ganomaly_edge.engine.backends.openvino import openvino_available
+
+    from .bench import _agent_run
+    from .bench_tiles import write_stream
+
+    work = tempfile.mkdtemp(prefix="ganomaly-compare-agent-")
+    video = os.path.join(work, "line-1080p.avi")
+    write_stream(video, frames)
+    extra = "roi = { x = 420, y = 0, w = 1080, h = 1080 }"
+    runs = [(p, be) for p in bundles for be in ["onnxruntime"] + (["openvino"] if openvino_available() else [])]
+    fps: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for prec, be in runs:
+            st = _agent_run(bundles[prec], video, work, 0, 1e9, None, False, camera_extra=extra, backend=be)
+            cam = st["cameras"]["bench"]
+            fps.setdefault(f"agent {be} {prec}", []).append(cam["frames_processed"] / cam["busy_s"])
+    return {"frames": frames, "roi": "420,0,1080,1080 of 1920x1080", "rounds": rounds,
+            "fps": {k: round(float(np.median(v)), 2) for k, v in fps.items()}}
+
+
+def bench_compare(bundle: str, int8_bundle: str | None, rounds: int, threads: int, profile: bool,
+                  agent_frames: int = 0) -> dict:
     from .bench import graph_gflop, matmul_peak
 
     bundles = {"fp32": bundle} | ({"int8": int8_bundle} if int8_bundle else {})
@@ -174,4 +198,6 @@ def bench_compare(bundle: str, int8_bundle: str | None, rounds: int, threads: in
     for r in runs.values():
         if r[0] is not None:
             r[0].close()
+    if agent_frames and eng.tiling.tiled:
+        res["agent"] = agent_fps(bundles, agent_frames, max(1, rounds // 3))
     return res
