@@ -28,7 +28,8 @@ import numpy as np
 
 # One tiny bundle per score component, and "tiled": what users deploy, ganomaly-train --tile 64 with
 # its defaults at 300 x 300 (49 tiles a frame), made by tools/selfcheck_tiled.py.
-HEADS = ("latent", "recon", "features", "knn", "fknn", "peak", "tiled")
+# "int8": the peak bundle quantised (engine/int8.py): ONNX Runtime's self-test and TensorRT's int8 build
+HEADS = ("latent", "recon", "features", "knn", "fknn", "peak", "tiled", "int8")
 TILED = "tiled"
 TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
@@ -183,7 +184,8 @@ def onnxruntime_parity(report: Report, bundles: list[str]) -> None:
 
 
 def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
-    """Build fp32 and fp16 plans of every bundle into copies under ``work``; returns the copies."""
+    """Build fp32 and fp16 plans of every bundle (int8 ones of an INT8 bundle) into copies under
+    ``work``; returns the copies."""
     from .bundle import open_bundle
     from .trt_build import BuildOptions, build_into_bundle
 
@@ -193,7 +195,7 @@ def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
         dst = os.path.join(work, head)
         shutil.copytree(path, dst)
         cells = []
-        for precision in ("fp32", "fp16"):
+        for precision in ("int8",) if open_bundle(dst).precision == "int8" else ("fp32", "fp16"):
             try:
                 frames = TILED_FRAMES if head == TILED else 8
                 entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=frames,

@@ -213,3 +213,16 @@ def test_nonzero_zero_point_is_refused_by_the_check_and_by_the_fake_parser(trt_f
         parser = trt.OnnxParser(network, trt_logger(trt))
         assert not parser.parse(bad)
         assert any("zero point" in parser.get_error(i).desc() for i in range(parser.num_errors))
+
+
+@pytest.mark.parametrize("series", ["8.6", "10.3"])
+def test_self_check_builds_the_shipped_int8_bundle_as_int8(monkeypatch, capsys, series):
+    from ganomaly_edge.engine import selfcheck
+
+    fakes.install(monkeypatch, series, gpu_name="Orin")
+    assert selfcheck.main(["--cycles", "0", "--reps", "3"]) == selfcheck.EXIT_OK
+    rows = {line.split("  ", 1)[0].strip(): line.split("  ", 1)[1].strip()
+            for line in capsys.readouterr().out.splitlines() if "  " in line and not line.startswith("====")}
+    assert rows["result"] == "PASS"
+    assert rows["trt int8"].startswith("parity (calibrated units): int8 ") and "fp16" not in rows["trt int8"]
+    assert "int8 " in rows["onnxruntime"]
