@@ -53,7 +53,8 @@ class Agent:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
                                           spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers,
-                                          openvino_precision=m.openvino_precision)
+                                          openvino_precision=m.openvino_precision,
+                                          openvino_threads=m.threads or os.cpu_count() or 1)
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]
@@ -81,7 +82,8 @@ class Agent:
                 return self.engines[path]
             m = self.s.model
             new = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning,
-                       trusted_keys=m.trusted_keys, providers=m.providers, openvino_precision=m.openvino_precision)
+                       trusted_keys=m.trusted_keys, providers=m.providers, openvino_precision=m.openvino_precision,
+                       openvino_threads=m.threads or os.cpu_count() or 1)
             self.engines[path] = new
             self.retired.setdefault(path, []).append(old)  # closed at shutdown: a worker may still hold it
             return new

@@ -64,8 +64,20 @@ def test_auto_races_onnx_runtime_against_openvino_and_says_which_it_took(tiny_bu
     assert eng.backend in ("onnxruntime", "openvino")
     line = next(r.getMessage() for r in caplog.records if "auto: median" in r.getMessage())
     assert line.startswith(f"backend: {eng.backend} on the CPU") and "ms ONNX Runtime" in line and "ms OpenVINO" in line
-    assert set(eng.race) == {"onnxruntime_ms", "openvino_ms"}
+    assert set(eng.race) == {"onnxruntime_ms", "onnxruntime_ms_all_workers", "openvino_ms"}
     assert eng.selftest_report["passed"]
+
+
+def test_the_race_counts_onnx_runtime_workers_sharing_the_cores(tiny_bundle):
+    """As the agent loads it: ONNX Runtime with 1 thread a worker (one worker per core), OpenVINO,
+    which takes one caller at a time, with both cores: ONNX Runtime's time per input is halved."""
+    eng = load(tiny_bundle, "auto", threads=1, openvino_threads=2)
+    r = eng.race
+    assert r["onnxruntime_ms_all_workers"] == pytest.approx(r["onnxruntime_ms"] / 2)
+    if eng.backend == "openvino":
+        assert eng.threads == 2 and r["openvino_ms"] < r["onnxruntime_ms_all_workers"]
+    else:
+        assert eng.threads == 1 and r["openvino_ms"] >= 0.97 * r["onnxruntime_ms_all_workers"]
 
 
 def test_without_openvino_the_backend_says_how_to_install_it_and_auto_keeps_onnx_runtime(tiny_bundle, monkeypatch):
