@@ -58,7 +58,7 @@ def write_int8(out: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(digits()[400:440]):
             cv2.imwrite(os.path.join(tmp, f"{i:03d}.png"), img)
-        make_int8(open_bundle(dst), tmp)
+        make_int8(open_bundle(dst), tmp, source_label="scikit-learn digits 400-439 (not trained on)")
     print(f"wrote {dst}")
     return dst
 

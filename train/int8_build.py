@@ -86,8 +86,10 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 else 1.0
 
 
-def make_int8(b: Bundle, calibration_data: str | None = None, ops: str = DEFAULT_OPS) -> Bundle:
-    """Quantise bundle ``b`` (fp32, in place) into an INT8 bundle; returns it re-read."""
+def make_int8(b: Bundle, calibration_data: str | None = None, ops: str = DEFAULT_OPS,
+              source_label: str | None = None) -> Bundle:
+    """Quantise bundle ``b`` (fp32, in place) into an INT8 bundle; returns it re-read.
+    ``source_label`` replaces the calibration folder's path in the record (a temporary folder)."""
     if b.precision == "int8":
         raise BundleError(f"{b.path} is already an INT8 bundle: quantise from the checkpoint or an fp32 bundle")
     frames, source = heldout_frames(b, calibration_data)
@@ -106,7 +108,7 @@ def make_int8(b: Bundle, calibration_data: str | None = None, ops: str = DEFAULT
     if bad:
         raise BundleError(f"the quantised graph has non-zero zero points at {bad[:3]} (TensorRT refuses them)")
     m = measure(b, fp32, int8, test_frames)
-    _write(b, fp32, int8, tiles, m, {"ops": ops, "source": source, "n_test": len(test_frames),
+    _write(b, fp32, int8, tiles, m, {"ops": ops, "source": source_label or source, "n_test": len(test_frames),
                                      "nodes": len(nodes_to_quantize(fp32, ops))})
     from ganomaly_edge.engine.bundle import open_bundle
 
