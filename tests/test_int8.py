@@ -226,3 +226,21 @@ def test_self_check_builds_the_shipped_int8_bundle_as_int8(monkeypatch, capsys, 
     assert rows["result"] == "PASS"
     assert rows["trt int8"].startswith("parity (calibrated units): int8 ") and "fp16" not in rows["trt int8"]
     assert "int8 " in rows["onnxruntime"]
+
+
+def test_int8_ops_conv_keeps_the_transposed_convolutions_fp32(tiny_bundle, digits, tmp_path):
+    from ganomaly_edge.train.build_engine import main
+
+    out = str(tmp_path / "conv-only")
+    assert main([tiny_bundle, "--out", out, "--precision", "int8", "--int8-ops", "conv", "--no-tensorrt", "--quiet",
+                 "--calibration-data", _calibration_folder(tmp_path, digits)]) == 0
+    m = _qdq_model(out)
+    producers = {o: n for n in m.graph.node for o in n.output}
+
+    def quantised(op):  # int8 weights: the weight input comes from a DequantizeLinear
+        return [n for n in m.graph.node if n.op_type == op and producers.get(n.input[1]) is not None
+                and producers[n.input[1]].op_type == "DequantizeLinear"]
+
+    assert quantised("Conv") and not quantised("ConvTranspose")
+    b = open_bundle(out)
+    assert b.meta.quantization.ops == "conv" and load(out, "onnxruntime").selftest_report["passed"]
