@@ -26,7 +26,7 @@ $(BIN)/.installed: pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, the build TORCH names (cpu unless told), so nothing pulls another one
 	sh deploy/install-torch.sh $(BIN)/pip $(TORCH)
-	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev]'
+	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev,openvino]'
 	touch $@
 
 setup: system-packages $(BIN)/.installed

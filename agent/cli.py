@@ -210,7 +210,7 @@ def check_config(settings) -> int:
             tested[path] = None
             try:
                 engine = load(path, m.backend, threads=1, allow_mismatch=m.allow_mismatch, spinning=False,
-                              trusted_keys=m.trusted_keys)
+                              trusted_keys=m.trusted_keys, openvino_precision=m.openvino_precision)
                 engine.close()
                 for w in engine.bundle.training_warnings:
                     print(f"warning: bundle {path}: THIS MODEL IS NOT READY: {w}", file=sys.stderr)

@@ -204,7 +204,11 @@ class CameraConfig(Strict):
 class ModelConfig(Strict):
     bundle: str | None = Field(None, description="model bundle directory or archive (ganomaly-build-engine)")
     backend: BackendChoice = Field(
-        "auto", description="auto = a TensorRT plan for this GPU when present, else ONNX Runtime")
+        "auto", description="auto = a TensorRT plan for this GPU when present, else the faster of ONNX Runtime "
+                            "and OpenVINO (when installed: the [openvino] extra), timed on load")
+    openvino_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="OpenVINO backend: bf16 where asked and the CPU has it, else fp32 (auto = fp32); an "
+                            "INT8 bundle runs its QDQ graph in int8 whatever this says")
     providers: list[Literal["tensorrt", "cuda", "cpu"]] | None = Field(
         None, min_length=1, description="ONNX Runtime execution providers to try, in order (an NVIDIA host "
                                         "with onnxruntime-gpu: [\"tensorrt\", \"cuda\", \"cpu\"]); default: "

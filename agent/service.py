@@ -52,7 +52,9 @@ class Agent:
             if path not in self.engines:
                 log.info("loading model bundle %s", path)
                 self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
-                                          spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers)
+                                          spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers,
+                                          openvino_precision=m.openvino_precision,
+                                          openvino_threads=m.threads or os.cpu_count() or 1)
                 for w in self.engines[path].bundle.training_warnings:
                     log.warning("model bundle %s: THIS MODEL IS NOT READY: %s", path, w)
         self.store = EventStore(settings.store.path, settings.store.max_events,
@@ -82,7 +84,8 @@ class Agent:
                 return self.engines[path]
             m = self.s.model
             new = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning,
-                       trusted_keys=m.trusted_keys, providers=m.providers)
+                       trusted_keys=m.trusted_keys, providers=m.providers, openvino_precision=m.openvino_precision,
+                       openvino_threads=m.threads or os.cpu_count() or 1)
             self.engines[path] = new
             self.retired.setdefault(path, []).append(old)  # closed at shutdown: a worker may still hold it
             return new

@@ -45,7 +45,9 @@ FORMAT_VERSION = 4  # 2: bundle.json carries an integrity hash of itself; 3: til
 # bundle becomes version 5 when a plan with those fields is added, so an older agent says "newer:
 # upgrade" instead of refusing an unknown field.
 PLAN_FIELDS_VERSION = 5
-READABLE_VERSIONS = (2, 3, 4, 5)  # a version-2 bundle is an untiled version 3, a version 3 one has no position statistics
+# 6: an INT8 bundle (a QDQ graph, its calibration data and record: engine/int8.py); fp32 bundles stay older.
+INT8_VERSION = 6
+READABLE_VERSIONS = (2, 3, 4, 5, 6)  # a version-2 bundle is an untiled version 3, a version 3 one has no position statistics
 META = "bundle.json"
 ONNX = "model.onnx"
 REFERENCE = "reference.npz"
@@ -57,6 +59,9 @@ DEFAULT_TOLERANCE = {
     "fp32": {"score": 2e-3, "residual": 2e-3},
     "fp16": {"score": 5e-2, "residual": 3e-2},
 }
+# An INT8 bundle records its own, measured tolerance (engine/int8.derived_tolerance); this is only
+# the fallback for one that lacks it.
+INT8_FALLBACK_TOLERANCE = {"score": 0.25, "residual": 0.1}
 
 
 class BundleError(EngineError, RuntimeError):
@@ -134,7 +139,16 @@ class Bundle:
 
     def tolerance(self, precision: str) -> dict[str, float]:
         tol = self.meta.tolerance or DEFAULT_TOLERANCE
+        if precision == "int8":
+            return tol.get("int8", INT8_FALLBACK_TOLERANCE)
+        if precision == "bf16":  # OpenVINO's bf16: 8 mantissa bits, tested like fp16
+            precision = "fp16"
         return tol.get(precision, DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"]))
+
+    @property
+    def precision(self) -> str:
+        """The graph's precision: "int8" for a QDQ bundle (engine/int8.py), else "fp32"."""
+        return "int8" if self.meta.quantization is not None else "fp32"
 
     def verify_file(self, rel: str, expected: str | None = None) -> None:
         """Raise BundleError if ``rel`` is missing or its hash differs from the metadata."""
@@ -243,6 +257,21 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
         meta = BundleMeta.model_validate(meta)
     except ValidationError as e:
         raise BundleError(f"{meta_path}: {describe_errors(e)}; rebuild the bundle") from e
+    _check_fields(meta, meta_path)
+    b = Bundle(root, meta, tmp, signed_by)
+    if verify:
+        b.verify_file(ONNX)
+        b.verify_file(REFERENCE)
+        if meta.quantization is not None:
+            from .int8 import check_calibration
+
+            b.verify_file(meta.quantization.calibration_file)
+            check_calibration(b)
+    return b
+
+
+def _check_fields(meta: BundleMeta, meta_path: str) -> None:
+    """Fields that need a newer format version than the file says, and an inconsistent tiling."""
     if meta.tiling is not None:
         if meta.format_version < 3:
             raise BundleError(f"{meta_path}: format version {meta.format_version} with a tiling (tiles came "
@@ -257,11 +286,9 @@ def open_bundle(path: str, verify: bool = True, trusted_keys: list[str] | None =
         if meta.tiling.tile != meta.input.height or meta.input.height != meta.input.width:
             raise BundleError(f"{meta_path}: the tiling's {meta.tiling.tile} px tile is not the model's "
                               f"{meta.input.width}x{meta.input.height} input; rebuild the bundle")
-    b = Bundle(root, meta, tmp, signed_by)
-    if verify:
-        b.verify_file(ONNX)
-        b.verify_file(REFERENCE)
-    return b
+    if meta.quantization is not None and meta.format_version < INT8_VERSION:
+        raise BundleError(f"{meta_path}: format version {meta.format_version} with an INT8 record (INT8 came in "
+                          f"version {INT8_VERSION}); the file was edited: rebuild the bundle")
 
 
 def _read_meta(path: str, root: str, trusted_keys: list[str] | None) -> tuple[Any, str | None]:

@@ -72,19 +72,22 @@ def matching_plan(bundle: Bundle, trt_version: str, gpu_name: str, precision: st
 
 def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, precision: str | None = None,
          allow_mismatch: bool = False, self_test: bool = True, providers: list[str] | None = None,
-         spinning: bool = True, trusted_keys: list[str] | None = None) -> Engine:
-    """Load a bundle on a backend and run its self-test against the reference outputs.
-
-    ``auto`` takes a TensorRT plan built for this GPU and TensorRT version when there is one,
-    else ONNX Runtime, and logs which and why. With ``trusted_keys`` only a bundle signed by one of
-    them loads (engine/signing.py).
-    """
+         spinning: bool = True, trusted_keys: list[str] | None = None,
+         openvino_precision: str = "auto", openvino_threads: int = 0) -> Engine:
+    """Load a bundle on a backend and run its self-test against the reference outputs. ``auto`` takes
+    a TensorRT plan built for this GPU and TensorRT version when there is one, else the faster CPU
+    backend (``cpu_race``), and logs which and why. With ``trusted_keys`` only a bundle signed by
+    one of them loads (engine/signing.py)."""
     if backend not in CHOICES:
         raise UnknownBackend(f"backend must be one of {CHOICES}, not {backend!r}")
     b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, trusted_keys=trusted_keys)
     engine: Engine
     fallback = None
-    if backend in ("auto", "tensorrt"):
+    cpu = CpuOptions(threads, providers, spinning, openvino_precision, openvino_threads or threads,
+                     race=backend == "auto")
+    if backend == "openvino":
+        engine = backend_class("openvino")(b, threads=cpu.openvino_threads, precision=openvino_precision)
+    elif backend in ("auto", "tensorrt"):
         probe = tensorrt_probe()
         trt_version, gpu, reason = probe.version, probe.gpu, probe.reason
         plan = (matching_plan(b, trt_version, gpu, precision, probe.compute_capability, probe.multiprocessors)
@@ -98,8 +101,8 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
                 if backend == "tensorrt":
                     raise
                 fallback = str(e)
-                log.warning("backend: falling back to ONNX Runtime: %s", e)
-                engine = _onnxruntime(b, threads, providers, spinning)
+                log.warning("backend: falling back to the CPU: %s", e)
+                engine = _cpu(b, cpu)
         elif backend == "tensorrt":
             if gpu is None:
                 cls = GpuUnavailable if probe.gpu_fault else BundleError
@@ -110,16 +113,9 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
                               f"(plans: {have}): build one on this device with 'ganomaly-build-engine "
                               f"{b.path} --out {b.path}'")
         else:
-            why = (reason if gpu is None else
-                   f"no plan for {gpu} (sm {probe.compute_capability}) with TensorRT {trt_version} in the bundle")
-            engine = _onnxruntime(b, threads, providers, spinning)
-            # TensorRT present but unusable (no pycuda, no GPU, an old release) is a fault to fix,
-            # not a quiet fallback: a warning, and the engine carries the reason into stats.
-            if trt_version:
-                fallback = why
-            (log.warning if trt_version else log.info)("backend: ONNX Runtime on %s (%s)", engine.device, why)
+            engine, fallback = _cpu_instead(b, cpu, probe)
     else:
-        engine = _onnxruntime(b, threads, providers, spinning)
+        engine = _cpu(b, cpu)
     engine.fallback = fallback
     if self_test:
         try:
@@ -130,5 +126,84 @@ def load(bundle: str | Bundle, backend: str = "auto", *, threads: int = 0, preci
     return engine
 
 
-def _onnxruntime(b: Bundle, threads: int, providers: list[str] | None, spinning: bool = True) -> Engine:
-    return backend_class("onnxruntime")(b, threads=threads, providers=providers, spinning=spinning)
+def _cpu_instead(b: Bundle, cpu: "CpuOptions", probe: TensorRTProbe) -> tuple[Engine, str | None]:
+    """The CPU engine where ``auto`` finds no usable plan, and the fallback reason to record.
+    TensorRT present but unusable (no pycuda, no GPU, an old release) is a fault to fix, not a
+    quiet fallback: a warning, and the engine carries the reason into stats."""
+    why = (probe.reason if probe.gpu is None else f"no plan for {probe.gpu} (sm {probe.compute_capability}) with "
+           f"TensorRT {probe.version} in the bundle")
+    engine = _cpu(b, cpu)
+    (log.warning if probe.version else log.info)(
+        "backend: %s on %s (%s)", NAMES.get(engine.backend, engine.backend), engine.device, why)
+    return engine, (why if probe.version else None)
+
+
+NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}  # for the log
+
+
+@dataclass(frozen=True)
+class CpuOptions:
+    threads: int = 0
+    providers: list[str] | None = None
+    spinning: bool = True
+    openvino_precision: str = "auto"
+    # OpenVINO takes one caller at a time, so the agent gives it every core (ONNX Runtime's
+    # ``threads`` are per worker, one worker per core by default): agent/service.py.
+    openvino_threads: int = 0
+    race: bool = False  # "auto": time ONNX Runtime against OpenVINO (when installed) and keep the faster
+
+
+# The race: this many interleaved rounds of one call each (a frame's tiles, or one input), after one
+# warm-up call per engine; the median decides. OpenVINO must be this much faster to be taken, so that
+# noise on a busy machine does not flip the choice between two equal backends.
+RACE_ROUNDS = 5
+RACE_MARGIN = 0.03
+
+
+def _cpu(b: Bundle, o: CpuOptions) -> Engine:
+    """ONNX Runtime; with ``race`` and OpenVINO installed (and ONNX Runtime on the CPU, not a GPU
+    provider), whichever of the two is faster on this bundle here."""
+    from .backends.openvino import openvino_available
+
+    ort = backend_class("onnxruntime")(b, threads=o.threads, providers=o.providers, spinning=o.spinning)
+    if not o.race or not openvino_available() or ort.providers[0] != "CPUExecutionProvider":
+        return ort
+    try:
+        ov = backend_class("openvino")(b, threads=o.openvino_threads, precision=o.openvino_precision)
+    except BundleError as e:
+        log.warning("backend: OpenVINO is installed but cannot run %s (%s): ONNX Runtime", b.path, e)
+        return ort
+    t_ort, t_ov = cpu_race(ort, ov)
+    # ONNX Runtime takes concurrent callers: with fewer threads than OpenVINO's, that many more
+    # workers share the cores, so its time per input is its call time over that ratio.
+    share = min(1.0, ort.threads / max(ov.threads, 1))
+    keep, drop = (ov, ort) if t_ov < t_ort * share * (1 - RACE_MARGIN) else (ort, ov)
+    drop.close()
+    log.info("backend: %s on the CPU (auto: median %.1f ms ONNX Runtime with %d thread(s) a worker, %.1f ms per "
+             "call for the cores; %.1f ms OpenVINO %s with %d; per call of %d input(s), %d interleaved rounds)",
+             keep.backend, 1e3 * t_ort, ort.threads, 1e3 * t_ort * share, 1e3 * t_ov, ov.precision, ov.threads,
+             keep.tiling.count, RACE_ROUNDS)
+    keep.race = {"onnxruntime_ms": 1e3 * t_ort, "onnxruntime_ms_all_workers": 1e3 * t_ort * share,
+                 "openvino_ms": 1e3 * t_ov}
+    return keep
+
+
+def cpu_race(a: Engine, b: Engine, rounds: int = RACE_ROUNDS) -> tuple[float, float]:
+    """Median seconds per call of ``a`` and ``b`` on the bundle's reference inputs (one frame's worth
+    of tiles), in interleaved rounds after a warm-up call each."""
+    import time
+
+    import numpy as np
+
+    x = a.bundle.reference()["inputs"]
+    n = a.tiling.count
+    x = np.ascontiguousarray(np.resize(x, (n, *x.shape[1:])))
+    times: tuple[list[float], list[float]] = ([], [])
+    for e in (a, b):
+        e.infer(x)
+    for _ in range(rounds):
+        for e, t in zip((a, b), times):
+            t0 = time.perf_counter()
+            e.infer(x)
+            t.append(time.perf_counter() - t0)
+    return float(np.median(times[0])), float(np.median(times[1]))

@@ -98,7 +98,7 @@ class PlanMeta(_Meta):
     gpu_name: str
     compute_capability: str = ""
     multiprocessors: Optional[int] = None  # SM count: tells an AGX Orin plan from an Orin Nano one
-    precision: Literal["fp32", "fp16"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"  # int8: built from the bundle's QDQ graph
     max_batch: int = Field(gt=0)
     opt_batch: int = 1
     fp16_mode: Optional[str] = None
@@ -122,6 +122,23 @@ class TilingMeta(_Meta):
     position_scale: Optional[list[float]] = None
 
 
+class QuantizationMeta(_Meta):
+    """An INT8 bundle's record (engine/int8.py): its graph is a static QDQ one, quantised from the
+    fp32 export on ``calibration_n`` held-out normal tiles whose hash is ``calibration_sha256``."""
+
+    precision: Literal["int8"] = "int8"
+    method: str  # "static QDQ, per-channel symmetric int8 weights, symmetric int8 activations (min-max)"
+    ops: str  # engine/int8.OP_SETS key: which operators are quantised
+    quantized_nodes: int = Field(ge=0)
+    calibration_file: str
+    calibration_sha256: str
+    calibration_n: int = Field(gt=0)
+    calibration_source: str = ""
+    fp32_model_sha256: str  # the graph it was quantised from
+    heldout_frames: int = 0  # frames the tolerance and the calibration shift were measured on
+    measured: dict[str, float] = Field(default_factory=dict)  # fp32-vs-int8 differences, rank agreement
+
+
 class BundleMeta(_Meta):
     format: Literal["ganomaly-edge-bundle"]
     format_version: int
@@ -138,6 +155,7 @@ class BundleMeta(_Meta):
     files: dict[str, str]
     tolerance: dict[str, dict[str, float]] = Field(default_factory=dict)
     plans: list[PlanMeta] = Field(default_factory=list)
+    quantization: Optional[QuantizationMeta] = None  # format 6: an INT8 bundle (engine/int8.py)
     versions: dict[str, str] = Field(default_factory=dict)
     integrity: str = ""  # sha256 of the rest of bundle.json (bundle.meta_hash), checked on open
 

@@ -14,9 +14,12 @@ from .errors import EngineError
 BACKENDS = {
     "tensorrt": "ganomaly_edge.engine.backends.tensorrt:TensorRTEngine",
     "onnxruntime": "ganomaly_edge.engine.backends.onnxruntime:OnnxRuntimeEngine",
+    "openvino": "ganomaly_edge.engine.backends.openvino:OpenVinoEngine",  # optional: the [openvino] extra
 }
-# "auto": a TensorRT plan built for this GPU and TensorRT version if the bundle has one, else ONNX Runtime.
-BackendChoice = Literal["auto", "tensorrt", "onnxruntime"]
+# "auto": a TensorRT plan built for this GPU and TensorRT version if the bundle has one; else, on the
+# CPU, ONNX Runtime or (where it is installed) OpenVINO, whichever a short timed race on load finds
+# faster (engine/loader.py, cpu_race).
+BackendChoice = Literal["auto", "tensorrt", "onnxruntime", "openvino"]
 CHOICES: tuple[str, ...] = get_args(BackendChoice)
 assert set(CHOICES) == {"auto", *BACKENDS}, "BackendChoice and BACKENDS must name the same backends"
 

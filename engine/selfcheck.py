@@ -30,9 +30,10 @@ from .meta import COMPONENTS
 
 # One tiny bundle per score component (tools/make_selfcheck_bundles.py), and "tiled": what users
 # deploy, ganomaly-train --tile 64 with its defaults at 300 x 300 (49 tiles a frame), made by
-# tools/selfcheck_tiled.py.
+# tools/selfcheck_tiled.py; "int8": the peak bundle quantised (engine/int8.py): ONNX Runtime's
+# self-test and TensorRT's int8 build.
 TILED = "tiled"
-HEADS = COMPONENTS + (TILED,)
+HEADS = COMPONENTS + (TILED, "int8")
 TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3
@@ -186,7 +187,8 @@ def onnxruntime_parity(report: Report, bundles: list[str]) -> None:
 
 
 def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
-    """Build fp32 and fp16 plans of every bundle into copies under ``work``; returns the copies."""
+    """Build fp32 and fp16 plans of every bundle (int8 ones of an INT8 bundle) into copies under
+    ``work``; returns the copies."""
     from .bundle import open_bundle
     from .trt_build import BuildOptions, build_into_bundle
 
@@ -196,7 +198,7 @@ def tensorrt_parity(report: Report, bundles: list[str], work: str) -> list[str]:
         dst = os.path.join(work, head)
         shutil.copytree(path, dst)
         cells = []
-        for precision in ("fp32", "fp16"):
+        for precision in ("int8",) if open_bundle(dst).precision == "int8" else ("fp32", "fp16"):
             try:
                 frames = TILED_FRAMES if head == TILED else 8
                 entry = build_into_bundle(open_bundle(dst), BuildOptions(precision=precision, max_batch=frames,

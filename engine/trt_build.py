@@ -10,6 +10,8 @@ bindings per release branch):
   batch otherwise and the ONNX parser refuses them). FP16 through the builder flag, with
   ``OBEY_PRECISION_CONSTRAINTS`` and every layer outside the networks pinned to fp32, found by
   walking the parsed network back from its outputs (``score_head_layers``), not by layer name.
+- INT8 plans come from an INT8 bundle's QDQ graph (engine/int8.py), never from an fp32 one: 8.6
+  needs the INT8 builder flag for Q/DQ layers; 10.x and 11 strongly typed take the graph as it is.
 - fp32 plans clear TF32 (on by default), which would cost the self-test its 2e-3 tolerance.
 Older series are refused (``trt_compat.series_of``). Which API is present is detected from the
 module, never guessed from the version string. Before TensorRT sees the graph,
@@ -118,8 +120,9 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     from .backends.tensorrt import trt_logger
     from .cuda import device
 
-    if opts.precision not in ("fp32", "fp16"):
-        raise BuildError(f"precision must be fp32 or fp16, not {opts.precision!r}")
+    if opts.precision not in ("fp32", "fp16", "int8"):
+        raise BuildError(f"precision must be fp32, fp16 or int8, not {opts.precision!r}")
+    _check_int8(bundle, opts.precision)
     if opts.max_batch < 1:
         raise BuildError("--max-batch must be at least 1")
     try:
@@ -159,6 +162,8 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     fp16_mode = None
     if opts.precision == "fp16":
         fp16_mode = "fp16-typed-graph" if SERIES[series].strongly_typed else "builder-flag, fp32 score head"
+    elif opts.precision == "int8":  # explicit quantization from the QDQ graph
+        fp16_mode = "int8-qdq-strongly-typed" if SERIES[series].strongly_typed else "int8-qdq-builder-flag"
     info = {"tensorrt_version": trt.__version__, "gpu_name": dev.name(),
             "compute_capability": dev.compute_capability(), "multiprocessors": dev.multiprocessors(),
             "precision": opts.precision,
@@ -167,15 +172,29 @@ def build_plan(bundle: Bundle, opts: BuildOptions) -> tuple[bytes, dict[str, Any
     return bytes(plan), info
 
 
+def _check_int8(bundle: Bundle, precision: str) -> None:
+    """An int8 plan comes from an INT8 bundle's QDQ graph, and an INT8 bundle builds int8 plans only."""
+    if (precision == "int8") != (bundle.precision == "int8"):
+        fix = ("quantise it first: ganomaly-build-engine CHECKPOINT --out DIR --precision int8"
+               if precision == "int8" else "build this INT8 bundle's plan with --precision int8")
+        raise BuildError(f"an int8 plan is built from an INT8 bundle's QDQ graph and only from it (this bundle "
+                         f"is {bundle.precision}): {fix}")
+
+
 def _configure(trt, builder, network, spec, opts: BuildOptions, series: str, tiles: int = 1,
                onnx_bytes: bytes = b""):
     """Builder config: workspace, precision, one optimisation profile, timing cache. The profile's
     batch is in model inputs: ``max_batch`` frames of ``tiles`` tiles each at most."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
-    if opts.precision == "fp32":
-        config.clear_flag(trt.BuilderFlag.TF32)
-    elif not SERIES[series].strongly_typed:
+    if opts.precision in ("fp32", "int8"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # INT8: the layers left unquantised stay true fp32
+    if opts.precision == "int8":
+        if not SERIES[series].strongly_typed:
+            # 8.6: a network with Q/DQ layers builds only with INT8 enabled (explicit quantization);
+            # a strongly typed network (10.x, 11) takes its types from the graph and refuses the flag.
+            config.set_flag(trt.BuilderFlag.INT8)
+    elif opts.precision == "fp16" and not SERIES[series].strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         _pin_score_head(trt, network, onnx_bytes)

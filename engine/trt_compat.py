@@ -13,6 +13,11 @@ Sources (read 2026-11):
 - Strong typing (10.x with ``STRONGLY_TYPED``, always on 11.x): no implicit conversions, so the
   float inputs of one operator must share a type.
 
+- INT8 (the QDQ graph of an INT8 bundle, engine/int8.py): QuantizeLinear takes FP32/FP16 (10.x: and
+  BF16), DequantizeLinear takes INT8, and both need a zero point of 0 (operators.md, both branches:
+  "`y_zero_point` must be 0", "`x_zero_point` must be zero"). Explicit quantization: 8.6 builds a
+  Q/DQ network only with the INT8 builder flag; 10.x/11 strongly typed take the graph as it is.
+
 Only the operators this project's graphs can contain (or plausibly will) are listed; anything
 else is reported as unknown, which fails the check until someone looks it up.
 """
@@ -70,6 +75,8 @@ TopK FP32 FP16 INT32
 Transpose FP32 FP16 INT32 INT8 BOOL
 Unsqueeze FP32 FP16 INT32 INT8 BOOL
 Where FP32 FP16 INT32 BOOL
+QuantizeLinear FP32 FP16
+DequantizeLinear INT8
 """
 
 _MATRIX_10 = """
@@ -117,6 +124,8 @@ TopK FP32 FP16 BF16 INT32 INT64
 Transpose FP32 FP16 BF16 INT32 INT64 BOOL
 Unsqueeze FP32 FP16 BF16 INT32 INT64 BOOL
 Where FP32 FP16 BF16 INT32 INT64 BOOL
+QuantizeLinear FP32 FP16 BF16
+DequantizeLinear INT8
 """
 
 
@@ -254,7 +263,9 @@ def _type(name: str, types: dict[str, str], s: Series) -> str:
 
 
 def _scalars(model) -> dict[str, int]:
-    """Single-element integer constants of the graph (TopK's K), by tensor name."""
+    """Single-element integer constants of the graph (TopK's K), and zero points (int8/uint8; a
+    per-channel one as its largest magnitude), by tensor name."""
+    import numpy as np
     from onnx import numpy_helper
 
     tensors = [(i.name, i) for i in model.graph.initializer]
@@ -262,6 +273,10 @@ def _scalars(model) -> dict[str, int]:
                 for a in n.attribute if a.name == "value"]
     out = {}
     for name, t in tensors:
+        if t.data_type in (2, 3) and len(t.dims) <= 1 and (not t.dims or t.dims[0] == 1):  # a zero point
+            out[name] = int(numpy_helper.to_array(t).reshape(-1)[0])
+        elif t.data_type in (2, 3) and len(t.dims) == 1:  # per-channel zero points: any non-zero one counts
+            out[name] = int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
         if t.data_type in (6, 7) and len(t.dims) <= 1 and (not t.dims or t.dims[0] == 1):
             out[name] = int(numpy_helper.to_array(t).reshape(-1)[0])
     return out
@@ -308,6 +323,8 @@ def _restrictions(node, s: Series, ins, types, consts, producers, where, scalars
     k = axes_input.get(op)
     if k is not None and len(ins) > k and ins[k] not in consts:
         errors.append(f"{where}: input {ins[k]} (axes) must be a constant")
+    if op in ("QuantizeLinear", "DequantizeLinear") and len(ins) > 2 and scalars.get(ins[2], 0) != 0:
+        errors.append(f"{where}: the zero point must be 0 (TensorRT quantises symmetrically)")
     if op == "TopK":
         if _attr(node, "sorted", 1) != 1:
             errors.append(f"{where}: TensorRT needs sorted=1")
@@ -319,10 +336,17 @@ def _restrictions(node, s: Series, ins, types, consts, producers, where, scalars
     return errors
 
 
+def has_qdq(onnx_bytes: bytes) -> bool:
+    """Whether the graph is a quantised (Q/DQ) one: an INT8 bundle's."""
+    model = require_onnx().load_from_string(onnx_bytes)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
 def graph_for(onnx_bytes: bytes, series: str, precision: str) -> bytes:
     """The graph a build of ``precision`` parses on ``series``: for FP16 on a strongly typed series
     the FP16-typed graph (score head in fp32); otherwise the bundle's own graph (on 8.6 FP16 comes
-    from the builder flag, with the score head's layers pinned to fp32)."""
+    from the builder flag, with the score head's layers pinned to fp32; INT8 is the bundle's QDQ
+    graph as it is)."""
     if precision == "fp16" and SERIES[series].strongly_typed:
         from .onnx_fp16 import to_fp16
 
@@ -333,8 +357,9 @@ def graph_for(onnx_bytes: bytes, series: str, precision: str) -> bytes:
 def check_bundle_graph(onnx_bytes: bytes) -> dict[str, list[str]]:
     """Problems per supported series and precision, for the graph each build would parse."""
     out = {}
+    precisions = ("int8",) if has_qdq(onnx_bytes) else ("fp32", "fp16")
     for name, s in SERIES.items():
-        for precision in ("fp32", "fp16"):
+        for precision in precisions:
             out[f"{name}/{precision}"] = check_graph(graph_for(onnx_bytes, name, precision), name,
                                                      strongly_typed=s.strongly_typed)
     return out

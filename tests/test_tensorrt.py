@@ -419,7 +419,8 @@ def _graphs():
     out = []
     for head in HEADS:
         raw = open(os.path.join(BUNDLE_DIR, head, "model.onnx"), "rb").read()
-        out += [(f"{head}/{s}/{p}", s, graph_for(raw, s, p)) for s in SERIES for p in ("fp32", "fp16")]
+        precisions = ("int8",) if head == "int8" else ("fp32", "fp16")  # the INT8 bundle's QDQ graph (issue 34)
+        out += [(f"{head}/{s}/{p}", s, graph_for(raw, s, p)) for s in SERIES for p in precisions]
 
     def g(nodes, ins, outs, inits=()):
         return helper.make_model(helper.make_graph(nodes, "g", ins, outs, initializer=list(inits)),

@@ -153,7 +153,8 @@ def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: lis
 
 
 def _agent_run(bundle: str, video: str, work: str, threads: int, threshold: float, fps: float | None,
-               spinning: bool, max_batch: int = 8, workers: int = 0, camera_extra: str = "") -> dict:
+               spinning: bool, max_batch: int = 8, workers: int = 0, camera_extra: str = "",
+               backend: str = "auto") -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -167,6 +168,7 @@ def _agent_run(bundle: str, video: str, work: str, threads: int, threshold: floa
 log_level = "WARNING"
 [model]
 bundle = "{bundle}"
+backend = "{backend}"
 threads = {threads}
 max_batch = {max_batch}
 workers = {workers}
@@ -426,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--batch", default="1,8,32")
     e.add_argument("--reps", type=int, default=300)
     e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--compare", action="store_true",
+                   help="every CPU path side by side in one run: our engine on ONNX Runtime and OpenVINO per "
+                        "precision, raw ONNX Runtime and OpenVINO sessions on the same ONNX; interleaved rounds "
+                        "(docs/int8-openvino.md)")
+    e.add_argument("--int8", metavar="BUNDLE", help="--compare: the INT8 bundle of the same model")
+    e.add_argument("--rounds", type=int, default=7, help="--compare: interleaved rounds; medians reported")
+    e.add_argument("--profile", action="store_true", help="--compare: ONNX Runtime's per-operator profile")
+    e.add_argument("--agent-frames", type=int, default=0,
+                   help="--compare with a tiled bundle: also the agent's fps on a 1080p stream's ROI per backend "
+                        "and precision, on this many frames a run (0 = skip)")
     e.add_argument("--score", default="recon",
                    help="score of the synthetic model (recon costs what peak does; the default score adds "
                         "a discriminator pass and two bank look-ups)")
@@ -474,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what == "drain":
         print(json.dumps(bench_drain(args.events, args.blob_kib, args.max_inflight), indent=1))
+        return 0
+    if args.what == "engine" and args.compare:
+        from .bench_compare import bench_compare
+
+        if not args.bundle:
+            ap.error("--compare needs a BUNDLE (and --int8 for the INT8 one)")
+        print(json.dumps(bench_compare(args.bundle, args.int8, args.rounds, args.threads, args.profile,
+                                       args.agent_frames), indent=1))
         return 0
     work = tempfile.mkdtemp(prefix="ganomaly-bench-")
     ck = getattr(args, "checkpoint", None)

@@ -43,7 +43,25 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(dst)
             checkpoint_to_bundle(ck, dst, name=f"selfcheck-{head}")
             print(f"wrote {dst}")
+    write_int8(out)
     return 0
+
+
+def write_int8(out: str) -> str:
+    """The "int8" bundle: the peak bundle quantised on 40 digits it was not trained on."""
+    from ganomaly_edge.engine.bundle import open_bundle
+    from ganomaly_edge.train.int8_build import make_int8
+
+    dst = os.path.join(out, "int8")
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree(os.path.join(out, "peak"), dst)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, img in enumerate(digits()[400:440]):
+            cv2.imwrite(os.path.join(tmp, f"{i:03d}.png"), img)
+        make_int8(open_bundle(dst), tmp, source_label="scikit-learn digits 400-439 (not trained on)")
+    print(f"wrote {dst}")
+    return dst
 
 
 if __name__ == "__main__":

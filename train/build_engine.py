@@ -39,9 +39,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the on-device acceptance check instead (no SOURCE or --out; see "
                          "'ganomaly-build-engine --self-check --help'); exit 0 pass, 1 fail, 3 no TensorRT/GPU")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16",
-                    help="arithmetic of the TensorRT plan (default fp16; the bundle's "
-                         "self-test holds it to the fp16 tolerance). The engine's inputs and outputs stay as they are")
+    ap.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                    help="TensorRT plan precision (default fp16; int8 for an INT8 bundle). int8 first quantises the bundle's graph (static "
+                         "QDQ, calibrated on the training run's held-out normal frames: docs/int8-openvino.md), "
+                         "for ONNX Runtime and OpenVINO on the CPU, and builds the INT8 plan from that graph")
+    ap.add_argument("--calibration-data", metavar="DIR",
+                    help="--precision int8: a folder of normal frames to calibrate on, instead of the training "
+                         "run's held-out frames (needed when the training data is not on this machine)")
+    ap.add_argument("--int8-ops", choices=["conv", "conv+deconv"], default="conv+deconv",
+                    help="--precision int8: quantise the convolutions only, or the decoder's transposed ones too")
     ap.add_argument("--max-batch", type=int, default=8,
                     help="frames per inference call (default 8); for a tiled bundle the TensorRT profile "
                          "covers this many frames times the tiles of one frame")
@@ -108,7 +114,8 @@ def _build_plan(bundle, args) -> None:
 
     try:
         entry = build_into_bundle(bundle, BuildOptions(
-            precision=args.precision, max_batch=args.max_batch, workspace_mib=args.workspace_mib,
+            precision=args.precision or ("int8" if bundle.precision == "int8" else "fp16"),
+            max_batch=args.max_batch, workspace_mib=args.workspace_mib,
             timing_cache=args.timing_cache, progress=not args.quiet, dla_core=args.dla))
     except (BuildError, BundleError) as e:
         raise _Failed(str(e)) from e
@@ -117,6 +124,18 @@ def _build_plan(bundle, args) -> None:
     print(f"TensorRT {entry.tensorrt_version} {entry.precision} plan for {entry.gpu_name} "
           f"(sm {entry.compute_capability}{dla}): {entry.file}, parity vs reference: score "
           f"{p['max_score_diff_calibrated']:.3g} calibrated units, residual {p['max_residual_diff']:.3g}")
+
+
+def _quantise(bundle, args):
+    from .int8_build import make_int8
+
+    b = make_int8(bundle, args.calibration_data, args.int8_ops)
+    q = b.meta.quantization
+    print(f"INT8 bundle: {q.quantized_nodes} {args.int8_ops} node(s) quantised on {q.calibration_n} tiles "
+          f"(sha256 {q.calibration_sha256[:12]}) of {q.calibration_source}; on {q.heldout_frames} other held-out "
+          f"frames: max score diff {q.measured['max_score_diff_calibrated']:.3g} calibrated units, rank agreement "
+          f"{q.measured['spearman_frames']:.3f}; self-test tolerance {b.meta.tolerance['int8']}")
+    return b
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sign_key:
             load_private_key(args.sign_key)  # a bad key fails before the build, not after it
         bundle = _bundle_from(args.source, args.out, args.name)
+        if args.precision == "int8" and bundle.precision != "int8":
+            bundle = _quantise(bundle, args)
         _build_plan(bundle, args)
         if args.sign_key:
             kid = sign_bundle(args.out, args.sign_key)

@@ -56,6 +56,7 @@ class OnnxRuntimeEngine(Engine):
                  spinning: bool = True):
         super().__init__(bundle)
         ort = require_onnxruntime()
+        self.precision = bundle.precision  # "int8" for a QDQ bundle (engine/int8.py)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -27,6 +27,14 @@ class HostMemory:
         return self._data
 
 
+
+def _has_qdq(onnx_bytes: bytes) -> bool:
+    """Whether a parsed graph holds Q/DQ nodes (an explicitly quantised network)."""
+    import onnx
+
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for n in onnx.load_from_string(onnx_bytes).graph.node)
+
 def add_builder(trt, fake) -> None:
     """``trt.Builder``, ``trt.IBuilderConfig``, ``trt.IOptimizationProfile`` and ``trt.ITimingCache``."""
     DataType, Severity = trt.DataType, fake.Severity
@@ -141,6 +149,18 @@ def add_builder(trt, fake) -> None:
             if network.strongly_typed and fp16_flag:
                 emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kFP16 cannot be set for a "
                                      "strongly typed network)")
+                return None
+            # INT8: a strongly typed network refuses the precision flags, INT8 as FP16; a weakly typed
+            # one (8.6) builds Q/DQ layers only with kINT8 set (explicit quantization, TensorRT 8.6
+            # developer guide: "INT8 must be enabled using the builder configuration flag").
+            int8_flag = any(f.name == "INT8" for f in config._flags)
+            if network.strongly_typed and int8_flag:
+                emit(Severity.ERROR, "Error Code 4: API Usage Error (BuilderFlag::kINT8 cannot be set for a "
+                                     "strongly typed network)")
+                return None
+            if not network.strongly_typed and not int8_flag and _has_qdq(network.onnx):
+                emit(Severity.ERROR, "Error Code 4: Internal Error (network has Q/DQ layers, but INT8 is not "
+                                     "enabled in the builder config)")
                 return None
             for name, shape, dt in network.inputs:
                 if -1 in shape and not any(p.shapes.get(name) for p in config.profiles):

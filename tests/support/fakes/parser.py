@@ -29,6 +29,9 @@ _OPERATORS = {
     "Slice": ("FI8B", "FHILB"), "Softmax": ("F", "FH"), "Sqrt": ("F", "FH"), "Squeeze": ("FI8B", "FHILB"),
     "Sub": ("FI", "FHIL"), "Sum": ("FI", "FHIL"), "Tanh": ("F8", "FH"), "Tile": ("FIB", "FHILB"),
     "TopK": ("FI", "FHIL"), "Transpose": ("FI8B", "FHILB"), "Unsqueeze": ("FI8B", "FHILB"), "Where": ("FIB", "FHILB"),
+    # INT8 (explicit quantization): operators.md 8.6-GA and 10.1-GA, "`y_zero_point` must be 0",
+    # "`x_zero_point` must be zero" (checked in parser_rules).
+    "QuantizeLinear": ("F", "FH"), "DequantizeLinear": ("8", "8"),
 }
 _LETTERS = {"F": (1, 10), "I": (6,), "L": (7,), "B": (9,), "8": (3,), "U": (2,), "H": (16,)}
 _BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Greater", "Less", "And"}
@@ -82,6 +85,10 @@ def parser_rules(m, series: str, strongly_typed: bool) -> list[str]:
         k = constant_axes.get(n.op_type)
         if k is not None and len(n.input) > k and n.input[k] and n.input[k] not in const_values:
             errors.append(f"{where}: axes must be an initializer")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(ins) > 2:
+            zp = const_values.get(ins[2])
+            if zp is None or zp.any():
+                errors.append(f"{where}: zero point must be a constant 0 (TensorRT supports symmetric quantization only)")
         if n.op_type == "TopK" and not v8:
             if attrs.get("sorted", 1) != 1:
                 errors.append(f"{where}: sorted must be 1")

@@ -86,4 +86,5 @@ MEMBERS = {
 
 def onnx_to_trt(series: str) -> dict[int, str]:
     """ONNX element type -> the TensorRT DataType name the parser of ``series`` gives it."""
-    return {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: RULES[series].int64, 6: "INT32", 9: "BOOL"}
+    return {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: RULES[series].int64, 6: "INT32", 9: "BOOL",
+            3: "INT8"}  # INT8: the quantised weights of a QDQ graph

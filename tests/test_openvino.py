@@ -1,0 +1,163 @@
+"""The OpenVINO backend (issue 34) with the real OpenVINO runtime: its self-test on fp32 and INT8
+bundles, what ``auto`` picks and why, a clear message without OpenVINO, and the agent end to end on
+it with a real mosquitto broker on loopback."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from ganomaly_edge.engine import BundleError, load
+
+ov = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_openvino_runs_the_bundle_and_passes_its_self_test(tiny_bundle):
+    eng = load(tiny_bundle, "openvino")
+    assert eng.backend == "openvino" and eng.precision == "fp32"
+    rep = eng.selftest_report
+    assert rep["passed"] and rep["max_score_diff_calibrated"] <= 2e-3 and rep["tolerance"]["score"] == 2e-3
+    x = np.random.default_rng(0).integers(0, 256, (5, *eng.spec.shape), dtype=np.uint8)
+    s, r = eng.infer(x)
+    so, ro = load(tiny_bundle, "onnxruntime").infer(x)
+    assert s.shape == (5,) and r.shape == ro.shape
+    assert np.abs(eng.calibrated(s) - eng.calibrated(so)).max() < 2e-3
+    assert eng.describe()["backend"] == "openvino"
+
+
+def test_openvino_runs_an_int8_bundle_in_int8(tiny_bundle, digits, tmp_path):
+    from ganomaly_edge.train.build_engine import main
+
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    for i, img in enumerate(digits[0][-24:]):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    out = str(tmp_path / "int8")
+    assert main([tiny_bundle, "--out", out, "--precision", "int8", "--no-tensorrt", "--quiet",
+                 "--calibration-data", str(folder)]) == 0
+    eng = load(out, "openvino")
+    assert eng.precision == "int8" and eng.selftest_report["passed"]
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_with_what_to_do(tiny_bundle):
+    caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    if "BF16" in caps:
+        eng = load(tiny_bundle, "openvino", openvino_precision="bf16")
+        assert eng.precision == "bf16" and eng.selftest_report["tolerance"]["score"] == 5e-2
+        return
+    with pytest.raises(BundleError, match="no bf16 support") as e:
+        load(tiny_bundle, "openvino", openvino_precision="bf16")
+    assert '"fp32"' in str(e.value)
+
+
+def test_auto_races_onnx_runtime_against_openvino_and_says_which_it_took(tiny_bundle, caplog):
+    caplog.set_level(logging.INFO, logger="ganomaly_edge.engine.loader")
+    eng = load(tiny_bundle, "auto")
+    assert eng.backend in ("onnxruntime", "openvino")
+    line = next(r.getMessage() for r in caplog.records if "auto: median" in r.getMessage())
+    assert line.startswith(f"backend: {eng.backend} on the CPU") and "ms ONNX Runtime" in line and "ms OpenVINO" in line
+    assert set(eng.race) == {"onnxruntime_ms", "onnxruntime_ms_all_workers", "openvino_ms"}
+    assert eng.selftest_report["passed"]
+
+
+def test_the_race_counts_onnx_runtime_workers_sharing_the_cores(tiny_bundle):
+    """As the agent loads it: ONNX Runtime with 1 thread a worker (one worker per core), OpenVINO,
+    which takes one caller at a time, with both cores: ONNX Runtime's time per input is halved."""
+    eng = load(tiny_bundle, "auto", threads=1, openvino_threads=2)
+    r = eng.race
+    assert r["onnxruntime_ms_all_workers"] == pytest.approx(r["onnxruntime_ms"] / 2)
+    if eng.backend == "openvino":
+        assert eng.threads == 2 and r["openvino_ms"] < r["onnxruntime_ms_all_workers"]
+    else:
+        assert eng.threads == 1 and r["openvino_ms"] >= 0.97 * r["onnxruntime_ms_all_workers"]
+
+
+def test_without_openvino_the_backend_says_how_to_install_it_and_auto_keeps_onnx_runtime(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: import raises ImportError
+    with pytest.raises(BundleError, match=r"pip install 'ganomaly-edge\[openvino\]'"):
+        load(tiny_bundle, "openvino")
+    assert load(tiny_bundle, "auto").backend == "onnxruntime"
+
+
+# -- the agent end to end on OpenVINO ------------------------------------------------------------
+
+class _Subscriber:
+    def __init__(self, port, prefix):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.msgs, self.lock = [], threading.Lock()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="ov-sub",
+                             protocol=mqtt.MQTTv311)
+        self.c.on_message = lambda c, u, m: self._add(m)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.c.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def _add(self, m):
+        with self.lock:
+            self.msgs.append((m.topic, m.payload))
+
+    def payloads(self, suffix):
+        with self.lock:
+            return [json.loads(p) for t, p in self.msgs if t.endswith(suffix) and p]
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_agent_end_to_end_on_openvino_with_a_real_broker(tiny_bundle, digits, broker, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    x, _ = digits
+    frames = list(x[-12:])
+    frames[5] = 255 - frames[5]  # an inverted digit among normal ones
+    for i, img in enumerate(frames):
+        cv2.imwrite(str(scans / f"{i:03d}.png"), cv2.resize(img, (64, 64)))
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""device_id = "ovtest"
+log_level = "INFO"
+[model]
+bundle = "{tiny_bundle}"
+backend = "openvino"
+threads = 1
+[mqtt]
+port = {broker.port}
+prefix = "ganomaly/ov"
+stats_interval_s = 0.5
+[store]
+path = "{tmp_path / 'ev.db'}"
+[[cameras]]
+name = "cam"
+[cameras.source]
+kind = "folder"
+uri = "{scans}"
+watch = false
+""")
+    sub = _Subscriber(broker.port, "ganomaly/ov")
+    log_path = tmp_path / "agent.log"
+    p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(cfg)], cwd=ROOT,
+                       stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), timeout=300)
+    log = open(log_path).read()
+    assert p.returncode == 0, log
+    assert "OpenVINO" in log and "openvino self-test passed" in log
+    deadline = time.monotonic() + 10
+    while not sub.payloads("/stats") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = sub.payloads("/stats")[-1]
+    assert [e["backend"] for e in stats["engines"]] == ["openvino"]
+    assert stats["cameras"]["cam"]["frames_processed"] == 12
+    sub.close()
