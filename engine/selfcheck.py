@@ -32,8 +32,8 @@ from .meta import COMPONENTS
 # deploy, ganomaly-train --tile 64 with its defaults at 300 x 300 (49 tiles a frame), made by
 # tools/selfcheck_tiled.py; "int8": the peak bundle quantised (engine/int8.py): ONNX Runtime's
 # self-test and TensorRT's int8 build.
-TILED = "tiled"
-HEADS = COMPONENTS + (TILED, "int8")
+TILED, INT8 = "tiled", "int8"
+HEADS = COMPONENTS + (TILED, INT8)
 TILED_FRAMES = 2  # frames per call on a Jetson (deploy/JETSON.md): a 98-tile profile
 BUNDLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "selfcheck-bundles")
 EXIT_OK, EXIT_FAILED, EXIT_NO_TENSORRT = 0, 1, 3

@@ -32,7 +32,7 @@ def test_one_shipped_bundle_per_score_component_from_the_one_list():
     from ganomaly_edge.engine.meta import COMPONENTS
     from ganomaly_edge.train import scoring
 
-    assert scoring.COMPONENTS is COMPONENTS and selfcheck.HEADS == COMPONENTS + (selfcheck.TILED,)
+    assert scoring.COMPONENTS is COMPONENTS and selfcheck.HEADS == COMPONENTS + (selfcheck.TILED, selfcheck.INT8)
     paths = selfcheck.shipped_bundles()
     assert len(paths) == len(selfcheck.HEADS)
     for head, path in zip(COMPONENTS, paths):
