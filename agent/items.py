@@ -31,6 +31,10 @@ ITEM_ID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: safe 
 class BadTrigger(ValueError):
     """A trigger payload that cannot be an item id; the trigger still counts (the part is there)."""
 
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind  # one log line per kind of problem per minute, however many come
+
 
 @dataclass
 class Trigger:
@@ -45,13 +49,13 @@ def item_id(payload: bytes | str) -> str:
         try:
             payload = payload.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadTrigger("the payload is not UTF-8 text: send the item id as plain text (e.g. SN-000123)") \
+            raise BadTrigger("encoding", "the payload is not UTF-8 text: send the item id as plain text (e.g. SN-000123)") \
                 from None
     text = payload.strip()
     if len(text) > MAX_ITEM_ID:
-        raise BadTrigger(f"the item id is {len(text)} characters long; at most {MAX_ITEM_ID} are allowed")
+        raise BadTrigger("length", f"the item id is {len(text)} characters long; at most {MAX_ITEM_ID} are allowed")
     if text and not ITEM_ID.match(text):
-        raise BadTrigger(f"the item id {text[:40]!r} holds spaces or control characters: send printable "
+        raise BadTrigger("characters", f"the item id {text[:40]!r} holds spaces or control characters: send printable "
                          "ASCII without spaces (e.g. SN-000123)")
     return text
 
@@ -82,7 +86,7 @@ class Triggers:
             except BadTrigger as e:
                 item = f"{self._generated()}-bad"
                 self.stats.add("bad_triggers")
-                self.throttled.log(logging.ERROR, "bad", "camera %s: trigger %d: %s; inspected as item %s",
+                self.throttled.log(logging.ERROR, f"bad {e.kind}", "camera %s: trigger %d: %s; inspected as item %s",
                                    self.camera, self.count, e, item)
             t = Trigger(item, now, ts)
             self.pending.append(t)

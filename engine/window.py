@@ -43,13 +43,13 @@ class Window:
     def parse(cls, text: str) -> "Window":
         """``LO:HI`` or ``pLO:pHI``."""
         parts = text.strip().lower().split(":")
+        pct = len(parts) == 2 and all(p.startswith("p") for p in parts)
         try:
-            if len(parts) == 2 and all(p.startswith("p") for p in parts):
-                return cls(p_lo=float(parts[0][1:]), p_hi=float(parts[1][1:]))
-            if len(parts) == 2:
-                return cls(lo=float(parts[0]), hi=float(parts[1]))
-        except ValueError:
-            pass
+            a, b = (float(p[1:] if pct else p) for p in parts)
+        except ValueError:  # not two numbers (WindowError is one too: raised outside this try)
+            a = b = None
+        if a is not None:
+            return cls(p_lo=a, p_hi=b) if pct else cls(lo=a, hi=b)
         raise WindowError(f"window {text!r}: write LO:HI in raw pixel units (e.g. 20000:24000) or "
                           "pLO:pHI as percentiles (e.g. p0.5:p99.5)")
 
