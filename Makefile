@@ -10,7 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-packages:
 	@if command -v apt-get >/dev/null; then \
-	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl; do \
+	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl \
+	    gir1.2-aravis-0.8 aravis-tools gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev; do \
 	    dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then echo "installing$$need"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need >/dev/null; fi; \
@@ -21,7 +22,8 @@ $(BIN)/.installed: pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev]'
+	# genicam: PyGObject builds against libgirepository1.0-dev (Aravis's fake camera runs in the tests)
+	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev,genicam]'
 	touch $@
 
 setup: system-packages $(BIN)/.installed
