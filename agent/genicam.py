@@ -28,14 +28,16 @@ log = logging.getLogger(__name__)
 MISSING = ("genicam cameras need Aravis through GObject introspection: pip install 'ganomaly-edge[genicam]' "
            "(PyGObject) and apt install gir1.2-aravis-0.8 (deploy/install.sh --genicam does both)")
 
-# GenICam PFNC name -> (numpy dtype, OpenCV conversion to BGR or None for grey, bits of significance)
+# GenICam PFNC name -> (numpy dtype, OpenCV conversion to BGR or None for grey, bits of significance).
+# OpenCV names a Bayer pattern by its second row (BayerBG2BGR is RGGB); these older names exist in
+# every OpenCV a device has (the RGGB-style aliases are newer).
 FORMATS = {
     "Mono8": (np.uint8, None, 8), "Mono10": (np.uint16, None, 10), "Mono12": (np.uint16, None, 12),
     "Mono16": (np.uint16, None, 16),
-    "BayerRG8": (np.uint8, cv2.COLOR_BayerRGGB2BGR, 8), "BayerBG8": (np.uint8, cv2.COLOR_BayerBGGR2BGR, 8),
-    "BayerGR8": (np.uint8, cv2.COLOR_BayerGRBG2BGR, 8), "BayerGB8": (np.uint8, cv2.COLOR_BayerGBRG2BGR, 8),
-    "BayerRG16": (np.uint16, cv2.COLOR_BayerRGGB2BGR, 16), "BayerBG16": (np.uint16, cv2.COLOR_BayerBGGR2BGR, 16),
-    "BayerGR16": (np.uint16, cv2.COLOR_BayerGRBG2BGR, 16), "BayerGB16": (np.uint16, cv2.COLOR_BayerGBRG2BGR, 16),
+    "BayerRG8": (np.uint8, cv2.COLOR_BayerBG2BGR, 8), "BayerBG8": (np.uint8, cv2.COLOR_BayerRG2BGR, 8),
+    "BayerGR8": (np.uint8, cv2.COLOR_BayerGB2BGR, 8), "BayerGB8": (np.uint8, cv2.COLOR_BayerGR2BGR, 8),
+    "BayerRG16": (np.uint16, cv2.COLOR_BayerBG2BGR, 16), "BayerBG16": (np.uint16, cv2.COLOR_BayerRG2BGR, 16),
+    "BayerGR16": (np.uint16, cv2.COLOR_BayerGB2BGR, 16), "BayerGB16": (np.uint16, cv2.COLOR_BayerGR2BGR, 16),
     "RGB8": (np.uint8, cv2.COLOR_RGB2BGR, 8), "BGR8": (np.uint8, None, 8),
 }
 
