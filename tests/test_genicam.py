@@ -183,8 +183,10 @@ def test_buffers_become_images():
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[..., 0] = 200  # red
     assert to_image(rgb.tobytes(), 2, 2, "RGB8")[0, 0].tolist() == [0, 0, 200]  # BGR
-    bayer = to_image(np.full((4, 4), 100, np.uint8).tobytes(), 4, 4, "BayerRG8")
-    assert bayer.shape == (4, 4, 3)
+    mosaic = np.zeros((8, 8), np.uint8)
+    mosaic[0::2, 0::2] = 255  # a red scene under an RGGB filter: only the red sites are lit
+    bgr = to_image(mosaic.tobytes(), 8, 8, "BayerRG8")
+    assert bgr.shape == (8, 8, 3) and bgr[4, 4, 2] > 200 and bgr[4, 4, 0] < 50 and bgr[4, 4, 1] < 50
     with pytest.raises(SourceError, match="packed format"):
         to_image(b"\0" * 6, 2, 2, "Mono12")
 
