@@ -60,6 +60,13 @@ def item_id(payload: bytes | str) -> str:
     return text
 
 
+def item_id_or_none(payload: bytes | str) -> str | None:
+    try:
+        return item_id(payload) or None
+    except BadTrigger:
+        return None
+
+
 class Triggers:
     def __init__(self, camera: str, cfg: ItemsConfig, stats: CameraStats, on_missed: Callable[[Trigger, str], None],
                  fire: Callable[[], None] | None = None):
@@ -75,10 +82,15 @@ class Triggers:
     def _generated(self) -> str:
         return f"{self.camera}-{self.count}"
 
-    def trigger(self, payload: bytes | str) -> Trigger:
+    def trigger(self, payload: bytes | str) -> Trigger | None:
         """One trigger (from MQTT's network thread): queued for the next frame, and the camera's
         software trigger fired. A bad payload is said and counted; the part still gets a result."""
         now, ts = time.monotonic(), time.time()
+        if self.stop.is_set():  # stopping: said in its result, not left waiting for a frame
+            self.on_missed(Trigger(item_id_or_none(payload) or f"{self.camera}-late", now, ts),
+                           "the agent was stopping when this item was triggered")
+            self.stats.add("missed_triggers")
+            return None
         with self.lock:
             self.count += 1
             try:
@@ -111,6 +123,18 @@ class Triggers:
         if (frame.mono - t.mono) * 1000.0 > self.cfg.late_ms:
             self.stats.add("late_triggers")
         return t
+
+    def drain(self, why: str) -> None:
+        """Stopping: every trigger still waiting for its frame gets its result now, with the reason."""
+        self.stop.set()
+        with self.lock:
+            left, self.pending = list(self.pending), deque()
+        for t in left:
+            self.stats.add("missed_triggers")
+            self.on_missed(t, why)
+        if left:
+            log.warning("camera %s: %d item(s) triggered but not captured before stopping: their results say so",
+                        self.camera, len(left))
 
     def _expire_loop(self) -> None:
         while not self.stop.wait(0.05):

@@ -143,9 +143,9 @@ class CameraPipeline:
 
     def stop(self) -> None:
         """Stop capturing; frames already queued are still processed."""
+        if self.triggers is not None:  # before capture ends, so their results are stored before the end
+            self.triggers.drain("the agent stopped before a frame came for this item")
         self.capture.stop.set()
-        if self.triggers is not None:
-            self.triggers.stop.set()
 
     def join(self, timeout: float | None = None) -> None:
         self.capture.thread.join(timeout)

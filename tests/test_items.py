@@ -135,3 +135,29 @@ def test_bad_item_settings_are_said_at_start(tiny_bundle, tmp_path, keys, extra,
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and expect in r.stderr, r.stderr
+
+
+def test_triggers_claim_the_next_frame_and_every_one_gets_a_verdict():
+    from ganomaly_edge.agent.config import ItemsConfig
+    from ganomaly_edge.agent.items import Triggers
+    from ganomaly_edge.agent.sources import Frame
+    from ganomaly_edge.agent.stats import CameraStats
+
+    stats, missed = CameraStats(time.monotonic()), []
+    t = Triggers("cam", ItemsConfig(trigger="mqtt", timeout_s=0.5, late_ms=50), stats,
+                 on_missed=lambda trig, why: missed.append((trig.item, why)))
+    t.thread.start()
+    img = np.zeros((4, 4, 1), np.uint8)
+    before = Frame(img, 0, time.time(), time.monotonic(), t_media=0)
+    t.trigger(b"A-1")
+    assert t.claim(before) is None  # captured before the trigger: not the part
+    time.sleep(0.1)
+    after = Frame(img, 1, time.time(), time.monotonic(), t_media=0)
+    assert t.claim(after).item == "A-1" and stats["late_triggers"] == 1  # 100 ms > late_ms
+    t.trigger(b"A-2")  # no frame comes: missed after timeout_s, with the reason
+    assert wait(lambda: missed, 10) and missed[0][0] == "A-2" and "no frame within" in missed[0][1]
+    t.trigger(b"A-3")
+    t.drain("stopping")  # stopping: what still waits gets its verdict now
+    assert missed[1] == ("A-3", "stopping")
+    assert t.trigger(b"A-4") is None and missed[2][0] == "A-4"  # a trigger while stopping
+    assert stats["missed_triggers"] == 3 and stats["triggers"] == 3
