@@ -75,7 +75,7 @@ class Subscriber:
         self.c.disconnect()
 
 
-def write_config(path, bundle, port, source, store, camera="cam1", cam_extra="", extra="", cam_keys=""):
+def write_config(path, bundle, port, source, store, camera="cam1", cam_extra="", extra="", cam_keys="", mqtt_keys=""):
     """``source`` a dict of [cameras.source] keys; ``cam_keys`` the camera's own keys (e.g. window);
     ``cam_extra`` more TOML tables of the camera."""
     src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
@@ -91,6 +91,7 @@ prefix = "{PREFIX}"
 stats_interval_s = 1.0
 reconnect_min_s = 1
 reconnect_max_s = 2
+{mqtt_keys}
 [store]
 path = "{store}"
 {extra}

@@ -161,3 +161,19 @@ def test_triggers_claim_the_next_frame_and_every_one_gets_a_verdict():
     assert missed[1] == ("A-3", "stopping")
     assert t.trigger(b"A-4") is None and missed[2][0] == "A-4"  # a trigger while stopping
     assert stats["missed_triggers"] == 3 and stats["triggers"] == 3
+
+
+def test_results_are_read_back_and_deleted_under_mqtt_311(broker, tiny_bundle, tmp_path):
+    """MQTT 3.1.1 has no reason codes: the agent deletes an event only once it reads it back. Results
+    are read back too, so they leave the store instead of waiting there as refused."""
+    names, _ = scanner_folder(str(tmp_path / "scans"))
+    cfg = write_config(tmp_path / "a.toml", tiny_bundle, broker.port,
+                       {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
+                       mqtt_keys='protocol = "3.1.1"')
+    sub = Subscriber(broker.port)
+    p = start_agent(cfg, tmp_path / "agent.log", "--flush-timeout", "60")
+    assert p.wait(120) == 0
+    log = open(tmp_path / "agent.log").read()
+    assert "unsent event" not in log and "refused" not in log, log
+    assert wait(lambda: len(sub.results()) == len(names), 30)
+    sub.close()
