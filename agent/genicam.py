@@ -82,6 +82,7 @@ class GenicamSource:
     def __init__(self, cfg: SourceConfig, settings: GenicamConfig | None = None):
         Aravis = aravis()
         self.cfg, self.settings = cfg, settings or GenicamConfig()
+        self.success = Aravis.BufferStatus.SUCCESS
         self.index = 0
         self.skipped = 0
         self.lost = threading.Event()
@@ -159,7 +160,7 @@ class GenicamSource:
         if buf is None:
             return None
         try:
-            if buf.get_status() != _aravis_success():
+            if buf.get_status() != self.success:
                 self.skipped += 1  # an incomplete frame (lost packets): counted, never scored
                 log.debug("genicam %s: buffer status %s", self.cfg.uri, buf.get_status())
                 return None
@@ -178,10 +179,6 @@ class GenicamSource:
             except Exception as e:  # the camera is gone: nothing to stop
                 log.debug("genicam %s: stop_acquisition: %s", self.cfg.uri, _message(e))
         self.stream = self.cam = None
-
-
-def _aravis_success():
-    return aravis().BufferStatus.SUCCESS
 
 
 def _message(e: Exception) -> str:

@@ -197,3 +197,26 @@ def test_without_aravis_the_error_says_what_to_install():
             "try:\n    aravis()\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "pip install 'ganomaly-edge[genicam]'" in out and "gir1.2-aravis-0.8" in out
+
+
+def test_buffers_are_reused_and_never_leak_under_a_stall(fake_camera):
+    """A reader that stops reading (inference behind) lets the camera fill every buffer; reading on
+    takes them back: the stream's buffers stay the configured ones, none allocated or lost."""
+    from ganomaly_edge.agent.config import GenicamConfig, SourceConfig
+    from ganomaly_edge.agent.genicam import GenicamSource
+
+    src = GenicamSource(SourceConfig(kind="genicam", uri=DEVICE), GenicamConfig(buffers=4))
+    try:
+        assert tuple(src.stream.get_n_buffers()) == (4, 0)
+        assert wait(lambda: tuple(src.stream.get_n_buffers()) == (0, 4), 30)  # the stall: all filled, none read
+        frames = []
+        deadline = time.monotonic() + 60
+        while len(frames) < 12 and time.monotonic() < deadline:
+            f = src.read()
+            if f is not None:
+                frames.append(f)
+        assert len(frames) == 12 and frames[0].image.shape == (512, 512, 1)
+        n_in, n_out = src.stream.get_n_buffers()
+        assert n_in + n_out == 4  # every popped buffer went back
+    finally:
+        src.close()
