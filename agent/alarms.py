@@ -144,9 +144,13 @@ class Alarms:
         it = job.it
         alarm_id = None
         if job.fired:
-            seq_ev = self.event(it, job.res, job.score, job.raw)
-            alarm_id = seq_ev[0].id
-            self._store_alarm(it, *seq_ev)
+            try:
+                ev, blobs = self.event(it, job.res, job.score, job.raw)
+                self._store_alarm(it, ev, blobs)
+                alarm_id = ev.id
+            except Exception:  # the alarm (crops) is lost, said; the item's verdict still goes out
+                log.exception("camera %s: could not store the alarm of item %s; its result says NG without it",
+                              self.cam.name, it.frame.item or it.frame.name)
         start = it.frame.t0 or it.frame.mono
         latency = job.decided - start
         self.stats.latency["trigger_to_result"].add(latency)
