@@ -57,6 +57,8 @@ threshold = -1000000.0
 k = 1
 n = 1
 cooldown_s = 0
+[cameras.items]
+results = false  # these tests count alarm events in the store; per-item results: tests/test_items.py
 """)
     return str(path)
 
