@@ -15,7 +15,8 @@ APT := apt-get -o DPkg::Lock::Timeout=600
 
 system-packages:
 	@if command -v apt-get >/dev/null; then \
-	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl; do \
+	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl \
+	    gir1.2-aravis-0.8 aravis-tools gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev; do \
 	    dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then echo "installing$$need"; \
 	    $(SUDO) $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y -qq $$need >/dev/null; fi; \
@@ -26,7 +27,8 @@ $(BIN)/.installed: pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, the build TORCH names (cpu unless told), so nothing pulls another one
 	sh deploy/install-torch.sh $(BIN)/pip $(TORCH)
-	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev,openvino]'
+	# genicam: PyGObject builds against libgirepository1.0-dev (Aravis's fake camera runs in the tests)
+	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[cpu,train,dev,openvino,genicam]'
 	touch $@
 
 setup: system-packages $(BIN)/.installed

@@ -56,7 +56,9 @@ class AlarmEvent(_Strict):
     crops: list[str] = Field(description="topics of the JPEG crops, one per box, in order")
     overlay: Optional[str] = Field(None, description="topic of the heat-map overlay JPEG")
     frame_size: Optional[FrameSize] = Field(None, description="size of the original frame the boxes refer to")
-    item: Optional[str] = Field(None, description="file name of the item (folder sources)")
+    item: Optional[str] = Field(None, description="the item: its file name (folder sources) or its id (item mode: "
+                                                  "the trigger's payload); its result on <prefix>/<camera>/result "
+                                                  "names this alarm")
     model: ModelRef = Field(description="the model that scored the frame")
     schema_: Literal[2] = Field(SCHEMA_VERSION, alias="schema", description="this payload's schema version")
 

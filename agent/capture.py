@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ganomaly_edge.engine.window import to_8bit
+
 from .config import CameraConfig
 from .geometry import FrameSizeError, View, model_input
 from .ratelimit import Throttled
@@ -58,8 +60,8 @@ class Reader:
     an RTSP stream without a timeout, a FIFO, a dead network mount) is abandoned: the supervisor
     stops waiting and opens the source anew, and the stuck thread is left behind, counted."""
 
-    def __init__(self, cfg, seen: dict[str, str], record, name: str):
-        self.cfg, self.seen, self.record = cfg, seen, record
+    def __init__(self, cfg, seen: dict[str, str], record, name: str, genicam=None):
+        self.cfg, self.seen, self.record, self.genicam = cfg, seen, record, genicam
         self.results: queue.Queue = queue.Queue(maxsize=1)
         self.abandoned = threading.Event()
         self.src = None
@@ -68,7 +70,7 @@ class Reader:
 
     def _run(self) -> None:
         try:
-            self.src = open_source(self.cfg, self.seen, self.record)
+            self.src = open_source(self.cfg, self.seen, self.record, self.genicam)
             ok = self._put(("opened", None))
             while ok and not self.abandoned.is_set():
                 ok = self._put(("frame", self.src.read()))
@@ -95,8 +97,11 @@ class Capture:
     STUCK_LIMIT = 4  # abandoned reads still hanging at once: beyond this the watchdog stops
 
     def __init__(self, cam: CameraConfig, size: tuple[int, int], channels: int, q: queue.Queue, stats: CameraStats,
-                 set_online: Callable[..., None], record=None):
+                 set_online: Callable[..., None], record=None, window=None, triggers=None):
         self.cam, self.size, self.channels, self.q, self.stats = cam, size, channels, q, stats
+        self.window = window  # 16-bit frames: onto the model's 8 bits (engine/window.py)
+        self.triggers = triggers  # item mode (agent/items.py): which frames are items
+        self.reader: Reader | None = None
         self.set_online = set_online
         self.stop = threading.Event()
         self.backoff = Backoff(cam.source.retry_min_s, cam.source.retry_max_s)
@@ -138,7 +143,8 @@ class Capture:
         opened_once = False
         try:
             while not self.stop.is_set():
-                reader = Reader(self.cam.source, self.folder_seen, self.record, self.cam.name)
+                reader = self.reader = Reader(self.cam.source, self.folder_seen, self.record, self.cam.name,
+                                             self.cam.genicam)
                 msg = self._wait(reader, 2 * self.cam.source.stall_timeout_s)
                 if msg is None or msg[0] == "error":
                     self._open_failed(reader, msg)
@@ -211,7 +217,9 @@ class Capture:
 
     def _stalled(self, now: float) -> bool:
         cfg = self.cam.source
-        if cfg.kind != "folder" and now - self.last_frame > cfg.stall_timeout_s:
+        # A triggered camera is quiet between parts: its link is watched by the GenICam heartbeat instead.
+        triggered = cfg.kind == "genicam" and self.cam.genicam.trigger
+        if cfg.kind != "folder" and not triggered and now - self.last_frame > cfg.stall_timeout_s:
             self.stats.add("stalls")
             self.reason = f"no frame for {now - self.last_frame:.0f} s: stalled; reopening"
             log.warning("camera %s: no frame for %.0f s: stalled, reopening", self.cam.name, now - self.last_frame)
@@ -239,7 +247,14 @@ class Capture:
         if self.stats.first_capture is None:
             self.stats.first_capture = frame.mono
         self.stats.captured.count += 1
+        if self.triggers is not None:
+            trig = self.triggers.claim(frame)
+            if trig is None:  # between triggers: not an item
+                return
+            frame.item, frame.t0 = trig.item, trig.mono
         try:
+            if frame.image.dtype != np.uint8:  # crops and overlays are rendered through the window too
+                frame.image = to_8bit(frame.image, self.window)
             x, view = model_input(frame.image, self.cam.roi, self.cam.rotate, self.size, self.channels)
         except (FrameSizeError, ValueError) as e:
             self.stats.add("bad_frames")
@@ -247,8 +262,15 @@ class Capture:
             return
         self.put(Item(frame, x, view), force=False)
 
+    def software_trigger(self) -> None:
+        """Fire the open source's software trigger, if it has one (a GenICam camera)."""
+        src = getattr(self.reader, "src", None)
+        fire = getattr(src, "software_trigger", None)
+        if fire is not None:
+            fire()
+
     def put(self, item: Any, force: bool) -> None:
-        live = self.cam.source.live
+        live = self.cam.source.live and self.triggers is None  # an item is never dropped
         while True:
             try:
                 self.q.put(item, timeout=0.1 if not live else 0)

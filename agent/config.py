@@ -94,9 +94,11 @@ class RoiConfig(Strict):
 
 
 class SourceConfig(Strict):
-    kind: Literal["camera", "file", "url", "gstreamer", "folder"] = Field(
-        ..., description="camera index, video file, RTSP/HTTP URL, GStreamer pipeline, or image folder")
-    uri: str = Field(..., description="camera index ('0'), file path, URL, pipeline string or folder path")
+    kind: Literal["camera", "file", "url", "gstreamer", "folder", "genicam"] = Field(
+        ..., description="camera index, video file, RTSP/HTTP URL, GStreamer pipeline, image folder, or an "
+                         "industrial GigE Vision / USB3 Vision camera through Aravis (genicam)")
+    uri: str = Field(..., description="camera index ('0'), file path, URL, pipeline string, folder path, or the "
+                                      "GenICam device id as Aravis lists it (arv-tool-0.8; '' = the first camera)")
     loop: bool = Field(False, description="file: start again at the end instead of finishing")
     fps: float | None = Field(None, gt=0, description="file: play back at this rate (default: as fast as "
                                                        "inference allows, never dropping)")
@@ -117,7 +119,7 @@ class SourceConfig(Strict):
     @property
     def live(self) -> bool:
         """Live sources drop the oldest frame when inference falls behind; files and folders wait."""
-        return self.kind in ("camera", "url", "gstreamer") or (self.kind == "file" and self.fps is not None)
+        return self.kind in ("camera", "url", "gstreamer", "genicam") or (self.kind == "file" and self.fps is not None)
 
 
 class DecisionConfig(Strict):
@@ -163,6 +165,52 @@ class LocalisationConfig(Strict):
         return v
 
 
+# -- the plant's side: industrial cameras, triggered items, 16-bit windows ---------------------
+GENICAM_FORMATS = ("Mono8", "Mono10", "Mono12", "Mono16", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8",
+                   "BayerRG16", "BayerBG16", "BayerGR16", "BayerGB16", "RGB8", "BGR8")
+
+
+class GenicamConfig(Strict):
+    """Settings written to a GenICam camera (kind = "genicam") when it opens; unset = the camera's own."""
+
+    pixel_format: str | None = Field(None, description="pixel format: " + ", ".join(GENICAM_FORMATS) +
+                                     " (Mono10/12 are scaled to 16 bits; windows are in 16-bit units)")
+    exposure_us: float | None = Field(None, gt=0, description="exposure time, microseconds")
+    gain_db: float | None = Field(None, ge=0, description="analogue gain, dB")
+    frame_rate: float | None = Field(None, gt=0, le=10000, description="acquisition frame rate (free-running)")
+    packet_size: int | None = Field(None, ge=576, le=16384, description="GigE Vision stream packet size, bytes "
+                                                                        "(9000 with jumbo frames; docs/plant.md)")
+    packet_delay: int | None = Field(None, ge=0, description="GigE Vision inter-packet delay, ns (several "
+                                                             "cameras on one link)")
+    trigger: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$",
+                                description="frame trigger source: 'Software' (the agent fires it on each item "
+                                            "trigger), 'Line0'.. (the camera's hardware input); unset = free-running")
+    buffers: int = Field(8, ge=2, le=256, description="stream buffers allocated once and reused")
+
+    @field_validator("pixel_format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        if v is not None and v not in GENICAM_FORMATS:
+            raise ValueError(f"pixel format {v!r} cannot feed the model: use one of {', '.join(GENICAM_FORMATS)} "
+                             "(arv-tool-0.8 control PixelFormat lists what the camera offers)")
+        return v
+
+
+class ItemsConfig(Strict):
+    """Item mode: one frame per trigger, scored as one item (k-of-n debouncing off), and a result
+    on <prefix>/<camera>/result for every item (also for folder sources, where a file is an item)."""
+
+    trigger: Literal["off", "mqtt", "camera"] = Field(
+        "off", description="off: a stream of frames; mqtt: one item per message on <prefix>/<camera>/trigger "
+                           "(payload: the item id, optional); camera: every frame is an item (the camera's own "
+                           "hardware trigger, genicam.trigger = 'Line0')")
+    results: bool | None = Field(None, description="publish a result per item (default: on for folders and in "
+                                                   "item mode)")
+    timeout_s: float = Field(2.0, gt=0, le=3600, description="a trigger that gets no frame within this is missed "
+                                                             "(counted; its result says ok = false)")
+    late_ms: float = Field(200.0, gt=0, description="a trigger whose frame comes later than this is counted late")
+
+
 class CameraConfig(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", max_length=128,
                       description="camera name, used in topics (letters, digits, _ and -)")
@@ -174,9 +222,32 @@ class CameraConfig(Strict):
                           "default: the bundle's working resolution, for which its threshold was calibrated. "
                           "A tiled model takes any size of at least one tile; an untiled one only its own")
     bundle: str | None = Field(None, description="model bundle for this camera; default model.bundle")
+    genicam: GenicamConfig = Field(default_factory=GenicamConfig, description="GenICam camera settings")
+    items: ItemsConfig = Field(default_factory=ItemsConfig, description="item mode and per-item results")
+    window: str | None = Field(None, description="16-bit images: intensity window onto the model's 8 bits, "
+                                                 "'LO:HI' raw units or 'pLO:pHI' percentiles; default the "
+                                                 "bundle's (the one it was trained with), else the top 8 bits")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="alarm decision")
     localisation: LocalisationConfig = Field(default_factory=LocalisationConfig,
                                              description="boxes and crops of anomalous regions")
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ganomaly_edge.engine.window import Window
+
+            Window.parse(v)  # a WindowError (ValueError) names the problem
+        return v
+
+    @property
+    def item_mode(self) -> bool:
+        return self.items.trigger != "off"
+
+    @property
+    def results(self) -> bool:
+        return self.items.results if self.items.results is not None else (
+            self.item_mode or self.source.kind == "folder")
 
     @field_validator("rotate", mode="before")
     @classmethod

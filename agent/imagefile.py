@@ -175,8 +175,9 @@ def complete(data: bytes) -> bool:
     return True
 
 
-def read_image_file(path: str, channels: int, max_pixels: int) -> np.ndarray:
-    """BGR or grey uint8 image; SkipFile with the reason otherwise."""
+def read_image_file(path: str, channels: int, max_pixels: int, keep_depth: bool = False) -> np.ndarray:
+    """BGR or grey uint8 image (uint16 for a 16-bit file with ``keep_depth``: an X-ray scanner's
+    dynamic range goes through the camera's window later); SkipFile with the reason otherwise."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -210,12 +211,13 @@ def read_image_file(path: str, channels: int, max_pixels: int) -> np.ndarray:
         raise SkipFile(f"its {fmt} header claims {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, above "
                        f"source.max_pixels ({max_pixels:,}); nothing was decoded")
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
+        flags = (cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE) | (cv2.IMREAD_ANYDEPTH if keep_depth else 0)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
         raise SkipFile(f"OpenCV cannot decode it ({str(e).strip().splitlines()[-1][:120]})") from None
     if img is None:
         raise SkipFile("not a decodable image (corrupt or unsupported format)", retry=True)
     try:
-        return to_channels(img, channels)
+        return to_channels(img, channels, keep_depth)
     except ValueError as e:
         raise SkipFile(str(e)) from None

@@ -40,11 +40,13 @@ class Inference:
     def __init__(self, name: str, engine: Engine, tiling: Tiling, q: queue.Queue, stats: CameraStats, debounce: Debouncer,
                  max_batch: int, workers: int, on_alarm: Callable[[Scored], None], on_end: Callable[[], None],
                  on_normal: Callable[[Item], None] | None = None,
-                 on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5):
+                 on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5,
+                 on_item: Callable[..., None] | None = None):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
         self.tiling = tiling
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
         self.on_normal = on_normal or (lambda item: None)
+        self.on_item = on_item  # per-item results: every decision, OK or NG, in order
         self.on_engine_failure = on_engine_failure or (lambda why: None)
         self.max_failures, self.failures = max_failures, 0
         self.heartbeat = time.monotonic()
@@ -135,6 +137,9 @@ class Inference:
                 self.stats.processed.count += 1
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
                                              Scored(it, residual[i], float(scores[i]), float(raw[i])))
+                if self.on_item is not None:  # item mode: n = 1, so a fired decision is this item's
+                    self.on_item(it, residual[i], float(scores[i]), float(raw[i]), fired is not None)
+                    continue
                 if fired is not None:
                     self.on_alarm(fired)
                 if fired is None or fired.item is not it:

@@ -57,6 +57,7 @@ class MqttPublisher:
         self.json_mid: dict[int, int] = {}
         self.sent_upto = 0
         self.retained: dict[str, str] = dict(retained or [])  # published again on every connect
+        self.subscriptions: dict[str, Callable[[bytes], Any]] = {}  # topic -> handler (item triggers)
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
         self.connects = 0
@@ -143,7 +144,9 @@ class MqttPublisher:
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
-            client.subscribe(self.topics.alarm("+"), qos=1)
+            self.echo_mid = client.subscribe([(self.topics.alarm("+"), 1), (self.topics.result("+"), 1)])[1]
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
@@ -175,6 +178,12 @@ class MqttPublisher:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
         failed = [rc for rc in reason_codes if rc.is_failure]
+        if mid != getattr(self, "echo_mid", None):  # an item trigger topic
+            if failed:
+                self.throttled.log(logging.ERROR, "suback-trigger", "MQTT: the broker refused the subscription to "
+                                   "the item trigger topics (%s): no item will be triggered; allow this client to "
+                                   "read %s in the broker's ACL", failed[0], self.topics.trigger("+"))
+            return
         self.echo_ok = not failed
         if failed:
             self.throttled.log(logging.ERROR, "suback", "MQTT: the broker refused the subscription to %s (%s): "
@@ -182,8 +191,19 @@ class MqttPublisher:
                                "alarms back that cannot be seen; use protocol = \"5\" or allow reading it",
                                self.topics.alarm("+"), failed[0])
 
+    def subscribe(self, topic: str, handler: Callable[[bytes], Any]) -> None:
+        """Call ``handler(payload)`` for every message on ``topic`` (QoS 1, subscribed on every connect)."""
+        self.subscriptions[topic] = handler
+
     def _on_message(self, client, userdata, msg) -> None:
-        if not msg.topic.endswith("/alarm"):
+        handler = self.subscriptions.get(msg.topic)
+        if handler is not None:
+            try:
+                handler(msg.payload)
+            except Exception:  # on the network thread: said, never raised
+                log.exception("MQTT: handling a message on %s failed", msg.topic)
+            return
+        if not msg.topic.endswith(("/alarm", "/result")):
             return
         try:
             event_id = json.loads(msg.payload)["id"]

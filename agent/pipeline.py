@@ -15,12 +15,14 @@ from typing import Any, Callable
 
 from ganomaly_edge.engine import Engine
 from ganomaly_edge.engine.tiling import Tiling, TilingError
+from ganomaly_edge.engine.window import Window
 
 from .alarms import Alarms
 from .capture import Capture
 from .config import CameraConfig, ConfigError
 from .decision import Debouncer
 from .inference import Inference
+from .items import Triggers
 from .sources import FolderRecord
 from .stats import CameraStats
 from .topics import Topics
@@ -55,12 +57,32 @@ def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
     return out
 
 
+def camera_window(cam: CameraConfig, engine: Engine) -> Window | None:
+    """How 16-bit frames become the model's 8 bits: the camera's window, else the bundle's (the one
+    it was trained with), else None (the top 8 bits)."""
+    if cam.window:
+        w = Window.parse(cam.window)
+        trained = engine.bundle.window
+        if trained is not None and trained != w:
+            log.warning("camera %s: window %s differs from the %s bundle %s was trained with: scores on 16-bit "
+                        "images are then not calibrated", cam.name, w.text(), trained.text(), engine.bundle.name)
+        return w
+    return engine.bundle.window
+
+
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
                  device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
                  max_failures: int = 5):
         self.cam, self.engine = cam, engine
+        if cam.source.kind == "genicam":
+            from .genicam import aravis
+
+            try:
+                aravis()
+            except ImportError as e:  # at start, once, with what to install; not a retry loop
+                raise ValueError(f"camera {cam.name}: {e}") from None
         self.tiling = camera_tiling(cam, engine)
         max_batch = min(max_batch, engine.max_frames(self.tiling) or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
@@ -75,30 +97,54 @@ class CameraPipeline:
         self.status_reason = ""
         self.finished = threading.Event()
         self.stats = CameraStats(time.monotonic())
-        d = cam.decision.resolved(cam.source.kind)
+        # Item mode scores each item alone: k-of-n debouncing and the cooldown are off, as for folders.
+        d = cam.decision.resolved("folder" if cam.item_mode else cam.source.kind)
+        if cam.results:
+            d = d.model_copy(update={"k": 1, "n": 1, "cooldown_s": 0.0})
         self.threshold = d.threshold if d.threshold is not None else engine.bundle.calibration.threshold
         channels = engine.spec.channels
         size = (self.tiling.height, self.tiling.width)
         # A scanner folder's processed files are recorded in the event store: a restart inspects
         # (and alarms on) nothing twice.
         self.record = FolderRecord(store, cam.name, cam.source.uri) if cam.source.kind == "folder" else None
-        self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record)
+        self.triggers = self._triggers(cam, publisher, topics)
+        self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record,
+                               window=camera_window(cam, engine), triggers=self.triggers)
         self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id)
         self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
-                                   on_engine_failure=self._engine_failed, max_failures=max_failures)
+                                   on_engine_failure=self._engine_failed, max_failures=max_failures,
+                                   on_item=self.alarms.put_item if cam.results else None)
         self.reload_engine = reload_engine
+
+    def _triggers(self, cam: CameraConfig, publisher, topics: Topics) -> Triggers | None:
+        if not cam.item_mode:
+            return None
+        if cam.source.kind == "folder":
+            raise ValueError(f"camera {cam.name}: items.trigger = {cam.items.trigger!r} is for cameras; a folder's "
+                             "files are items already (remove items.trigger)")
+        t = Triggers(cam.name, cam.items, self.stats, on_missed=lambda trig, why: self.alarms.put_missed(trig, why),
+                     fire=lambda: self.capture.software_trigger())
+        if cam.items.trigger == "mqtt":
+            if publisher is None:
+                raise ValueError(f"camera {cam.name}: items.trigger = 'mqtt' needs the MQTT connection")
+            publisher.subscribe(topics.trigger(cam.name), t.trigger)
+        return t
 
     def start(self) -> None:
         # Consumers before producers: a source that ends at once must find them running.
         self.alarms.thread.start()
+        if self.triggers is not None:
+            self.triggers.thread.start()
         for t in self.inference.threads:
             t.start()
         self.capture.thread.start()
 
     def stop(self) -> None:
         """Stop capturing; frames already queued are still processed."""
+        if self.triggers is not None:  # before capture ends, so their results are stored before the end
+            self.triggers.drain("the agent stopped before a frame came for this item")
         self.capture.stop.set()
 
     def join(self, timeout: float | None = None) -> None:

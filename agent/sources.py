@@ -43,6 +43,8 @@ class Frame:
     t_media: float = 0.0  # stream time for decisions: the video position for files, else monotonic
     path: str = ""  # folder items: the file, recorded as processed once decided
     stamp: str = ""  # folder items: size:mtime_ns of the version read (a rewritten file is a new item)
+    item: str = ""  # item mode: the item's id (the trigger's payload, or generated)
+    t0: float = 0.0  # item mode: monotonic time of the trigger, for the result's latency (0: ``mono``)
 
 
 class VideoSource:
@@ -318,7 +320,7 @@ class FolderSource:
     def _inspect(self, path: str) -> np.ndarray | None:
         stamp = _stamp(path) or ""  # of the version about to be read: a later rewrite is a new item
         try:
-            img = read_image_file(path, 3, self.cfg.max_pixels)
+            img = read_image_file(path, 3, self.cfg.max_pixels, keep_depth=True)
         except SkipFile as e:
             tries = self.attempts.get(path, 0) + 1
             if e.retry and tries < self.RETRIES and os.path.exists(path):
@@ -404,7 +406,12 @@ def _entry_stamp(entry: os.DirEntry) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def open_source(cfg: SourceConfig, folder_seen: dict[str, str] | None = None, record: FolderRecord | None = None):
+def open_source(cfg: SourceConfig, folder_seen: dict[str, str] | None = None, record: FolderRecord | None = None,
+                genicam=None):
     if cfg.kind == "folder":
         return FolderSource(cfg, folder_seen, record)
+    if cfg.kind == "genicam":
+        from .genicam import GenicamSource
+
+        return GenicamSource(cfg, genicam)
     return VideoSource(cfg)

@@ -46,14 +46,16 @@ class CameraStats:
     """Every counter and latency of one camera's pipeline, in one place; the stages add to it and
     ``snapshot`` reads it for the stats topic."""
 
-    COUNTERS = ("dropped", "skipped", "bad_frames", "reconnects", "stalls", "alarms", "source_errors")
+    COUNTERS = ("dropped", "skipped", "bad_frames", "reconnects", "stalls", "alarms", "source_errors",
+                # item mode (agent/items.py) and per-item results
+                "results", "triggers", "missed_triggers", "late_triggers", "bad_triggers")
 
     def __init__(self, now: float):
         self.captured, self.processed = Rate(now), Rate(now)
         self.counts = {name: 0 for name in self.COUNTERS}
         self.lock = threading.Lock()
         self.latency = {"queue": Latency(), "inference_batch": Latency(), "postprocess": Latency(),
-                        "capture_to_decision": Latency()}
+                        "capture_to_decision": Latency(), "trigger_to_result": Latency()}
         self.first_capture: float | None = None
         self.last_done: float | None = None
 

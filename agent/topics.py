@@ -8,6 +8,8 @@
     <prefix>/<camera>/alarm                  JSON event (agent/alarm.schema.json)
     <prefix>/<camera>/alarm/<id>/crop/<k>    JPEG
     <prefix>/<camera>/alarm/<id>/overlay     JPEG
+    <prefix>/<camera>/result                 JSON verdict per item (agent/result.schema.json)
+    <prefix>/<camera>/trigger                subscribed: one item per message (payload: its id)
     <prefix>/stats                           JSON, every stats_interval_s
 """
 
@@ -58,3 +60,9 @@ class Topics:
     def overlay(self, camera: str, event_id: str) -> str:
         """The frame with the boxes drawn on it (JPEG), QoS 1, when `localisation.overlay` is on."""
         return self._join(camera, "alarm", event_id, "overlay")
+
+    def result(self, camera: str) -> str:
+        return self._join(camera, "result")
+
+    def trigger(self, camera: str) -> str:
+        return self._join(camera, "trigger")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ganomaly-edge as a systemd service. Run as root from the repository root.
 #
-#   deploy/install.sh [--tensorrt] [--gpu] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
+#   deploy/install.sh [--tensorrt] [--gpu] [--genicam] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
 #                     [--mqtt-port N] [--mqtts-port N] [--l4t | --no-l4t]
 #
 #   /opt/ganomaly-edge/venv      the venv (sees the system site-packages: JetPack's TensorRT, OpenCV, numpy)
@@ -15,6 +15,9 @@
 #             On a Jetson, install NVIDIA's onnxruntime-gpu wheel yourself (deploy/JETSON.md): kept if found
 # Both branches install onnx (every plan build checks the graph with it) and ONNX Runtime (the CPU
 # fallback, and the self-check's reference); on a Jetson the ONNX Runtime wheel from PyPI.
+# --genicam   industrial GigE Vision / USB3 Vision cameras (source kind "genicam"): Aravis from apt
+#             (gir1.2-aravis-0.8, aravis-tools for arv-tool-0.8) and python3-gi, which the venv sees; the
+#             [genicam] extra (PyGObject) is then satisfied without building anything (docs/plant.md)
 # --broker    a local mosquitto beside Debian's stock config: a loopback listener for the agent
 #             and a TLS listener for subscribers, both with a password file this script makes
 # --signing-key  an ed25519 key pair for bundles: /etc/ganomaly-edge/bundle-signing.pem (root only)
@@ -24,11 +27,12 @@
 # Re-running is safe: existing config, credentials, certificates and passwords are kept.
 set -euo pipefail
 
-ROOT=""; TRT=0; GPU=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
+ROOT=""; TRT=0; GPU=0; GENICAM=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
 while [ $# -gt 0 ]; do
   case "$1" in
     --tensorrt) TRT=1;;
     --gpu) GPU=1;;
+    --genicam) GENICAM=1;;
     --broker) BROKER=1;;
     --signing-key) SIGN=1;;
     --root) ROOT=$(cd "$2" && pwd); shift;;
@@ -38,7 +42,7 @@ while [ $# -gt 0 ]; do
     --mqtts-port) MQTTS_PORT=$2; shift;;
     --l4t) L4T=1;;
     --no-l4t) L4T=0;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
   shift
@@ -70,6 +74,7 @@ fi
 if [ "$APT" = 1 ]; then
   pkgs="python3-venv openssl"
   [ "$BROKER" = 1 ] && pkgs="$pkgs mosquitto mosquitto-clients"
+  [ "$GENICAM" = 1 ] && pkgs="$pkgs gir1.2-aravis-0.8 aravis-tools python3-gi"
   # wait for the dpkg lock another apt holds (a fresh machine's unattended upgrades at boot)
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $pkgs >/dev/null
@@ -116,7 +121,12 @@ else
     "$VENV/bin/pip" uninstall -q -y onnxruntime 2>/dev/null || true  # the same module as onnxruntime-gpu
   fi
 fi
+[ "$GENICAM" = 1 ] && extras="${extras%]},genicam]"
 "$VENV/bin/pip" install -q -c "$constraints" "$src$extras"
+if [ "$GENICAM" = 1 ] && [ "$APT" = 1 ]; then
+  "$VENV/bin/python" -c 'import gi; gi.require_version("Aravis", "0.8")' \
+    || die "Aravis does not import in $VENV (apt install gir1.2-aravis-0.8 python3-gi): see docs/plant.md"
+fi
 if [ "$L4T" = 1 ]; then
   if "$VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then
     say "keeping the installed ONNX Runtime $("$VENV/bin/python" -c 'import onnxruntime as o; print(o.__version__, o.get_available_providers())')"

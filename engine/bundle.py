@@ -113,6 +113,14 @@ class Bundle:
         return _tiling(t)
 
     @property
+    def window(self):
+        """The 16-bit intensity window the model was trained with (engine/window.py), or None."""
+        from .window import Window
+
+        w = self.meta.window
+        return Window.from_meta(w.model_dump(exclude_none=True)) if w is not None else None
+
+    @property
     def model_hash(self) -> str:
         return self.meta.files[ONNX][:16]
 

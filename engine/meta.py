@@ -139,6 +139,16 @@ class QuantizationMeta(_Meta):
     measured: dict[str, float] = Field(default_factory=dict)  # fp32-vs-int8 differences, rank agreement
 
 
+class WindowMeta(_Meta):
+    """The 16-bit intensity window the model was trained with (engine/window.py): fixed lo..hi or
+    percentiles p_lo..p_hi. Absent: 16-bit images keep their top 8 bits."""
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    p_lo: Optional[float] = None
+    p_hi: Optional[float] = None
+
+
 class BundleMeta(_Meta):
     format: Literal["ganomaly-edge-bundle"]
     format_version: int
@@ -148,6 +158,7 @@ class BundleMeta(_Meta):
     outputs: dict[str, Any]
     opset: Optional[int] = None
     tiling: Optional[TilingMeta] = None  # absent: one model input per frame
+    window: Optional[WindowMeta] = None  # absent (and in bundles from before windows): top 8 bits of 16
     score: ScoreMeta
     calibration: Calibration
     checkpoint: dict[str, Any] = Field(default_factory=dict)

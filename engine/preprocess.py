@@ -21,11 +21,12 @@ class ImageError(EngineError, ValueError):
     """An image the model input cannot be made from (pixel type, shape, channels)."""
 
 
-def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Greyscale or BGR ``[H, W, C]`` uint8 from any 8/16-bit, 1/3/4-channel image."""
-    if image.dtype == np.uint16:
+def to_channels(image: np.ndarray, channels: int, keep_depth: bool = False) -> np.ndarray:
+    """Greyscale or BGR ``[H, W, C]`` uint8 from any 8/16-bit, 1/3/4-channel image (16-bit stays
+    16-bit with ``keep_depth``)."""
+    if image.dtype == np.uint16 and not keep_depth:
         image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
+    elif image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"unsupported pixel type {image.dtype}: expected 8- or 16-bit images")
     if image.ndim == 2:
         image = image[:, :, None]
@@ -66,13 +67,16 @@ def prepare(image: np.ndarray, size: int | tuple[int, int], channels: int) -> np
     return resize_to(to_channels(image, channels), size)
 
 
-def read_image(path: str, channels: int) -> np.ndarray | None:
-    """Read an image file as uint8 with ``channels`` channels; None if unreadable or corrupt."""
+def read_image(path: str, channels: int, window=None) -> np.ndarray | None:
+    """Read an image file as uint8 with ``channels`` channels; None if unreadable or corrupt. A
+    16-bit image goes through ``window`` (engine/window.py; None: its top 8 bits)."""
+    from .window import to_8bit
+
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         return None
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    flag = (cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
     img = cv2.imdecode(data, flag)
     if img is None:
         return None
-    return to_channels(img, channels)
+    return to_channels(to_8bit(img, window), channels)

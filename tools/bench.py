@@ -3,6 +3,7 @@
     ganomaly-bench engine BUNDLE [--backend auto] [--batch 1,8,32] [--checkpoint CKPT]
     ganomaly-bench engine --synthetic 64x64x3       # an untrained model of the official widths
     ganomaly-bench agent [--synthetic 64x64x3 | BUNDLE]
+    ganomaly-bench items [--synthetic 64x64x3 | BUNDLE] [--rate 10] [--items 300]
 
 engine: batch-1 latency (median, p99), batched throughput, the engine's own overhead around
 the backend, PyTorch eager from the checkpoint as the baseline, and achieved GFLOP/s against a
@@ -10,6 +11,7 @@ float32 matrix-product peak measured in the same run.
 agent: end-to-end processed fps and capture->publish latency of the agent on a file source
 (real mosquitto on loopback, a set share of frames raising alarms), interleaved in rounds with
 the engine-only throughput of the same bundle on the same frames, and the agent's peak RSS.
+items: p50/p99 trigger-to-result latency of item mode at a steady trigger rate (tools/bench_items.py).
 """
 
 from __future__ import annotations
@@ -467,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--frames", type=int, default=300)
     t.add_argument("--paced-fps", type=float, default=10.0, help="frame rate of the latency run")
     t.add_argument("--rounds", type=int, default=3)
+    it = sub.add_parser("items", help="item mode: p50/p99 trigger-to-result latency at a steady trigger rate")
+    it.add_argument("bundle", nargs="?")
+    it.add_argument("--synthetic", default="64x64x3")
+    it.add_argument("--rate", type=float, default=10.0, help="triggers per second")
+    it.add_argument("--items", type=int, default=300)
+    it.add_argument("--frame-rate", type=float, default=25.0, help="the camera's free-running frame rate")
     d = sub.add_parser("drain", help="how fast a backlog of stored events drains to a real broker")
     d.add_argument("--events", type=int, default=10000)
     d.add_argument("--blob-kib", type=int, default=8, help="size of each event's JPEG-sized blob")
@@ -500,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle
     if not bundle:
         ck, bundle = synthetic(args.synthetic or "64x64x3", work, getattr(args, "score", "recon"))
+    if args.what == "items":
+        from .bench_items import bench_items
+
+        print(json.dumps(bench_items(bundle, work, args.rate, args.items, args.frame_rate), indent=1))
+        return 0
     if args.what == "engine":
         r = bench_engine(bundle, ck, args.backend, [int(b) for b in args.batch.split(",")], args.reps, args.threads)
     else:

@@ -55,6 +55,11 @@ def _train_parser() -> argparse.ArgumentParser:
                     "calibrate its score on held-out normal images and write a checkpoint.")
     ap.add_argument("--data", required=True, help="folder of normal images (png, jpg, bmp, tiff)")
     ap.add_argument("--out", required=True, help="checkpoint file to write (rewritten every epoch)")
+    ap.add_argument("--window", default="", help="16-bit images (X-ray TIFF/PNG): the intensity window onto the "
+                                                 "model's 8 bits, LO:HI in raw units (e.g. 20000:24000) or pLO:pHI "
+                                                 "percentiles per image (e.g. p0.5:p99.5); recorded in the checkpoint "
+                                                 "and bundle, and the agent reads images the same way. Default: the "
+                                                 "top 8 of 16 bits")
     ap.add_argument("--image-size", help="without --tile: the square model input (default 64). With --tile: "
                                          "the working resolution frames are resized to before tiling, a side "
                                          "or WIDTHxHEIGHT (default: the images' native size)")
@@ -145,7 +150,7 @@ def _config(args, frames_shape: tuple[int, ...]):
         rot90=not (off or args.no_rot90), shift=0 if off or args.no_shift else 4,
         brightness=0.0 if off or args.no_brightness else 0.1, time_budget_s=60.0 * args.time_budget,
         corrupt=args.corrupt if args.corrupt is not None else (0.5 if tiled else 0.0),
-        ema=ema_decay(args),
+        ema=ema_decay(args), window=args.window,
         position_stats="off" if args.no_position_stats else (args.position_stats or "auto"))
 
 
@@ -194,7 +199,13 @@ def _load(args):
         check_image_size(size)
     else:
         check_image_size(args.tile)
-    data = load_folder(args.data, size, args.channels)
+    from ganomaly_edge.engine.window import Window, WindowError
+
+    try:
+        window = Window.parse(args.window) if args.window else None
+    except WindowError as e:
+        raise DataError(f"--window: {e}") from None
+    data = load_folder(args.data, size, args.channels, window)
     if args.tile and min(data.images.shape[1:3]) < args.tile:
         raise DataError(f"the working resolution {data.images.shape[2]}x{data.images.shape[1]} is smaller "
                         f"than one {args.tile} px tile: use a smaller --tile or a larger --image-size")

@@ -43,10 +43,11 @@ def find_images(root: str) -> list[str]:
     return found
 
 
-def load_folder(root: str, size: int | tuple[int, int] | None, channels: int) -> ImageSet:
+def load_folder(root: str, size: int | tuple[int, int] | None, channels: int, window=None) -> ImageSet:
     """Every readable image under ``root``, resized to ``size`` (a side, or (height, width));
     ``size=None`` keeps the native size, and images of another size than the most common one are
-    resized to it (with a warning). Unreadable files are skipped and counted."""
+    resized to it (with a warning). Unreadable files are skipped and counted. 16-bit images go
+    through ``window`` (engine/window.py), as the agent reads them."""
     paths = find_images(root)
     if not paths:
         raise DataError(
@@ -55,7 +56,7 @@ def load_folder(root: str, size: int | tuple[int, int] | None, channels: int) ->
     images, kept, skipped = [], [], []
     for p in paths:
         try:
-            img = read_image(p, channels)
+            img = read_image(p, channels, window)
         except (OSError, ValueError) as e:  # unreadable file or odd pixel format
             log.debug("cannot read %s: %s", p, e)
             img = None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ganomaly_edge.engine.bundle import DEFAULT_TOLERANCE, Bundle, write_bundle
+from ganomaly_edge.engine.window import Window
 
 from .scoring import Scorer
 from .checkpoint import load_checkpoint, models_from_checkpoint, versions
@@ -127,6 +128,7 @@ def checkpoint_to_bundle(ckpt_path: str, out_dir: str, name: str | None = None) 
                                "meaning": RESIDUAL_MEANING[ck["score"].get("residual") or "abs"]}},
         "opset": OPSET,
         "tiling": ck.get("tiling"),
+        "window": Window.parse(cfg["window"]).as_meta() if cfg.get("window") else None,
         "score": {"name": ck["score"]["name"], "terms": ck["score"]["terms"], "k": ck["score"].get("k"),
                   "margin": ck["score"].get("margin"), "residual": ck["score"].get("residual")},
         "calibration": ck["calibration"],

@@ -69,6 +69,7 @@ class TrainConfig:
     position_stats: str = "auto"  # tiled: standardise each tile position's score on held-out frames
     # ("auto": where the positions explain enough of the normal scores' variance; "on"; "off")
     precision: str = "auto"  # training arithmetic: "auto" (bf16 where the CPU has it, 64 px and up), "fp32", "bf16"
+    window: str = ""  # 16-bit intensity window the images were read with (engine/window.py text form; "" = none)
     ema: float = 0.0  # decay per step of the generator's weight average, validated and deployed (0 = off)
 
     def weights(self) -> LossWeights:

@@ -25,10 +25,13 @@ MINIMAL_CONFIG = '[model]\nbundle = "b"\n[[cameras]]\nname = "a"\n[cameras.sourc
 
 
 def write_config(path, port, source, store, bundle=BUNDLE, camera="scanner", decision=ALARM_ON_EVERY_ITEM,
-                 roi=None, extra="", mqtt_extra="", threads=1, stats_interval_s=0.5, retry_s=(0.2, 0.5)):
+                 roi=None, extra="", mqtt_extra="", threads=1, stats_interval_s=0.5, retry_s=(0.2, 0.5),
+                 results=False):
     """Writes an agent.toml for one camera reading ``source`` (a dict of [cameras.source] keys) and
     publishing to the broker on ``port``; ``extra`` goes into [store], ``mqtt_extra`` into [mqtt],
-    ``decision`` into [cameras.decision], ``roi`` (as "x = 0, y = 0, w = 8, h = 8") onto the camera."""
+    ``decision`` into [cameras.decision], ``roi`` (as "x = 0, y = 0, w = 8, h = 8") onto the camera.
+    Per-item results are off unless ``results``: these tests count alarm events in the store
+    (results: tests/test_items.py)."""
     src = "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items())
     roi = f"roi = {{ {roi} }}" if roi else ""
     path.write_text(f"""device_id = "test"
@@ -54,6 +57,8 @@ retry_min_s = {retry_s[0]}
 retry_max_s = {retry_s[1]}
 [cameras.decision]
 {decision}
+[cameras.items]
+results = {"true" if results else "false"}
 """)
     return str(path)
 
