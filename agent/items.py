@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import ItemsConfig
+from .errors import AgentError
 from .ratelimit import Throttled
 from .stats import CameraStats
 
@@ -28,7 +29,7 @@ MAX_ITEM_ID = 128
 ITEM_ID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: safe in JSON, logs and PLC strings
 
 
-class BadTrigger(ValueError):
+class BadTrigger(AgentError, ValueError):
     """A trigger payload that cannot be an item id; the trigger still counts (the part is there)."""
 
     def __init__(self, kind: str, reason: str):

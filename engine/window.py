@@ -16,8 +16,10 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import EngineError
 
-class WindowError(ValueError):
+
+class WindowError(EngineError, ValueError):
     """A window that cannot be used; the message says why and what to write instead."""
 
 
