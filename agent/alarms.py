@@ -54,8 +54,12 @@ class Alarms:
             except Exception:  # one bad alarm must not stop the camera
                 log.exception("camera %s: could not store an alarm", self.cam.name)
 
-    def event(self, it: Item, res: np.ndarray, score: float, raw: float = float("nan")) -> tuple[AlarmEvent, list]:
-        """The typed event and its JPEG messages (topic, bytes) for one fired frame."""
+    def event(self, it: Item, res: np.ndarray, score: float, raw: float = float("nan"), engine: Engine | None = None,
+              threshold: float | None = None) -> tuple[AlarmEvent, list]:
+        """The typed event and its JPEG messages (topic, bytes) for one fired frame, naming the
+        model that scored it (after a swap, alarms still queued here came from the old one)."""
+        engine = engine or self.engine
+        threshold = self.threshold if threshold is None else threshold
         loc, name = self.cam.localisation, self.cam.name
         boxes = boxes_in_frame(res, it.view, loc)
         event_id = uuid.uuid4().hex
@@ -65,16 +69,17 @@ class Alarms:
             blobs.append((self.topics.overlay(name, event_id), overlay(it.frame.image, res, it.view, boxes, loc)))
         ev = AlarmEvent(
             id=event_id, ts=round(it.frame.ts, 6), device_id=self.device_id, camera=name, frame_index=it.frame.index,
-            score=round(score, 5), raw_score=float(f"{raw:.6g}"), threshold=self.threshold, boxes=[b.as_dict() for b in boxes],
+            score=round(score, 5), raw_score=float(f"{raw:.6g}"), threshold=threshold, boxes=[b.as_dict() for b in boxes],
             crops=[t for t, _ in blobs if "/crop/" in t],
             overlay=self.topics.overlay(name, event_id) if loc.overlay else None,
             frame_size={"w": int(it.frame.image.shape[1]), "h": int(it.frame.image.shape[0])},
             item=it.frame.name or None,
-            model={"name": self.engine.bundle.name, "hash": self.engine.bundle.model_hash})
+            model={"name": engine.bundle.name, "hash": engine.bundle.model_hash})
         return ev, blobs
 
-    def _alarm(self, it: Item, res: np.ndarray, score: float, raw: float) -> Any:
-        ev, blobs = self.event(it, res, score, raw)
+    def _alarm(self, it: Item, res: np.ndarray, score: float, raw: float, engine: Engine | None = None,
+               threshold: float | None = None) -> Any:
+        ev, blobs = self.event(it, res, score, raw, engine, threshold)
         done = ((self.record.source, it.frame.path, it.frame.stamp) if self.record is not None and it.frame.path
                 else None)
         seq = self.store.add(ev.id, self.cam.name, self.topics.alarm(self.cam.name), ev.payload(), blobs,

@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(retries):
         os.remove(retries)
 
+    _install_signals(agent, args.config)
+    agent.run(flush_timeout=args.flush_timeout)
+    _exit_after_stop(0)
+
+
+def _install_signals(agent, config: str | None) -> None:
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
         logging.getLogger("ganomaly").info("signal %s: stopping", name)
@@ -75,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent.run(flush_timeout=args.flush_timeout)
-    _exit_after_stop(0)
+    # SIGHUP (systemctl reload): the bundle paths of the config read again, each camera hot-swapped
+    signal.signal(signal.SIGHUP, lambda signum, frame: agent.reload_config(config))
 
 
 def _gpu_retry_file(settings) -> str:

@@ -32,6 +32,8 @@ class Inference:
                  on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
         self.tiling = tiling
+        self.threshold: float | None = None  # None: the debouncer's own; set by a model swap
+        self.model_lock = threading.Lock()  # the model a batch is scored with: read once per batch
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
         self.on_normal = on_normal or (lambda item: None)
         self.on_engine_failure = on_engine_failure or (lambda why: None)
@@ -46,8 +48,22 @@ class Inference:
         self.threads = [threading.Thread(target=self._loop, name=f"infer-{name}-{i}", daemon=True)
                         for i in range(workers)]
 
-    def _take(self) -> tuple[int, list[Item]] | None:
-        """The next micro-batch (what is waiting, up to max_batch) and its number; None at the end."""
+    def model(self) -> tuple[Engine, Tiling, float | None]:
+        with self.model_lock:
+            return self.engine, self.tiling, self.threshold
+
+    def swap(self, engine: Engine, tiling: Tiling, threshold: float | None) -> Engine:
+        """Score every batch taken from now on with ``engine``; batches already taken finish on
+        the old one. Batches are numbered and given their model under one lock, in the order they
+        are decided, so the model changes between two batches: no frame is lost or scored twice."""
+        with self.model_lock:
+            old = self.engine
+            self.engine, self.tiling, self.threshold = engine, tiling, threshold
+            return old
+
+    def _take(self) -> tuple[int, list[Item], tuple] | None:
+        """The next micro-batch (what is waiting, up to max_batch), its number and the model that
+        scores it; None at the end."""
         with self.take_lock:
             if self.ending:
                 return None
@@ -67,7 +83,7 @@ class Inference:
                 batch.append(nxt)
             n = self.next_batch
             self.next_batch += 1
-            return n, batch
+            return n, batch, self.model()
 
     def health(self, now: float, grace: float) -> str | None:
         """Why inference is stuck (frames wait, nothing decided for ``grace`` s), or None."""
@@ -85,11 +101,11 @@ class Inference:
         if last:  # every batch is decided: no alarm can follow
             self.on_end()
 
-    def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray]:
+    def _score(self, batch: list[Item], engine: Engine, tiling: Tiling) -> tuple[list[Item], np.ndarray, np.ndarray]:
         try:
-            raw, residual = self.engine.score_frames(np.stack([it.x for it in batch]), self.tiling)
+            raw, residual = engine.score_frames(np.stack([it.x for it in batch]), tiling)
             self.failures = 0
-            return batch, self.engine.calibrated(raw), residual, raw
+            return batch, engine.calibrated(raw), residual, raw
         except Exception as e:  # e.g. a GPU error: the frames are counted, the camera goes on
             self.failures += 1
             log.error("camera %s: inference failed on %d frame(s) from frame %d (%d in a row): %s", self.name,
@@ -106,23 +122,28 @@ class Inference:
             engine = self.on_engine_failure(why)
             self.failures = 0
             if engine is not None:
-                self.engine = engine
+                with self.model_lock:
+                    self.engine = engine
 
-    def _process(self, n: int, batch: list[Item]) -> None:
+    def _process(self, n: int, batch: list[Item], model: tuple) -> None:
         t0 = time.monotonic()
         lat = self.stats.latency
         for it in batch:
             lat["queue"].add(t0 - it.frame.mono)
-        batch, scores, residual, raw = self._score(batch)
+        engine, tiling, threshold = model
+        batch, scores, residual, raw = self._score(batch, engine, tiling)
         t1 = time.monotonic()
         lat["inference_batch"].add(t1 - t0)
         with self.order:  # debounce and cooldown see the frames in capture order
             while self.next_decision != n:
                 self.order.wait()
+            if threshold is not None:
+                self.debounce.threshold = threshold
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
-                                             (it, residual[i], float(scores[i]), float(raw[i])))
+                                             (it, residual[i], float(scores[i]), float(raw[i]), engine,
+                                              self.debounce.threshold))
                 if fired is not None:
                     self.on_alarm(fired)
                 if fired is None or fired[0] is not it:

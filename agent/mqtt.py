@@ -48,6 +48,9 @@ class MqttPublisher:
         self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
         self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
         self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
+        self.echo_mid: int | None = None
+        # <prefix>/model/set: the payload handed to the agent (models.py), off the network thread
+        self.on_model_set: Callable[[bytes], None] | None = None
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.inflight: dict[int, int] = {}  # mid -> event seq
@@ -143,7 +146,9 @@ class MqttPublisher:
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
-            client.subscribe(self.topics.alarm("+"), qos=1)
+            self.echo_mid = client.subscribe(self.topics.alarm("+"), qos=1)[1]
+        if self.on_model_set is not None:
+            client.subscribe(self.topics.model_set(), qos=1)
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
@@ -175,6 +180,12 @@ class MqttPublisher:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
         failed = [rc for rc in reason_codes if rc.is_failure]
+        if mid != self.echo_mid:  # <prefix>/model/set
+            if failed:
+                self.throttled.log(logging.ERROR, "suback-model", "MQTT: the broker refused the subscription to "
+                                   "%s (%s): models can be swapped by SIGHUP or the console only",
+                                   self.topics.model_set(), failed[0])
+            return
         self.echo_ok = not failed
         if failed:
             self.throttled.log(logging.ERROR, "suback", "MQTT: the broker refused the subscription to %s (%s): "
@@ -183,6 +194,9 @@ class MqttPublisher:
                                self.topics.alarm("+"), failed[0])
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == self.topics.model_set() and self.on_model_set is not None:
+            self.on_model_set(msg.payload)
+            return
         if not msg.topic.endswith("/alarm"):
             return
         try:

@@ -55,6 +55,10 @@ def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
     return out
 
 
+class SwapRefused(ValueError):
+    """A bundle this camera cannot switch to; the message says why and what to do."""
+
+
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
@@ -62,6 +66,7 @@ class CameraPipeline:
                  max_failures: int = 5):
         self.cam, self.engine = cam, engine
         self.tiling = camera_tiling(cam, engine)
+        self.max_batch_config = max_batch
         max_batch = min(max_batch, engine.max_frames(self.tiling) or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
         workers = max(1, workers) if engine.concurrent else 1
@@ -76,6 +81,7 @@ class CameraPipeline:
         self.finished = threading.Event()
         self.stats = CameraStats(time.monotonic())
         d = cam.decision.resolved(cam.source.kind)
+        self.threshold_config = d.threshold
         self.threshold = d.threshold if d.threshold is not None else engine.bundle.calibration.threshold
         channels = engine.spec.channels
         size = (self.tiling.height, self.tiling.width)
@@ -106,6 +112,39 @@ class CameraPipeline:
         for t in self.inference.threads:
             t.join(timeout)
         self.alarms.thread.join(timeout)
+
+    def swap_check(self, engine: Engine) -> tuple[Tiling, float]:
+        """The tiling and threshold ``engine`` would run with on this camera; SwapRefused when the
+        frames this camera captures are not what it takes (another working resolution or channel
+        count: capture resizes to the running model's, so such a model needs a restart)."""
+        have, want = self.engine.spec, engine.spec
+        if want.channels != have.channels:
+            raise SwapRefused(f"camera {self.cam.name}: bundle {engine.bundle.name} takes {want.channels}-channel "
+                              f"frames, this camera runs a {have.channels}-channel model: a bundle trained with "
+                              f"--channels {have.channels} can be swapped in; another channel count needs a restart "
+                              "with the new bundle in the config")
+        try:
+            tiling = camera_tiling(self.cam, engine)
+        except ValueError as e:
+            raise SwapRefused(str(e)) from None
+        t = self.tiling
+        if (tiling.height, tiling.width) != (t.height, t.width):
+            raise SwapRefused(f"camera {self.cam.name}: bundle {engine.bundle.name} works at {tiling.width}x"
+                              f"{tiling.height}, this camera captures at {t.width}x{t.height}: fine-tune from the "
+                              "deployed checkpoint (ganomaly-train --init-from), which keeps its working resolution; "
+                              "another resolution needs a restart with the new bundle in the config")
+        threshold = (self.threshold_config if self.threshold_config is not None
+                     else engine.bundle.calibration.threshold)
+        return tiling, threshold
+
+    def swap(self, engine: Engine) -> Engine:
+        """Switch inference to ``engine`` between two batches (after swap_check); returns the old one."""
+        tiling, threshold = self.swap_check(engine)
+        self.inference.max_batch = min(self.max_batch_config, engine.max_frames(tiling) or self.max_batch_config)
+        old = self.inference.swap(engine, tiling, threshold)
+        self.engine, self.tiling, self.threshold = engine, tiling, threshold
+        self.alarms.engine, self.alarms.threshold = engine, threshold
+        return old
 
     def _set_online(self, online: bool, reason: str = "") -> None:
         if online != self.online or reason != self.status_reason:  # a new reason is news too
@@ -146,4 +185,4 @@ class CameraPipeline:
         return {"online": self.online, **self.stats.snapshot(now), "queue_depth": self.q.qsize(),
                 "backend": self.engine.backend, "device": self.engine.device, "fallback": self.engine.fallback,
                 "workers": len(self.inference.threads),
-                "model": self.engine.bundle.name}
+                "model": self.engine.bundle.name, "model_hash": self.engine.bundle.model_hash}

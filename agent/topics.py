@@ -9,6 +9,8 @@
     <prefix>/<camera>/alarm/<id>/crop/<k>    JPEG
     <prefix>/<camera>/alarm/<id>/overlay     JPEG
     <prefix>/stats                           JSON, every stats_interval_s
+    <prefix>/model/set                       subscribed: {"bundle": PATH, "camera": NAME?} or {"rollback": true}
+    <prefix>/model/result                    JSON, the outcome of each model swap (agent/models.py)
 """
 
 from __future__ import annotations
@@ -49,3 +51,9 @@ class Topics:
 
     def overlay(self, camera: str, event_id: str) -> str:
         return self._join(camera, "alarm", event_id, "overlay")
+
+    def model_set(self) -> str:
+        return self._join("model", "set")
+
+    def model_result(self) -> str:
+        return self._join("model", "result")
