@@ -121,6 +121,7 @@ class Inference:
                 self.order.wait()
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
+                self.stats.recent_scores.append(float(scores[i]))
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
                                              (it, residual[i], float(scores[i]), float(raw[i])))
                 if fired is not None:

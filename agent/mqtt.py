@@ -67,6 +67,9 @@ class MqttPublisher:
         self.network_error: str | None = None  # why the network thread last died, or could not restart
         self.flush_error: str | None = None
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+        # Verdicts from the plant: (topic, payload) on <prefix>/<camera>/verdict/set (verdicts.py)
+        self.on_verdict_set: Callable[[str, bytes], None] | None = None
+        self.echo_sub_mid: int | None = None
 
     def _client(self, client_id: str) -> mqtt.Client:
         cfg = self.cfg
@@ -143,7 +146,9 @@ class MqttPublisher:
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
-            client.subscribe(self.topics.alarm("+"), qos=1)
+            self.echo_sub_mid = client.subscribe(self.topics.alarm("+"), qos=1)[1]
+        if self.on_verdict_set is not None:
+            client.subscribe(self.topics.verdict_set("+"), qos=1)
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
@@ -175,6 +180,12 @@ class MqttPublisher:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
         failed = [rc for rc in reason_codes if rc.is_failure]
+        if mid != self.echo_sub_mid:
+            if failed:
+                self.throttled.log(logging.ERROR, "suback-verdict", "MQTT: the broker refused the subscription "
+                                   "to %s (%s): verdicts from the plant cannot arrive (check its ACL)",
+                                   self.topics.verdict_set("+"), failed[0])
+            return
         self.echo_ok = not failed
         if failed:
             self.throttled.log(logging.ERROR, "suback", "MQTT: the broker refused the subscription to %s (%s): "
@@ -183,6 +194,12 @@ class MqttPublisher:
                                self.topics.alarm("+"), failed[0])
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/verdict/set") and self.on_verdict_set is not None:
+            try:
+                self.on_verdict_set(msg.topic, msg.payload)
+            except Exception:  # on the network thread: said, never raised
+                log.exception("MQTT: handling a verdict on %s failed", msg.topic)
+            return
         if not msg.topic.endswith("/alarm"):
             return
         try:
