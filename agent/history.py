@@ -130,6 +130,7 @@ class History:
         self.mem_counters: dict[str, int] = {}
         self.throttled = Throttled(log)
         self.on_verdict = None  # callback(alarm dict) after a verdict is recorded (MQTT, metrics)
+        self.bytes = self.totals()["bytes"]  # kept up to date: no SUM over the history per alarm
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -195,8 +196,9 @@ class History:
                model.get("name", ""), model.get("hash", ""), json.dumps(event, separators=(",", ":")),
                json.dumps({k: v[0] for k, v in images.items()}), size)
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO alarms (id, camera, ts, score, threshold, item, model_name, "
+            self.db.execute("INSERT INTO alarms (id, camera, ts, score, threshold, item, model_name, "
                             "model_hash, event, images, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            self.bytes += size
 
     def evict(self) -> int:
         """Drop alarms older than max_days, then the oldest while over max_mb; returns how many."""
@@ -205,9 +207,8 @@ class History:
                 old = [r[0] for r in self.db.execute("SELECT id FROM alarms WHERE ts < ?",
                                                      (time.time() - self.max_age_s,))]
             n = self._drop(old, "evicted_age")
-            total = self._reader().execute("SELECT COALESCE(SUM(bytes), 0) FROM alarms").fetchone()[0]
-            if total > self.max_bytes:
-                n += self._evict_oldest(total - self.max_bytes, "evicted_size")
+            if self.bytes > self.max_bytes:
+                n += self._evict_oldest(self.bytes - self.max_bytes, "evicted_size")
             return n
         except (OSError, sqlite3.Error) as e:
             self.throttled.log(logging.ERROR, "evict", "alarm history %s: cannot evict (%s)", self.folder, e)
@@ -215,7 +216,7 @@ class History:
 
     def _evict_oldest(self, nbytes: int, why: str) -> int:
         ids, total = [], 0
-        for eid, size in self._reader().execute("SELECT id, bytes FROM alarms ORDER BY ts, seq LIMIT 1000"):
+        for eid, size in self._reader().execute("SELECT id, bytes FROM alarms ORDER BY ts, seq LIMIT 500"):
             ids.append(eid)
             total += size
             if total >= nbytes:
@@ -228,7 +229,10 @@ class History:
         for eid in ids:  # files first: space comes back even when the database cannot write
             shutil.rmtree(os.path.join(self.files, eid), ignore_errors=True)
         with self.lock:
+            marks = ",".join("?" * len(ids))
+            freed = self.db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM alarms WHERE id IN ({marks})", ids).fetchone()[0]
             self.db.executemany("DELETE FROM alarms WHERE id=?", [(i,) for i in ids])
+            self.bytes -= freed
             if why == "evicted_disk_full":
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._count(why, len(ids))

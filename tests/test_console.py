@@ -5,6 +5,7 @@ headless chromium driven by selenium."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -388,3 +389,78 @@ def test_a_verdict_survives_a_restart(line):
     for a in marked:
         assert after[a["id"]]["verdict"] == "defect"
     assert sum(a["camera"] == "scanner" for a in after.values()) == 6  # processed items are not inspected again
+
+
+def minimal_config(tmp, http):
+    p = tmp / "c.toml"
+    p.write_text(f'[model]\nbundle = "b"\n[store]\npath = "{tmp}/ev.db"\n[http]\n{http}\n[[cameras]]\nname = "a"\n'
+                 '[cameras.source]\nkind = "file"\nuri = "x"\n')
+    return str(p)
+
+
+@pytest.mark.parametrize("http_cfg, error", [
+    ('listen = "0.0.0.0:8080"', "not loopback: set http.token_file"),
+    ('listen = "192.168.1.20:8080"', "not loopback: set http.token_file"),
+    ('listen = "0.0.0.0:8080"\ntoken_file = "missing-token"', "missing-token' cannot be read"),
+    ('listen = "0.0.0.0:8080"\ntoken_file = "{tmp}/empty"', "is empty or shorter than 8"),
+    ('listen = "127.0.0.1"', "must be host:port"),
+    ('listen = "127.0.0.1:8080"\ntls_cert_file = "c.pem"', "go together"),
+])
+def test_console_config_errors_name_the_problem(tmp_path, monkeypatch, http_cfg, error):
+    from ganomaly_edge.agent.config import ConfigError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_settings(minimal_config(tmp_path, http_cfg.replace("{tmp}", str(tmp_path))))
+
+
+def test_token_file_from_credentials_directory(tmp_path, monkeypatch):
+    from ganomaly_edge.agent.config import load_settings
+
+    cred = tmp_path / "creds"
+    cred.mkdir()
+    (cred / "console-token").write_text(TOKEN + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    s = load_settings(minimal_config(tmp_path, 'listen = "0.0.0.0:8080"\ntoken_file = "console-token"'))
+    assert s.http.resolved_token() == TOKEN
+    assert TOKEN not in s.model_dump_json()  # the file name is configured, never the token
+
+
+def test_a_full_history_disk_stops_neither_inspection_nor_delivery(tmp_path):
+    """History on a 512 KiB disk: every item is still inspected and every alarm delivered."""
+    from ganomaly_edge.tools.broker import Mosquitto
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
+    try:
+        with Mosquitto(workdir=str(tmp_path / "broker")) as broker:
+            scans = tmp_path / "scans"
+            scans.mkdir()
+            rng = np.random.default_rng(0)
+            for i in range(40):  # noise PNGs of 160x160x3: ~77 KB each as the history's lossless frame
+                cv2.imwrite(str(scans / f"n_{i:03d}.png"), rng.integers(0, 255, (160, 160, 3), np.uint8))
+            cfg = write_config(tmp_path, broker.port, free_port(), str(scans), str(tmp_path / "none.avi"))
+            text = open(cfg).read().replace(f'path = "{tmp_path / "history"}"', f'path = "{small / "history"}"')
+            text = text[:text.index("[[cameras]]\nname = \"belt\"")].replace("roi = { x = 8, y = 4, w = 64, h = 72 }\nrotate = 90\n", "")
+            text = text.replace("settle_s = 0.2", "settle_s = 0.2\nwatch = false")
+            open(cfg, "w").write(text)
+            sub = Sub(broker.port, "ganomaly/line1")
+            p = start_agent(cfg, str(tmp_path / "agent.log"))
+            assert p.wait(180) == 0, open(tmp_path / "agent.log").read()
+            assert wait(lambda: len(sub.on("/scanner/alarm")) >= 40, 30), len(sub.on("/scanner/alarm"))
+            sub.close()
+        from ganomaly_edge.agent.history import History
+
+        h = History(str(small / "history"))
+        c = h.counters()
+        assert c["evicted_disk_full"] + c["dropped_disk_full"] > 0, c
+        assert 0 < h.totals()["alarms"] < 40
+        h.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
