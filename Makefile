@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-packages:
 	@if command -v apt-get >/dev/null; then \
-	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl; do \
+	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl chromium chromium-driver; do \
 	    dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then echo "installing$$need"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need >/dev/null; fi; \

@@ -10,13 +10,15 @@ import threading
 import uuid
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ganomaly_edge.engine import Engine
 
 from .alarm import AlarmEvent
 from .capture import Item
-from .config import CameraConfig
+from .config import CameraConfig, HistoryConfig
+from .geometry import roi_view
 from .localise import boxes_in_frame, crops, overlay
 from .ratelimit import Throttled
 from .stats import CameraStats
@@ -30,9 +32,11 @@ _END = object()
 
 class Alarms:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, threshold: float,
-                 stats: CameraStats, record=None, device_id: str = ""):
+                 stats: CameraStats, record=None, device_id: str = "", history=None,
+                 history_cfg: HistoryConfig | None = None):
         self.cam, self.engine, self.store, self.publisher, self.topics = cam, engine, store, publisher, topics
         self.threshold, self.stats, self.record, self.device_id = threshold, stats, record, device_id
+        self.history, self.history_cfg = history, history_cfg or HistoryConfig()
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.throttled = Throttled(log)
         self.thread = threading.Thread(target=self._loop, name=f"alarms-{cam.name}", daemon=True)
@@ -77,6 +81,15 @@ class Alarms:
             model={"name": engine.bundle.name, "hash": engine.bundle.model_hash})
         return ev, blobs
 
+    def frame_file(self, it: Item) -> tuple[bytes, str] | None:
+        """The full frame as the model saw it (ROI, rotation; no resize), encoded for history."""
+        h = self.history_cfg
+        view = roi_view(it.frame.image, self.cam.roi, self.cam.rotate)
+        params = ([cv2.IMWRITE_JPEG_QUALITY, h.frame_quality] if h.frame_format == "jpg"
+                  else [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast: this thread also stores the next alarm
+        ok, data = cv2.imencode("." + h.frame_format, view, params)
+        return (data.tobytes(), h.frame_format) if ok else None
+
     def _alarm(self, it: Item, res: np.ndarray, score: float, raw: float, engine: Engine | None = None,
                threshold: float | None = None) -> Any:
         ev, blobs = self.event(it, res, score, raw, engine, threshold)
@@ -87,6 +100,8 @@ class Alarms:
         self.stats.add("alarms")
         if self.publisher is not None:
             self.publisher.notify_stored(seq, it.frame.mono)
+        if self.history is not None:  # after the outbox: delivery never waits on history
+            self.history.add(ev.payload(), blobs, self.frame_file(it))
         log.info("camera %s: ALARM %s frame %d%s score %.3f, %d box(es)", self.cam.name, ev.id,
                  it.frame.index, f" ({it.frame.name})" if it.frame.name else "", ev.score, len(ev.boxes))
         return seq

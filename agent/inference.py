@@ -141,6 +141,7 @@ class Inference:
                 self.debounce.threshold = threshold
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
+                self.stats.recent_scores.append(float(scores[i]))
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
                                              (it, residual[i], float(scores[i]), float(raw[i]), engine,
                                               self.debounce.threshold))

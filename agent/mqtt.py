@@ -48,7 +48,7 @@ class MqttPublisher:
         self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
         self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
         self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
-        self.echo_mid: int | None = None
+        self.sub_mids: dict[int, tuple[str, str]] = {}  # SUBACKs awaited: mid -> (topic, what a refusal costs)
         # <prefix>/model/set: the payload handed to the agent (models.py), off the network thread
         self.on_model_set: Callable[[bytes], None] | None = None
         self.connected = threading.Event()
@@ -70,6 +70,9 @@ class MqttPublisher:
         self.network_error: str | None = None  # why the network thread last died, or could not restart
         self.flush_error: str | None = None
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+        # Verdicts from the plant: (topic, payload) on <prefix>/<camera>/verdict/set (verdicts.py)
+        self.on_verdict_set: Callable[[str, bytes], None] | None = None
+        self.echo_sub_mid: int | None = None
 
     def _client(self, client_id: str) -> mqtt.Client:
         cfg = self.cfg
@@ -146,9 +149,13 @@ class MqttPublisher:
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
-            self.echo_mid = client.subscribe(self.topics.alarm("+"), qos=1)[1]
+            self.echo_sub_mid = client.subscribe(self.topics.alarm("+"), qos=1)[1]
+        if self.on_verdict_set is not None:
+            self.sub_mids[client.subscribe(self.topics.verdict_set("+"), qos=1)[1]] = (
+                self.topics.verdict_set("+"), "verdicts from the plant cannot arrive (check its ACL)")
         if self.on_model_set is not None:
-            client.subscribe(self.topics.model_set(), qos=1)
+            self.sub_mids[client.subscribe(self.topics.model_set(), qos=1)[1]] = (
+                self.topics.model_set(), "models can be swapped by SIGHUP or the console only (check its ACL)")
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
@@ -180,11 +187,11 @@ class MqttPublisher:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
         failed = [rc for rc in reason_codes if rc.is_failure]
-        if mid != self.echo_mid:  # <prefix>/model/set
+        if mid != self.echo_sub_mid:
+            topic, what = self.sub_mids.pop(mid, ("?", ""))
             if failed:
-                self.throttled.log(logging.ERROR, "suback-model", "MQTT: the broker refused the subscription to "
-                                   "%s (%s): models can be swapped by SIGHUP or the console only",
-                                   self.topics.model_set(), failed[0])
+                self.throttled.log(logging.ERROR, f"suback {topic}", "MQTT: the broker refused the subscription "
+                                   "to %s (%s): %s", topic, failed[0], what)
             return
         self.echo_ok = not failed
         if failed:
@@ -196,6 +203,12 @@ class MqttPublisher:
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.topics.model_set() and self.on_model_set is not None:
             self.on_model_set(msg.payload)
+            return
+        if msg.topic.endswith("/verdict/set") and self.on_verdict_set is not None:
+            try:
+                self.on_verdict_set(msg.topic, msg.payload)
+            except Exception:  # on the network thread: said, never raised
+                log.exception("MQTT: handling a verdict on %s failed", msg.topic)
             return
         if not msg.topic.endswith("/alarm"):
             return

@@ -63,7 +63,7 @@ class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
                  device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
-                 max_failures: int = 5):
+                 max_failures: int = 5, history=None, history_cfg=None):
         self.cam, self.engine = cam, engine
         self.tiling = camera_tiling(cam, engine)
         self.max_batch_config = max_batch
@@ -89,7 +89,8 @@ class CameraPipeline:
         # (and alarms on) nothing twice.
         self.record = FolderRecord(store, cam.name, cam.source.uri) if cam.source.kind == "folder" else None
         self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record)
-        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id)
+        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id,
+                             history=history, history_cfg=history_cfg)
         self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,

@@ -18,6 +18,8 @@ from .pipeline import CameraPipeline
 from .stats import Latency
 from .store import EventStore
 from .discovery import discovery_messages
+from .history import History
+from .verdicts import Verdicts
 from .ratelimit import Throttled
 from .topics import Topics
 
@@ -64,11 +66,16 @@ class Agent:
         self.publisher = MqttPublisher(settings.mqtt, self.topics, settings.client_id, self.store,
                                        on_ack=lambda seq, dt: self.lat_publish.add(dt),
                                        retained=discovery_messages(settings, self.topics)) if connect else None
+        self.history = (History(settings.history_path, settings.history.max_days, settings.history.max_mb)
+                        if settings.history.enabled else None)
+        self.verdicts = Verdicts(self.history, self.publisher, self.topics) if self.history is not None else None
+        self.console = None
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,
                            self.topics, settings.queue_size, m.max_batch, self._camera_status,
                            workers=workers, device_id=settings.device_id,
-                           reload_engine=self.reload_engine, max_failures=m.reload_after_failures)
+                           reload_engine=self.reload_engine, max_failures=m.reload_after_failures,
+                           history=self.history, history_cfg=settings.history)
             for cam in settings.cameras]
         self.models = ModelSwitch(self.pipelines, self.load_bundle,
                                   {cam.name: cam.bundle or m.bundle for cam in settings.cameras},
@@ -144,6 +151,11 @@ class Agent:
             self.publisher.set_retained(self.topics.status_reason(camera), reason or state)
 
     def start(self) -> None:
+        if self.s.http.listen:  # first: a port in use stops the agent before it inspects anything
+            from .console import Console
+
+            self.console = Console(self, self.history, self.s.http, self.s.http.resolved_token())
+            self.console.start()
         if self.publisher:
             self.publisher.start()
         for p in self.pipelines:
@@ -194,7 +206,11 @@ class Agent:
             if id(e) not in closed:
                 closed.add(id(e))
                 e.close()
+        if self.console is not None:
+            self.console.stop()
         self.store.close()
+        if self.history is not None:
+            self.history.close()
         log.info("stopped")
 
     def fallbacks(self) -> dict[str, str]:
@@ -219,6 +235,10 @@ class Agent:
         }
         if self.publisher:
             out["mqtt"] = self.publisher.stats()
+        if self.history is not None:
+            out["history"] = {**self.history.totals(), **self.history.counters(),
+                              "precision": self.history.precision(),
+                              "verdict_messages": dict(self.verdicts.counts)}
         return out
 
     def publish_stats(self) -> None:

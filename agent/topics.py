@@ -8,6 +8,8 @@
     <prefix>/<camera>/alarm                  JSON event (agent/alarm.schema.json)
     <prefix>/<camera>/alarm/<id>/crop/<k>    JPEG
     <prefix>/<camera>/alarm/<id>/overlay     JPEG
+    <prefix>/<camera>/verdict                JSON, each recorded verdict (console or PLC), QoS 1
+    <prefix>/<camera>/verdict/set            subscribed: {"id": ..., "verdict": "defect" | "false_alarm"}
     <prefix>/stats                           JSON, every stats_interval_s
     <prefix>/model/set                       subscribed: {"bundle": PATH, "camera": NAME?} or {"rollback": true}
     <prefix>/model/result                    JSON, the outcome of each model swap (agent/models.py)
@@ -57,3 +59,9 @@ class Topics:
 
     def model_result(self) -> str:
         return self._join("model", "result")
+
+    def verdict(self, camera: str) -> str:
+        return self._join(camera, "verdict")
+
+    def verdict_set(self, camera: str) -> str:
+        return self._join(camera, "verdict", "set")
