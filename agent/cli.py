@@ -19,7 +19,14 @@ GPU_BACKOFF_S = (5.0, 300.0)  # the first wait before that exit, and the longest
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:  # ganomaly-agent export ...: reviewed alarms' frames as training images
+        os.umask(0o077)
+        from .export import main as export_main
+
+        return export_main(argv[1:])
+    ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent. "
+                                 "'ganomaly-agent export --help': reviewed alarms' frames as training images.")
     ap.add_argument("--config", "-c", help="TOML config file (every key can be overridden by GANOMALY_* "
                                            "environment variables, e.g. GANOMALY_MQTT__HOST)")
     ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")

@@ -21,6 +21,7 @@ import hmac
 import html
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from .config import HttpConfig, split_listen
@@ -95,6 +97,9 @@ class Console:
             Route("/api/alarms/{id}", self.alarm, methods=["GET"]),
             Route("/api/alarms/{id}/images/{name}", self.image, methods=["GET"]),
             Route("/api/alarms/{id}/verdict", self.verdict, methods=["POST"]),
+            Route("/api/model", self.model_state, methods=["GET"]),
+            Route("/api/model", self.model_set, methods=["POST"]),
+            Route("/api/export", self.export, methods=["POST"]),
         ]
 
     # -- serving ---------------------------------------------------------------------------------
@@ -271,6 +276,40 @@ class Console:
         alarm.pop("image_names", None)
         return JSONResponse(alarm)
 
+    def model_state(self, request: Request) -> JSONResponse:
+        self._auth(request)
+        return JSONResponse(self.agent.models.state())
+
+    async def model_set(self, request: Request) -> JSONResponse:
+        """Hot swap: {"bundle": PATH, "camera": NAME?} or {"rollback": true}; 200 with the result when
+        the camera(s) switched, 422 with the reason when refused (every camera keeps its model)."""
+        how = self._auth(request)
+        self._check_post(request, how)
+        body = await self._json_body(request)
+        # loading and self-testing a bundle takes seconds: off the event loop, so the console stays live
+        result = await run_in_threadpool(self.agent.models.request, body, "console")
+        return JSONResponse(result, status_code=200 if result["ok"] else 422)
+
+    async def export(self, request: Request) -> JSONResponse:
+        """The console's export button: {"verdict": ..., "camera": NAME?, "since": T?} into a new
+        folder under the history's exports/ (its path returned), as ``ganomaly-agent export``."""
+        from .export import ExportError, export, parse_since
+
+        how = self._auth(request)
+        self._check_post(request, how)
+        body = await self._json_body(request)
+        if not isinstance(body, dict) or not set(body) <= {"verdict", "camera", "since"} or "verdict" not in body:
+            raise HttpError(400, 'send {"verdict": "false_alarm", "camera": NAME?, "since": "8h"?}')
+        out = os.path.join(self.agent.s.history_path, "exports",
+                           f"{time.strftime('%Y%m%d-%H%M%S')}-{str(body['verdict'])[:16]}")
+        try:
+            since = parse_since(body.get("since"))
+            m = await run_in_threadpool(export, self.agent.s, body["verdict"], out, body.get("camera"), since)
+        except ExportError as e:
+            raise HttpError(422, str(e)) from None
+        return JSONResponse({"out": out, "count": m["count"], "models": m["models"],
+                             "without_frame": len(m["without_frame"])})
+
     def status(self, request: Request) -> JSONResponse:
         self._auth(request)
         return JSONResponse(self.live())
@@ -287,7 +326,8 @@ class Console:
             out[name] = {"online": p.online, "reason": p.status_reason, "fps": round((frames - f0) / dt, 2),
                          "alarms_per_min": round(60 * (alarms - a0) / dt, 2), "frames": frames, "alarms": alarms,
                          "threshold": p.threshold, "scores": [round(s, 3) for s in list(p.stats.recent_scores)],
-                         "precision": precision.get(name, {}).get("precision")}
+                         "precision": precision.get(name, {}).get("precision"),
+                         "model": p.engine.bundle.name, "model_hash": p.engine.bundle.model_hash}
         return {"cameras": out, "ts": time.time()}
 
     def healthz(self, request: Request) -> JSONResponse:

@@ -36,6 +36,8 @@ kbd{border:1px solid #999;border-radius:3px;padding:0 .3em;background:#fafafa}
 <header><b>ganomaly-edge</b><form method="get" action="/">{filters}</form>
 <span>{count} alarm(s)</span>
 <span><kbd>j</kbd>/<kbd>k</kbd> move, <kbd>d</kbd> defect, <kbd>f</kbd> false alarm, <kbd>s</kbd> skip</span>
+<span id="model"><input id="bundle" size="28" placeholder="/path/to/new/bundle"> <button id="swap">swap model</button>
+<button id="rollback">roll back</button> <button id="export">export false alarms</button></span>
 {logout}<span id="msg"></span></header>
 <div id="live"></div>
 <main><div id="list"><table><tbody id="rows">{rows}</tbody></table></div>
@@ -88,6 +90,26 @@ async function mark(v) {
   row.dataset.verdict = v; row.querySelector('.v').textContent = v;
   show(cur + 1);
 }
+async function post(url, body) {
+  const res = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+    body: JSON.stringify(body)});
+  let out; try { out = await res.json(); } catch (e) { out = {reason: res.status + ' ' + res.statusText}; }
+  return [res.ok, out];
+}
+async function model(body) {
+  const msg = document.getElementById('msg');
+  msg.textContent = 'loading and self-testing...';
+  const [ok, r] = await post('/api/model', body);
+  msg.textContent = ok ? 'model ' + (r.hash || '') + ' now scores ' + (r.cameras || []).join(', ')
+                       : 'refused, the old model stays: ' + (r.reason || r.error || JSON.stringify(r));
+}
+document.getElementById('swap').onclick = () => model({bundle: document.getElementById('bundle').value});
+document.getElementById('rollback').onclick = () => model({rollback: true});
+document.getElementById('export').onclick = async () => {
+  const [ok, r] = await post('/api/export', {verdict: 'false_alarm'});
+  document.getElementById('msg').textContent = ok ? 'exported ' + r.count + ' frame(s) to ' + r.out
+                                                  : 'not exported: ' + (r.error || r.reason || JSON.stringify(r));
+};
 document.getElementById('rows').addEventListener('click', ev => {
   const tr = ev.target.closest('tr'); if (tr) show(rows().indexOf(tr));
 });
@@ -118,7 +140,8 @@ async function live() {
       document.getElementById('live').innerHTML = Object.entries(s.cameras).map(([n, c]) =>
         '<span class="cam' + (c.online ? '' : ' off') + '" data-camera="' + esc(n) + '"><b>' + esc(n) + '</b> ' +
         (c.online ? 'online' : 'offline') + ' &middot; ' + c.fps + ' fps &middot; ' + c.alarms_per_min +
-        ' alarms/min' + (c.precision == null ? '' : ' &middot; precision ' + c.precision) + ' ' +
+        ' alarms/min' + (c.precision == null ? '' : ' &middot; precision ' + c.precision) +
+        ' &middot; model ' + esc(c.model) + ' <code>' + esc((c.model_hash || '').slice(0, 12)) + '</code> ' +
         spark(c.scores, c.threshold) + '</span>').join('');
     }
   } catch (e) {}
