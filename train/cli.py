@@ -75,7 +75,8 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of the images held out for model selection and calibration")
-    ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold, per frame")
+    ap.add_argument("--far", type=float, help="target false-alarm rate of the threshold, per frame (default 0.01; "
+                                              "with --init-from, the checkpoint's)")
     ap.add_argument("--score", choices=[AUTO, *sorted(CANDIDATES)], metavar="SCORE",
                     help=f"anomaly score to deploy: one of {', '.join(sorted(CANDIDATES))}, or {AUTO!r}: the "
                          f"one of {', '.join(AUTO_CANDIDATES)} that best separates the held-out normal images "
@@ -137,7 +138,7 @@ def _config(args, frames_shape: tuple[int, ...]):
     return TrainConfig(
         image_size=args.tile if tiled else frames_shape[1], channels=args.channels, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
-        target_far=args.far, score=args.score or (DEFAULT_TILE_SCORE if tiled else DEFAULT_SCORE),
+        target_far=args.far if args.far is not None else 0.01, score=args.score or (DEFAULT_TILE_SCORE if tiled else DEFAULT_SCORE),
         select=args.select,
         patience=args.patience if args.patience is not None else (DEFAULT_TILE_PATIENCE if tiled else DEFAULT_PATIENCE),
         threads=args.threads, precision=args.precision, width=args.width or (32 if tiled else 64), latent_dim=args.latent_dim,
@@ -159,7 +160,7 @@ def ema_decay(args) -> float:
 def _check_args(args) -> str | None:
     if args.epochs < 1 or args.batch_size < 2:
         return "--epochs must be >= 1 and --batch-size >= 2 (BatchNorm needs a batch)"
-    if not 0 < args.far < 0.5:
+    if args.far is not None and not 0 < args.far < 0.5:
         return "--far must be between 0 and 0.5, e.g. 0.01 for 1 %"
     if args.patience is not None and args.patience < 0:
         return "--patience must be >= 0 (0 = run every epoch)"

@@ -62,10 +62,12 @@ def config_from(ck: dict, args) -> "object":
     cfg = TrainConfig(**{k: v for k, v in ck["config"].items() if k in known})
     budget = args.time_budget if args.time_budget else DEFAULT_BUDGET_MIN
     over = {"time_budget_s": 60.0 * budget, "seed": args.seed, "device": args.device, "threads": args.threads,
-            "val_fraction": args.val_fraction, "target_far": args.far, "epochs": args.epochs,
+            "val_fraction": args.val_fraction, "epochs": args.epochs,
             "precision": args.precision}
     if args.patience is not None:
         over["patience"] = args.patience
+    if args.far is not None:
+        over["target_far"] = args.far
     from .scoring import CANDIDATES
 
     chosen = ck.get("score", {}).get("name")
