@@ -130,8 +130,12 @@ def export_alarms(bundle: str, folder: str, out: str, threads: int) -> int:
 def measure(bundle: str, folders: dict[str, str], threads: int) -> dict[str, float]:
     fa2 = scores(bundle, folders["stream2"], threads)
     normal, abnormal = (scores(bundle, folders[k], threads) for k in ("test/normal", "test/abnormal"))
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(abnormal))], np.r_[normal, abnormal])
     return {"false_alarms_stream2": int((fa2 > 1.0).sum()), "stream2": int(len(fa2)),
-            "tpr": round(float(np.mean(abnormal > 1.0)), 4), "test_fpr": round(float(np.mean(normal > 1.0)), 4)}
+            "tpr": round(float(np.mean(abnormal > 1.0)), 4), "test_fpr": round(float(np.mean(normal > 1.0)), 4),
+            "auc": round(float(auc), 4)}
 
 
 def run_scene(scene: str, args) -> dict:
@@ -162,6 +166,8 @@ def fine_tune(ck: str, folders: dict[str, str], exported: str, root: str, args) 
     from ganomaly_edge.train.export import checkpoint_to_bundle
 
     out, bundle = os.path.join(root, "finetuned.pt"), os.path.join(root, "finetuned-bundle")
+    if args.reuse and os.path.exists(os.path.join(bundle, "bundle.json")):
+        return {"seconds": None, **measure(bundle, folders, args.threads)}
     t0 = time.monotonic()
     rc = train_main(["--init-from", ck, "--data", folders["train"], "--data", exported, "--out", out,
                      "--time-budget", str(args.budget), "--threads", str(args.threads), "--quiet"])
@@ -179,6 +185,8 @@ def recalibrate(base: str, folders: dict[str, str], root: str, args) -> dict:
     from ganomaly_edge.train.recalibrate import main as calibrate_main
 
     out = os.path.join(root, "recalibrated-bundle")
+    if args.reuse and os.path.exists(os.path.join(out, "bundle.json")):
+        return {"seconds": None, **measure(out, folders, args.threads)}
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.monotonic()
     if calibrate_main([base, "--normal", folders["stream1"], "--far", str(SCENES[args_scene(root)]["far"]),
@@ -193,16 +201,17 @@ def args_scene(root: str) -> str:
 
 
 def report_md(reps: list[dict]) -> str:
-    lines = ["| scene | model | false alarms, stream 1 | false alarms, stream 2 | TPR (test) | FPR (test) | "
-             "goal FA <= half | goal TPR -0.02 | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scene | drift | model | false alarms, stream 1 | false alarms, stream 2 | TPR (test) | FPR (test) | "
+             "ROC AUC (test) | goal FA <= half | goal TPR -0.02 | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reps:
         for path in ("base", "fine_tune", "recalibrate"):
             m = r.get(path)
             if m is None:
                 continue
-            lines.append(f"| {r['scene']} | {path} | {r['false_alarms_stream1']}/{r['stream1']} | "
+            lines.append(f"| {r['scene']} | {r['drift']:g} | {path} | {r['false_alarms_stream1']}/{r['stream1']} | "
                          f"{m['false_alarms_stream2']}/{m['stream2']} | {m['tpr']:.3f} | {m['test_fpr']:.3f} | "
-                         f"{m.get('goal_false_alarms', '')} | {m.get('goal_tpr', '')} | {m.get('seconds', '')} |")
+                         f"{m['auc']:.3f} | "
+                         f"{m.get('goal_false_alarms', '')} | {m.get('goal_tpr', '')} | {m.get('seconds') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=3.0, help="fine-tuning budget, minutes (at most 5)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="measure the fine-tuned and recalibrated bundles already "
+                                                         "under --out instead of making them again")
     args = ap.parse_args(argv)
     if not 0 < args.budget <= 5:
         print("error: --budget must be in (0, 5] minutes", file=sys.stderr)
