@@ -56,12 +56,17 @@ def tshirt_sets(n_train: int, n_stream: int, n_test: int, drift: float, seed: in
         f = cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 92])[1], cv2.IMREAD_COLOR)
         return _drift(f, beta)[y:y + h, x:x + w]
 
+    # Streams: shirts of the training split the base never saw; the test set: the test split's.
     train = [shot(it, 0) for it in scene.normal_items(n_train, "train")]
-    unseen = scene.normal_items(2 * n_stream + n_test, "test")
+    stream = scene.normal_items(2 * n_stream, "train", offset=n_train)
+    unseen = scene.normal_items(n_test, "test")
     test = scene.stream_items(2 * n_test, anomaly_every=2, seed=seed + 1)
-    return {"train": train, "stream1": [shot(it, drift) for it in unseen[:n_stream]],
-            "stream2": [shot(it, drift) for it in unseen[n_stream:2 * n_stream]],
-            "test/normal": [shot(it, drift) for it in unseen[2 * n_stream:]],
+    if len(stream) < 2 * n_stream or len(unseen) < n_test:
+        raise ValueError(f"the scene has {len(stream)} unseen training-split shirts for 2 x --stream {n_stream} and "
+                         f"{len(unseen)} test-split shirts for --test {n_test}: ask for fewer")
+    return {"train": train, "stream1": [shot(it, drift) for it in stream[:n_stream]],
+            "stream2": [shot(it, drift) for it in stream[n_stream:]],
+            "test/normal": [shot(it, drift) for it in unseen],
             "test/abnormal": [shot(it, drift) for it in test if it.kind != "normal"]}
 
 
