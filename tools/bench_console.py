@@ -118,6 +118,7 @@ def bench_fps(bundle: str, args) -> list[dict]:
         out.append({"alarm_rate": rate, "alarms_per_run": off[0]["alarms"], "rounds": args.rounds,
                     "fps_console_off": round(med_off, 1), "fps_console_on": round(med_on, 1),
                     "on_over_off": round(med_on / med_off, 4),
+                    "on_over_off_median_of_rounds": round(float(np.median([b["fps"] / a["fps"] for a, b in zip(off, on)])), 4),
                     "polls_per_run": [o["polls"] for o in on], "thumbnails_per_run": [o["images"] for o in on]})
     return out
 
