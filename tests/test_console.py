@@ -464,3 +464,16 @@ def test_a_full_history_disk_stops_neither_inspection_nor_delivery(tmp_path):
         h.close()
     finally:
         subprocess.run(["umount", "-l", str(small)])
+
+
+def test_discovery_names_the_console_only_where_others_can_reach_it(tmp_path, monkeypatch):
+    from ganomaly_edge.agent.config import load_settings
+    from ganomaly_edge.agent.discovery import discovery_messages
+    from ganomaly_edge.agent.topics import Topics
+
+    (tmp_path / "tok").write_text(TOKEN)
+    for listen, url in (("127.0.0.1:8080", None), ("0.0.0.0:8080", None),
+                        ("192.168.7.2:8080", "http://192.168.7.2:8080/")):
+        s = load_settings(minimal_config(tmp_path, f'listen = "{listen}"\ntoken_file = "{tmp_path}/tok"'))
+        device = json.loads(discovery_messages(s, Topics(s.prefix))[0][1])["device"]
+        assert device.get("configuration_url") == url, listen
