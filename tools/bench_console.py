@@ -1,8 +1,8 @@
 """``ganomaly-bench agent ... --console``: what the console costs inspection, and how fast its page is.
 
-1. Agent fps with the console off and on, with a client polling it the whole run (every second:
-   the review page, the live strip's /api/status and /metrics; every fifth second the first 20
-   thumbnails), at each alarm rate (1 % and 10 % by default). Rounds interleave off and on runs
+1. Agent fps (and CPU seconds per 1,000 frames) with the console off and on, with a client
+   polling it the whole run as an open review page does (``--console-poll browser``; ``heavy``:
+   the page, its status and /metrics every second), at each alarm rate (1 % and 10 % by default). Rounds interleave off and on runs
    (this host's speed drifts); the figure is the ratio of the medians.
 2. The review page with 10,000 alarms in history: median time of GET / over HTTP, and the load
    time (navigation start to the load event) in headless chromium when it is installed.
@@ -34,20 +34,27 @@ def _get(url: str, timeout: float = 10.0) -> bytes:
         return r.read()
 
 
-def poll(port: int, stop: threading.Event, counts: dict) -> None:
-    """A browser left open on the console, and a Prometheus scraping it, for the whole run."""
+def poll(port: int, stop: threading.Event, counts: dict, heavy: bool = False) -> None:
+    """A review page left open, as the page itself polls: /api/status every 2 s, the page (and
+    its first 20 thumbnails) reloaded every 30 s, and Prometheus scraping /metrics every 15 s.
+    ``heavy``: every second the page, /api/status and /metrics, and every fifth the thumbnails."""
     base, tick = f"http://127.0.0.1:{port}", 0
+    # (page, status, metrics, thumbnails) due at second t
+    every = (lambda t: (True, True, True, t % 5 == 0)) if heavy else (
+        lambda t: (t % 30 == 1, t % 2 == 0, t % 15 == 0, t % 30 == 1))
     while not stop.wait(1.0):
         tick += 1
+        page, status, metrics, thumbs = every(tick)
         try:
-            page = _get(base + "/")
-            _get(base + "/api/status")
-            _get(base + "/metrics")
+            html = _get(base + "/") if page or thumbs else b""
+            if status:
+                _get(base + "/api/status")
+            if metrics:
+                _get(base + "/metrics")
             counts["polls"] += 1
-            if tick % 5 == 0:
-                for path in re.findall(rb'src="(/api/alarms/[0-9a-f]{32}/images/[a-z0-9-]+)"', page)[:20]:
-                    _get(base + path.decode())
-                    counts["images"] += 1
+            for path in re.findall(rb'src="(/api/alarms/[0-9a-f]{32}/images/[a-z0-9-]+)"', html)[:20] if thumbs else []:
+                _get(base + path.decode())
+                counts["images"] += 1
         except OSError:
             counts["errors"] += 1  # before the agent listens, and after it ends
 
@@ -62,7 +69,7 @@ def agent_fps(bundle: str, video: str, work: str, threshold: float, console: boo
         with open(os.path.join(work, "token"), "w") as f:
             f.write(TOKEN)
         extra = f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{work}/token"\n'
-        t = threading.Thread(target=poll, args=(port, stop, counts), daemon=True)
+        t = threading.Thread(target=poll, args=(port, stop, counts, args.console_poll == "heavy"), daemon=True)
         t.start()
     shutil.rmtree(os.path.join(work, "history"), ignore_errors=True)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -235,4 +242,4 @@ def _browser_load(url: str, loads: int) -> dict:
 
 
 def bench_console(bundle: str, args) -> dict:
-    return {"fps": bench_fps(bundle, args), "page": bench_page(bundle, args.page_alarms)}
+    return {"poll": args.console_poll, "fps": bench_fps(bundle, args), "page": bench_page(bundle, args.page_alarms)}
