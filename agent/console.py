@@ -79,6 +79,7 @@ class Console:
         self.session = _mac(key, "session") if token else None
         self.csrf = _mac(key, "csrf")
         self.rates: dict[str, tuple[float, int, int]] = {}  # camera -> (t, frames, alarms) of the last poll
+        self.precision_cache: tuple[float, dict] = (0.0, {})  # a scan of history, at most every 5 s
         self.app = Starlette(routes=self.routes(), exception_handlers={HttpError: self._http_error})
         self.server = None
         self.thread: threading.Thread | None = None
@@ -317,7 +318,9 @@ class Console:
     def live(self) -> dict[str, Any]:
         """Per camera: online, fps and alarm rate since the last call, the last scores, threshold."""
         now, out = time.monotonic(), {}
-        precision = self.history.precision() if self.history is not None else {}
+        if self.history is not None and now - self.precision_cache[0] > 5.0:
+            self.precision_cache = (now, self.history.precision())
+        precision = self.precision_cache[1]
         for p in self.agent.pipelines:
             name, frames, alarms = p.cam.name, p.stats.processed.count, p.stats["alarms"]
             t0, f0, a0 = self.rates.get(name, (self.agent.started, 0, 0))

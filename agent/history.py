@@ -214,6 +214,15 @@ class History:
             self.throttled.log(logging.ERROR, "evict", "alarm history %s: cannot evict (%s)", self.folder, e)
             return 0
 
+    def free(self, nbytes: int) -> bool:
+        """Drop the oldest alarms holding ``nbytes`` for the outbox on a full disk (undelivered
+        alarms come first); whether anything was dropped."""
+        try:
+            return self._evict_oldest(nbytes, "evicted_disk_full") > 0
+        except (OSError, sqlite3.Error) as e:
+            self.throttled.log(logging.ERROR, "free", "alarm history %s: cannot make room (%s)", self.folder, e)
+            return False
+
     def _evict_oldest(self, nbytes: int, why: str) -> int:
         ids, total = [], 0
         for eid, size in self._reader().execute("SELECT id, bytes FROM alarms ORDER BY ts, seq LIMIT 500"):

@@ -37,6 +37,13 @@ def _rss_mb() -> float | None:
     return None
 
 
+def _same_disk(a: str, b: str) -> bool:
+    try:
+        return os.stat(os.path.dirname(os.path.abspath(a))).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
 class Agent:
     def __init__(self, settings: Settings, connect: bool = True):
         self.s = settings
@@ -69,6 +76,8 @@ class Agent:
         self.history = (History(settings.history_path, settings.history.max_days, settings.history.max_mb)
                         if settings.history.enabled else None)
         self.verdicts = Verdicts(self.history, self.publisher, self.topics) if self.history is not None else None
+        if self.history is not None and _same_disk(settings.store.path, self.history.folder):
+            self.store.free_elsewhere = self.history.free
         self.console = None
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,

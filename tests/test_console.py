@@ -276,6 +276,41 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(line):
     assert all(a["verdict"] is None for a in http(port, "/api/alarms?limit=1000")[2]["alarms"])
 
 
+def login(port, token):
+    """(status, the session cookie or None) of the login form's POST."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/login", body=f"token={token}", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    r.read()
+    cookie = r.getheader("Set-Cookie")
+    c.close()
+    return r.status, cookie
+
+
+def test_login_sets_a_strict_httponly_session_and_posts_need_the_csrf_token(line):
+    port = line["port"]
+    st, cookie = login(port, "not-the-token")
+    assert st == 401 and cookie is None
+    st, cookie = login(port, TOKEN)
+    assert st == 303 and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    session = cookie.split(";")[0]
+    assert TOKEN not in session
+    h = {"Cookie": session}
+    st, _, page = http(port, "/", token=None, headers=h, raw=True)
+    assert st == 200 and TOKEN.encode() not in page
+    csrf = re.search(rb'name="csrf" content="([0-9a-f]+)"', page).group(1).decode()
+    target = http(port, "/api/alarms?camera=scanner&verdict=unreviewed")[2]["alarms"][0]["id"]
+    st, _, body = http(port, f"/api/alarms/{target}/verdict", token=None, method="POST", body={"verdict": "defect"},
+                       headers=h)
+    assert st == 403 and "X-CSRF-Token" in body["error"]
+    assert http(port, f"/api/alarms/{target}")[2]["verdict"] is None
+    st, _, body = http(port, f"/api/alarms/{target}/verdict", token=None, method="POST", body={"verdict": "defect"},
+                       headers={**h, "X-CSRF-Token": csrf})
+    assert st == 200 and body["verdict"] == "defect"
+
+
 def test_verdicts_over_http_and_mqtt_are_published_and_counted(line):
     port, sub = line["port"], line["sub"]
     belt = http(port, "/api/alarms?camera=belt&limit=1000")[2]["alarms"]
@@ -464,3 +499,16 @@ def test_a_full_history_disk_stops_neither_inspection_nor_delivery(tmp_path):
         h.close()
     finally:
         subprocess.run(["umount", "-l", str(small)])
+
+
+def test_discovery_names_the_console_only_where_others_can_reach_it(tmp_path, monkeypatch):
+    from ganomaly_edge.agent.config import load_settings
+    from ganomaly_edge.agent.discovery import discovery_messages
+    from ganomaly_edge.agent.topics import Topics
+
+    (tmp_path / "tok").write_text(TOKEN)
+    for listen, url in (("127.0.0.1:8080", None), ("0.0.0.0:8080", None),
+                        ("192.168.7.2:8080", "http://192.168.7.2:8080/")):
+        s = load_settings(minimal_config(tmp_path, f'listen = "{listen}"\ntoken_file = "{tmp_path}/tok"'))
+        device = json.loads(discovery_messages(s, Topics(s.prefix))[0][1])["device"]
+        assert device.get("configuration_url") == url, listen

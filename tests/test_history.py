@@ -124,3 +124,32 @@ def test_full_disk_evicts_oldest_and_never_raises(tmp_path):
         h.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_on_a_full_disk_the_outbox_takes_room_from_history_first(tmp_path):
+    """Undelivered alarms come before kept ones: the store frees history's oldest, never its own."""
+    from ganomaly_edge.agent.store import EventStore
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
+    try:
+        h = History(str(mnt / "history"), max_mb=100)
+        for i in range(400):  # fill the disk with history (until it evicts its own)
+            add(h, i)
+            if h.counter("evicted_disk_full"):
+                break
+        before = h.totals()["alarms"]
+        st = EventStore(str(mnt / "ev.db"), max_bytes=100 << 20)
+        st.free_elsewhere = h.free
+        blob = np.random.default_rng(0).integers(0, 255, 30000, np.uint8).tobytes()
+        for i in range(20):  # 600 KB of undelivered alarms
+            st.add(f"e{i}", "cam", "t", {"i": i}, [("t/crop/0", blob)])
+        assert st.depth()[0] == 20 and st.counters()["evicted_disk_full"] == 0
+        assert h.totals()["alarms"] < before  # history gave the room
+        st.close()
+        h.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

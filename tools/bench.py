@@ -449,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--page-alarms alarms in history (tools/bench_console.py)")
     a.add_argument("--console-rates", default="0.01,0.1", help="alarm rates of the --console fps runs")
     a.add_argument("--page-alarms", type=int, default=10000, help="alarms in history for the page load figure")
+    a.add_argument("--console-poll", default="browser", choices=["browser", "heavy"],
+                   help="browser: an open review page and a Prometheus scrape; heavy: page, status, metrics every second")
     so = sub.add_parser("soak", help="the agent at a high alarm rate for minutes: store files and RSS over time")
     so.add_argument("--duration", type=float, default=600.0)
     so.add_argument("--sample", type=float, default=10.0)
