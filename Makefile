@@ -16,7 +16,7 @@ APT := apt-get -o DPkg::Lock::Timeout=600
 system-packages:
 	@if command -v apt-get >/dev/null; then \
 	  need=""; for p in mosquitto mosquitto-clients dataset-fashion-mnist libgl1 libglib2.0-0 systemd openssl \
-	    gir1.2-aravis-0.8 aravis-tools gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev; do \
+	    gir1.2-aravis-0.8 aravis-tools gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev chromium chromium-driver; do \
 	    dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then echo "installing$$need"; \
 	    $(SUDO) $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y -qq $$need >/dev/null; fi; \

@@ -41,7 +41,14 @@ def print_to_pipe(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:  # ganomaly-agent export ...: reviewed alarms' frames as training images
+        os.umask(0o077)
+        from .export import main as export_main
+
+        return export_main(argv[1:])
+    ap = argparse.ArgumentParser(prog="ganomaly-agent", description="Run the edge inspection agent. "
+                                 "'ganomaly-agent export --help': reviewed alarms' frames as training images.")
     ap.add_argument("--config", "-c", help="TOML config file (every key can be overridden by GANOMALY_* "
                                            "environment variables, e.g. GANOMALY_MQTT__HOST)")
     ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
@@ -86,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(retries):
         os.remove(retries)
 
+    _install_signals(agent, args.config)
+    agent.run(flush_timeout=args.flush_timeout)
+    _exit_after_stop(0)
+
+
+def _install_signals(agent, config: str | None) -> None:
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
         logging.getLogger("ganomaly").info("signal %s: stopping", name)
@@ -93,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent.run(flush_timeout=args.flush_timeout)
-    _exit_after_stop(0)
+    # SIGHUP (systemctl reload): the bundle paths of the config read again, each camera hot-swapped
+    signal.signal(signal.SIGHUP, lambda signum, frame: agent.reload_config(config))
 
 
 def _settings_or_say_why(path: str | None):

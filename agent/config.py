@@ -336,6 +336,84 @@ class StoreConfig(Strict):
         return v
 
 
+class HistoryConfig(Strict):
+    path: str | None = Field(None, min_length=1,
+                             description="folder of the alarm history (history.db and each alarm's images), kept "
+                                         "after delivery for the console and operator verdicts; default: a "
+                                         "'history' folder beside store.path")
+    enabled: bool = Field(True, description="keep alarms after delivery (the console needs it)")
+    max_days: float = Field(30.0, gt=0, le=3660, description="drop alarms older than this many days")
+    max_mb: float = Field(2048.0, gt=0, le=10_000_000, description="keep at most this many MB of alarms and "
+                                                                   "images (oldest dropped first, counted)")
+    frame_format: Literal["png", "jpg"] = Field("png", description="the full frame as the model saw it (after "
+                                                                 "ROI and rotation, before resize): png = "
+                                                                 "lossless, jpg = smaller")
+    frame_quality: int = Field(95, ge=50, le=100, description="JPEG quality when frame_format = \"jpg\"")
+
+    @field_validator("path")
+    @classmethod
+    def _folder_path(cls, v: str | None) -> str | None:
+        if v is not None and os.path.isfile(v):
+            raise ValueError(f"{v!r} is a file: history.path names a folder, e.g. /var/lib/ganomaly-edge/history")
+        return v
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost", "[::1]")
+
+
+class HttpConfig(Strict):
+    listen: str = Field("", description="host:port of the console (review page, API, /metrics); \"\" = off. "
+                                        "Anything but loopback needs token_file")
+    token_file: str | None = Field(None, description="file holding the console's bearer token; a relative name is "
+                                                     "looked up in systemd's $CREDENTIALS_DIRECTORY first")
+    tls_cert_file: str | None = Field(None, description="certificate (PEM) to serve HTTPS; with tls_key_file")
+    tls_key_file: str | None = Field(None, description="private key (PEM) of tls_cert_file")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v and split_listen(v) is None:
+            raise ValueError(f"listen {v!r} must be host:port (e.g. 127.0.0.1:8080 or [::1]:8080), or \"\" for off")
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "HttpConfig":
+        if self.listen:
+            host, _ = split_listen(self.listen)
+            if host not in LOOPBACK and not self.token_file:
+                raise ValueError(f"http.listen {self.listen!r} is not loopback: set http.token_file (a file holding "
+                                 "a long random token) so that only those who know it can review and give verdicts")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("http.tls_cert_file and http.tls_key_file go together: set both or neither")
+        return self
+
+    def resolved_token(self) -> str | None:
+        """The token (from token_file), or None when none is configured. ValueError when the file is
+        missing, unreadable or empty: the console never runs open by accident."""
+        if not self.token_file:
+            return None
+        path = self.token_file
+        cred = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not os.path.isabs(path) and cred and os.path.exists(os.path.join(cred, path)):
+            path = os.path.join(cred, path)
+        try:
+            token = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"http.token_file {path!r} cannot be read: {e}; write a long random token into it "
+                             "(e.g. openssl rand -hex 32 > FILE)") from e
+        if len(token) < 8:
+            raise ValueError(f"http.token_file {path!r} is empty or shorter than 8 characters; write a long random "
+                             "token into it (e.g. openssl rand -hex 32 > FILE)")
+        return token
+
+
+def split_listen(v: str) -> tuple[str, int] | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GANOMALY_", env_nested_delimiter="__", extra="forbid")
 
@@ -348,6 +426,8 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig, description="the default model bundle and backend")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection")
     store: StoreConfig = Field(default_factory=StoreConfig, description="durable event store")
+    history: HistoryConfig = Field(default_factory=HistoryConfig, description="alarm history kept after delivery")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the console: review page, API, metrics")
     cameras: list[CameraConfig] = Field(..., min_length=1, description="one entry per camera or feed")
 
     _toml_file: Any = None
@@ -390,6 +470,10 @@ class Settings(BaseSettings):
                 node = f"ganomaly_edge_{self.device_id}_{c.name}"
                 out.append(f"{self.mqtt.discovery_prefix.rstrip('/')}/binary_sensor/{node}/anomaly/config")
         return out
+
+    @property
+    def history_path(self) -> str:
+        return self.history.path or os.path.join(os.path.dirname(os.path.abspath(self.store.path)), "history")
 
     @property
     def prefix(self) -> str:
@@ -489,6 +573,10 @@ def remember_secrets(settings: Settings) -> None:
         remember_uri(c.source.uri)
     if settings.mqtt.password is not None:
         remember(settings.mqtt.password.get_secret_value())
+    if settings.http.listen:
+        token = settings.http.resolved_token()  # a missing or empty token file is a config error
+        if token:
+            remember(token)
 
 
 def load_settings(path: str | None) -> Settings:

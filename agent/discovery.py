@@ -32,6 +32,9 @@ def discovery_messages(settings, topics: Topics) -> list[tuple[str, str]]:
     node = f"ganomaly_edge_{settings.device_id}".replace(".", "_").replace("-", "_")
     device = {"identifiers": [node], "name": f"ganomaly-edge {settings.device_id}", "manufacturer": "ganomaly-edge",
               "model": "edge inspection agent", "sw_version": version()}
+    host = settings.http.listen.rpartition(":")[0].strip("[]")
+    if host and host not in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::"):  # an address others can reach
+        device["configuration_url"] = f"{'https' if settings.http.tls_cert_file else 'http'}://{settings.http.listen}/"
     prefix = settings.mqtt.discovery_prefix.rstrip("/")
     out = []
     for cam in settings.cameras:

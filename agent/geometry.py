@@ -74,3 +74,9 @@ def model_input(image: np.ndarray, roi: RoiConfig | None, rotate: int, size: int
     if rotate:
         crop = cv2.rotate(crop, _ROTATE[rotate])
     return prepare(crop, size, channels), view
+
+
+def roi_view(image: np.ndarray, roi: RoiConfig | None, rotate: int) -> np.ndarray:
+    """The frame as the model sees it before the resize: its ROI, turned (for the alarm history)."""
+    crop = image if roi is None else image[roi.y:roi.y + roi.h, roi.x:roi.x + roi.w]
+    return cv2.rotate(crop, _ROTATE[rotate]) if rotate else crop

@@ -34,6 +34,8 @@ class Scored:
     residual: np.ndarray  # the frame's residual map (Engine.score_frames)
     score: float  # calibrated: 1.0 is the threshold
     raw: float
+    engine: Engine | None = None  # the bundle that scored it (a hot swap may have replaced it since)
+    threshold: float | None = None  # the decision's threshold when it was scored
 
 
 class Inference:
@@ -41,9 +43,11 @@ class Inference:
                  max_batch: int, workers: int, on_alarm: Callable[[Scored], None], on_end: Callable[[], None],
                  on_normal: Callable[[Item], None] | None = None,
                  on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5,
-                 on_item: Callable[..., None] | None = None):
+                 on_item: Callable[[Scored, bool], None] | None = None):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
         self.tiling = tiling
+        self.threshold: float | None = None  # None: the debouncer's own; set by a model swap
+        self.model_lock = threading.Lock()  # the model a batch is scored with: read once per batch
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
         self.on_normal = on_normal or (lambda item: None)
         self.on_item = on_item  # per-item results: every decision, OK or NG, in order
@@ -59,8 +63,22 @@ class Inference:
         self.threads = [threading.Thread(target=self._loop, name=f"infer-{name}-{i}", daemon=True)
                         for i in range(workers)]
 
-    def _take(self) -> tuple[int, list[Item]] | None:
-        """The next micro-batch (what is waiting, up to max_batch) and its number; None at the end."""
+    def model(self) -> tuple[Engine, Tiling, float | None]:
+        with self.model_lock:
+            return self.engine, self.tiling, self.threshold
+
+    def swap(self, engine: Engine, tiling: Tiling, threshold: float | None) -> Engine:
+        """Score every batch taken from now on with ``engine``; batches already taken finish on
+        the old one. Batches are numbered and given their model under one lock, in the order they
+        are decided, so the model changes between two batches: no frame is lost or scored twice."""
+        with self.model_lock:
+            old = self.engine
+            self.engine, self.tiling, self.threshold = engine, tiling, threshold
+            return old
+
+    def _take(self) -> tuple[int, list[Item], tuple] | None:
+        """The next micro-batch (what is waiting, up to max_batch), its number and the model that
+        scores it; None at the end."""
         with self.take_lock:
             if self.ending:
                 return None
@@ -80,7 +98,7 @@ class Inference:
                 batch.append(nxt)
             n = self.next_batch
             self.next_batch += 1
-            return n, batch
+            return n, batch, self.model()
 
     def health(self, now: float, grace: float) -> str | None:
         """Why inference is stuck (frames wait, nothing decided for ``grace`` s), or None."""
@@ -98,12 +116,14 @@ class Inference:
         if last:  # every batch is decided: no alarm can follow
             self.on_end()
 
-    def _score(self, batch: list[Item]) -> tuple[list[Item], np.ndarray, np.ndarray, np.ndarray]:
-        """The frames scored, their calibrated scores, residual maps and raw scores (none on a failure)."""
+    def _score(self, batch: list[Item], engine: Engine,
+               tiling: Tiling) -> tuple[list[Item], np.ndarray, np.ndarray, np.ndarray]:
+        """The frames scored by ``engine``, their calibrated scores, residual maps and raw scores
+        (none on a failure)."""
         try:
-            raw, residual = self.engine.score_frames(np.stack([it.x for it in batch]), self.tiling)
+            raw, residual = engine.score_frames(np.stack([it.x for it in batch]), tiling)
             self.failures = 0
-            return batch, self.engine.calibrated(raw), residual, raw
+            return batch, engine.calibrated(raw), residual, raw
         except Exception as e:  # e.g. a GPU error: the frames are counted, the camera goes on
             self.failures += 1
             log.error("camera %s: inference failed on %d frame(s) from frame %d (%d in a row): %s", self.name,
@@ -120,25 +140,32 @@ class Inference:
             engine = self.on_engine_failure(why)
             self.failures = 0
             if engine is not None:
-                self.engine = engine
+                with self.model_lock:
+                    self.engine = engine
 
-    def _process(self, n: int, batch: list[Item]) -> None:
+    def _process(self, n: int, batch: list[Item], model: tuple) -> None:
         t0 = time.monotonic()
         lat = self.stats.latency
         for it in batch:
             lat["queue"].add(t0 - it.frame.mono)
-        batch, scores, residual, raw = self._score(batch)
+        engine, tiling, threshold = model
+        batch, scores, residual, raw = self._score(batch, engine, tiling)
         t1 = time.monotonic()
         lat["inference_batch"].add(t1 - t0)
         with self.order:  # debounce and cooldown see the frames in capture order
             while self.next_decision != n:
                 self.order.wait()
+            if threshold is not None:
+                self.debounce.threshold = threshold
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
+                self.stats.recent_scores.append(float(scores[i]))
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
-                                             Scored(it, residual[i], float(scores[i]), float(raw[i])))
+                                             Scored(it, residual[i], float(scores[i]), float(raw[i]), engine,
+                                                    self.debounce.threshold))
                 if self.on_item is not None:  # item mode: n = 1, so a fired decision is this item's
-                    self.on_item(it, residual[i], float(scores[i]), float(raw[i]), fired is not None)
+                    self.on_item(Scored(it, residual[i], float(scores[i]), float(raw[i]), engine,
+                                        self.debounce.threshold), fired is not None)
                     continue
                 if fired is not None:
                     self.on_alarm(fired)

@@ -48,6 +48,9 @@ class MqttPublisher:
         self.event_ids: dict[int, str] = {}  # seq -> event id, for the echo
         self.awaiting: dict[str, tuple[int, float]] = {}  # event id -> (seq, all PUBACKs since)
         self.echoed: dict[str, None] = {}  # echoes that came before their PUBACKs (ordered, bounded)
+        self.sub_mids: dict[int, tuple[str, str]] = {}  # SUBACKs awaited: mid -> (topic, what a refusal costs)
+        # <prefix>/model/set: the payload handed to the agent (models.py), off the network thread
+        self.on_model_set: Callable[[bytes], None] | None = None
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.inflight: dict[int, int] = {}  # mid -> event seq
@@ -68,6 +71,9 @@ class MqttPublisher:
         self.network_error: str | None = None  # why the network thread last died, or could not restart
         self.flush_error: str | None = None
         self.thread = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+        # Verdicts from the plant: (topic, payload) on <prefix>/<camera>/verdict/set (verdicts.py)
+        self.on_verdict_set: Callable[[str, bytes], None] | None = None
+        self.echo_sub_mid: int | None = None
 
     def _client(self, client_id: str) -> mqtt.Client:
         cfg = self.cfg
@@ -144,9 +150,16 @@ class MqttPublisher:
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
         if self.verify_echo:
-            self.echo_mid = client.subscribe([(self.topics.alarm("+"), 1), (self.topics.result("+"), 1)])[1]
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+            self.echo_sub_mid = client.subscribe([(self.topics.alarm("+"), 1), (self.topics.result("+"), 1)])[1]
+        for topic in self.subscriptions:  # item triggers
+            self.sub_mids[client.subscribe(topic, qos=1)[1]] = (
+                topic, "no item will be triggered from it (allow this client to read it in the broker's ACL)")
+        if self.on_verdict_set is not None:
+            self.sub_mids[client.subscribe(self.topics.verdict_set("+"), qos=1)[1]] = (
+                self.topics.verdict_set("+"), "verdicts from the plant cannot arrive (check its ACL)")
+        if self.on_model_set is not None:
+            self.sub_mids[client.subscribe(self.topics.model_set(), qos=1)[1]] = (
+                self.topics.model_set(), "models can be swapped by SIGHUP or the console only (check its ACL)")
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
         for topic, payload in list(self.retained.items()):
@@ -178,11 +191,11 @@ class MqttPublisher:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """A SUBACK with a failure code is a failure: said, and delivery falls back to PUBACKs."""
         failed = [rc for rc in reason_codes if rc.is_failure]
-        if mid != getattr(self, "echo_mid", None):  # an item trigger topic
+        if mid != self.echo_sub_mid:
+            topic, what = self.sub_mids.pop(mid, ("?", ""))
             if failed:
-                self.throttled.log(logging.ERROR, "suback-trigger", "MQTT: the broker refused the subscription to "
-                                   "the item trigger topics (%s): no item will be triggered; allow this client to "
-                                   "read %s in the broker's ACL", failed[0], self.topics.trigger("+"))
+                self.throttled.log(logging.ERROR, f"suback {topic}", "MQTT: the broker refused the subscription "
+                                   "to %s (%s): %s", topic, failed[0], what)
             return
         self.echo_ok = not failed
         if failed:
@@ -202,6 +215,15 @@ class MqttPublisher:
                 handler(msg.payload)
             except Exception:  # on the network thread: said, never raised
                 log.exception("MQTT: handling a message on %s failed", msg.topic)
+            return
+        if msg.topic == self.topics.model_set() and self.on_model_set is not None:
+            self.on_model_set(msg.payload)
+            return
+        if msg.topic.endswith("/verdict/set") and self.on_verdict_set is not None:
+            try:
+                self.on_verdict_set(msg.topic, msg.payload)
+            except Exception:  # on the network thread: said, never raised
+                log.exception("MQTT: handling a verdict on %s failed", msg.topic)
             return
         if not msg.topic.endswith(("/alarm", "/result")):
             return

@@ -20,6 +20,7 @@ from ganomaly_edge.engine.window import Window
 from .alarms import Alarms
 from .capture import Capture
 from .config import CameraConfig, ConfigError
+from .errors import AgentError
 from .decision import Debouncer
 from .inference import Inference
 from .items import Triggers
@@ -57,6 +58,10 @@ def camera_tiling(cam: CameraConfig, engine: Engine) -> Tiling:
     return out
 
 
+class SwapRefused(AgentError, ValueError):
+    """A bundle this camera cannot switch to; the message says why and what to do."""
+
+
 def camera_window(cam: CameraConfig, engine: Engine) -> Window | None:
     """How 16-bit frames become the model's 8 bits: the camera's window, else the bundle's (the one
     it was trained with), else None (the top 8 bits)."""
@@ -74,7 +79,7 @@ class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
                  device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
-                 max_failures: int = 5):
+                 max_failures: int = 5, history=None, history_cfg=None):
         self.cam, self.engine = cam, engine
         if cam.source.kind == "genicam":
             from .genicam import aravis
@@ -84,6 +89,7 @@ class CameraPipeline:
             except ImportError as e:  # at start, once, with what to install; not a retry loop
                 raise ValueError(f"camera {cam.name}: {e}") from None
         self.tiling = camera_tiling(cam, engine)
+        self.max_batch_config = max_batch
         max_batch = min(max_batch, engine.max_frames(self.tiling) or max_batch)
         # Several workers only where the engine takes concurrent calls (ONNX Runtime on the CPU).
         workers = max(1, workers) if engine.concurrent else 1
@@ -101,6 +107,7 @@ class CameraPipeline:
         d = cam.decision.resolved("folder" if cam.item_mode else cam.source.kind)
         if cam.results:
             d = d.model_copy(update={"k": 1, "n": 1, "cooldown_s": 0.0})
+        self.threshold_config = d.threshold
         self.threshold = d.threshold if d.threshold is not None else engine.bundle.calibration.threshold
         channels = engine.spec.channels
         size = (self.tiling.height, self.tiling.width)
@@ -110,7 +117,8 @@ class CameraPipeline:
         self.triggers = self._triggers(cam, publisher, topics)
         self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record,
                                window=camera_window(cam, engine), triggers=self.triggers)
-        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id)
+        self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id,
+                             history=history, history_cfg=history_cfg)
         self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
@@ -153,6 +161,52 @@ class CameraPipeline:
             t.join(timeout)
         self.alarms.thread.join(timeout)
 
+    def swap_check(self, engine: Engine) -> tuple[Tiling, float]:
+        """The tiling and threshold ``engine`` would run with on this camera; SwapRefused when the
+        frames this camera captures are not what it takes (another working resolution or channel
+        count: capture resizes to the running model's, so such a model needs a restart)."""
+        have, want = self.engine.spec, engine.spec
+        if want.channels != have.channels:
+            raise SwapRefused(f"camera {self.cam.name}: bundle {engine.bundle.name} takes {want.channels}-channel "
+                              f"frames, this camera runs a {have.channels}-channel model: a bundle trained with "
+                              f"--channels {have.channels} can be swapped in; another channel count needs a restart "
+                              "with the new bundle in the config")
+        try:
+            tiling = camera_tiling(self.cam, engine)
+        except ValueError as e:
+            raise SwapRefused(str(e)) from None
+        self._check_window(engine)
+        t = self.tiling
+        if (tiling.height, tiling.width) != (t.height, t.width):
+            raise SwapRefused(f"camera {self.cam.name}: bundle {engine.bundle.name} works at {tiling.width}x"
+                              f"{tiling.height}, this camera captures at {t.width}x{t.height}: fine-tune from the "
+                              "deployed checkpoint (ganomaly-train --init-from), which keeps its working resolution; "
+                              "another resolution needs a restart with the new bundle in the config")
+        threshold = (self.threshold_config if self.threshold_config is not None
+                     else engine.bundle.calibration.threshold)
+        return tiling, threshold
+
+    def _check_window(self, engine: Engine) -> None:
+        """Capture turns 16-bit frames into 8 bits with the running bundle's window (unless the
+        camera sets its own): a bundle trained with another window would score frames it never saw."""
+        old, new = self.engine.bundle.window, engine.bundle.window
+        if not self.cam.window and old != new:
+            def say(w):
+                return w.text() if w is not None else "none (the top 8 bits)"
+
+            raise SwapRefused(f"camera {self.cam.name}: bundle {engine.bundle.name} was trained with the 16-bit window "
+                              f"{say(new)}, the running bundle with {say(old)}: train with the same --window (a "
+                              "fine-tune from the deployed checkpoint keeps it), or restart with the new bundle")
+
+    def swap(self, engine: Engine) -> Engine:
+        """Switch inference to ``engine`` between two batches (after swap_check); returns the old one."""
+        tiling, threshold = self.swap_check(engine)
+        self.inference.max_batch = min(self.max_batch_config, engine.max_frames(tiling) or self.max_batch_config)
+        old = self.inference.swap(engine, tiling, threshold)
+        self.engine, self.tiling, self.threshold = engine, tiling, threshold
+        self.alarms.engine, self.alarms.threshold = engine, threshold
+        return old
+
     def _set_online(self, online: bool, reason: str = "") -> None:
         if online != self.online or reason != self.status_reason:  # a new reason is news too
             self.online, self.status_reason = online, reason
@@ -192,4 +246,4 @@ class CameraPipeline:
         return {"online": self.online, **self.stats.snapshot(now), "queue_depth": self.q.qsize(),
                 "backend": self.engine.backend, "device": self.engine.device, "fallback": self.engine.fallback,
                 "workers": len(self.inference.threads),
-                "model": self.engine.bundle.name}
+                "model": self.engine.bundle.name, "model_hash": self.engine.bundle.model_hash}

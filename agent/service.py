@@ -13,10 +13,13 @@ from ganomaly_edge.engine import Engine, load
 from . import systemd
 from .config import Settings
 from .mqtt import MqttPublisher, dumps
+from .models import ModelSwitch
 from .pipeline import CameraPipeline
 from .stats import Latency
 from .store import EventStore
 from .discovery import discovery_messages
+from .history import History
+from .verdicts import Verdicts
 from .ratelimit import Throttled
 from .topics import Topics
 
@@ -34,6 +37,13 @@ def _rss_mb() -> float | None:
     return None
 
 
+def _same_disk(a: str, b: str) -> bool:
+    try:
+        return os.stat(os.path.dirname(os.path.abspath(a))).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
 class Agent:
     def __init__(self, settings: Settings, connect: bool = True):
         self.s = settings
@@ -44,19 +54,14 @@ class Agent:
         self.engines: dict[str, Engine] = {}
         self.retired: dict[str, list[Engine]] = {}
         self.reload_lock = threading.Lock()
+        self.engine_paths: dict[int, str] = {}  # id(engine) -> the bundle path it was loaded from
         m = settings.model
         workers, threads = m.parallelism(os.cpu_count() or 1)
         self.threads = threads
         for cam in settings.cameras:
             path = cam.bundle or m.bundle
             if path not in self.engines:
-                log.info("loading model bundle %s", path)
-                self.engines[path] = load(path, m.backend, threads=threads, allow_mismatch=m.allow_mismatch,
-                                          spinning=m.spinning, trusted_keys=m.trusted_keys, providers=m.providers,
-                                          openvino_precision=m.openvino_precision,
-                                          openvino_threads=m.threads or os.cpu_count() or 1)
-                for w in self.engines[path].bundle.training_warnings:
-                    log.warning("model bundle %s: THIS MODEL IS NOT READY: %s", path, w)
+                self.engines[path] = self.load_bundle(path)
         self.store = EventStore(settings.store.path, settings.store.max_events,
                                 int(settings.store.max_mb * (1 << 20)), settings.store.max_age_s)
         depth = self.store.depth()[0]
@@ -68,27 +73,75 @@ class Agent:
         self.publisher = MqttPublisher(settings.mqtt, self.topics, settings.client_id, self.store,
                                        on_ack=lambda seq, dt: self.lat_publish.add(dt),
                                        retained=discovery_messages(settings, self.topics)) if connect else None
+        self.history = (History(settings.history_path, settings.history.max_days, settings.history.max_mb)
+                        if settings.history.enabled else None)
+        self.verdicts = Verdicts(self.history, self.publisher, self.topics) if self.history is not None else None
+        if self.history is not None and _same_disk(settings.store.path, self.history.folder):
+            self.store.free_elsewhere = self.history.free
+        self.console = None
         self.pipelines = [
             CameraPipeline(cam, self.engines[cam.bundle or m.bundle], self.store, self.publisher,
                            self.topics, settings.queue_size, m.max_batch, self._camera_status,
                            workers=workers, device_id=settings.device_id,
-                           reload_engine=self.reload_engine, max_failures=m.reload_after_failures)
+                           reload_engine=self.reload_engine, max_failures=m.reload_after_failures,
+                           history=self.history, history_cfg=settings.history)
             for cam in settings.cameras]
+        self.models = ModelSwitch(self.pipelines, self.load_bundle,
+                                  {cam.name: cam.bundle or m.bundle for cam in settings.cameras},
+                                  on_result=self._model_result)
+        if self.publisher is not None:
+            self.publisher.on_model_set = lambda payload: threading.Thread(
+                target=self.models.request, args=(payload, "mqtt"), name="model-swap", daemon=True).start()
         self.stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+
+    def load_bundle(self, path: str) -> Engine:
+        """A bundle loaded on the configured backend, self-tested against its reference outputs."""
+        m = self.s.model
+        log.info("loading model bundle %s", path)
+        engine = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning,
+                      trusted_keys=m.trusted_keys, providers=m.providers, openvino_precision=m.openvino_precision,
+                      openvino_threads=m.threads or os.cpu_count() or 1)
+        self.engine_paths[id(engine)] = path
+        for w in engine.bundle.training_warnings:
+            log.warning("model bundle %s: THIS MODEL IS NOT READY: %s", path, w)
+        return engine
 
     def reload_engine(self, old: Engine) -> Engine:
         """A fresh engine for the bundle ``old`` was loaded from (once, for every camera sharing it)."""
         with self.reload_lock:
-            path = next(p for p, e in self.engines.items() if e is old or old in self.retired.get(p, []))
-            if self.engines[path] is not old:  # another camera reloaded it already
-                return self.engines[path]
-            m = self.s.model
-            new = load(path, m.backend, threads=self.threads, allow_mismatch=m.allow_mismatch, spinning=m.spinning,
-                       trusted_keys=m.trusted_keys, providers=m.providers, openvino_precision=m.openvino_precision,
-                       openvino_threads=m.threads or os.cpu_count() or 1)
-            self.engines[path] = new
+            path = self.engine_paths[id(old)]
+            current = self.engines.get(path)
+            if current is not None and current is not old and old in self.retired.get(path, []):
+                return current  # another camera reloaded it already
+            new = self.load_bundle(path)
+            if current is None or current is old:
+                self.engines[path] = new
             self.retired.setdefault(path, []).append(old)  # closed at shutdown: a worker may still hold it
             return new
+
+    def set_model(self, bundle: str | None = None, camera: str | None = None, rollback: bool = False,
+                  source: str = "api") -> dict[str, Any]:
+        """Hot swap (agent/models.py): the entry point for the console, MQTT and SIGHUP."""
+        return self.models.set(bundle, camera, rollback, source)
+
+    def reload_config(self, config_path: str | None) -> None:
+        """SIGHUP: read the configuration again and swap each camera to the bundle it now names."""
+        from .config import ConfigError, load_settings
+
+        def run() -> None:
+            try:
+                s = load_settings(config_path)
+            except ConfigError as e:
+                log.error("SIGHUP: the configuration does not load, every camera keeps its model: %s", e)
+                self.models._record({"ok": False, "reason": f"configuration: {e}", "source": "SIGHUP"})
+                return
+            self.models.reload({cam.name: cam.bundle or s.model.bundle for cam in s.cameras})
+
+        threading.Thread(target=run, name="model-reload", daemon=True).start()
+
+    def _model_result(self, result: dict[str, Any]) -> None:
+        if self.publisher:
+            self.publisher.publish_now(self.topics.model_result(), dumps(result), qos=1)
 
     def health(self) -> str | None:
         """Why the watchdog must not be fed: a camera is neither making progress nor knowingly
@@ -110,6 +163,11 @@ class Agent:
             self.publisher.set_retained(self.topics.status_reason(camera), reason or state)
 
     def start(self) -> None:
+        if self.s.http.listen:  # first: a port in use stops the agent before it inspects anything
+            from .console import Console
+
+            self.console = Console(self, self.history, self.s.http, self.s.http.resolved_token())
+            self.console.start()
         if self.publisher:
             self.publisher.start()
         for p in self.pipelines:
@@ -154,9 +212,17 @@ class Agent:
             self.publish_stats()
             self.publisher.stop(flush_timeout, reason=self.stop_reason)
         self.stats_thread.join(timeout=2)
-        for e in list(self.engines.values()) + [e for old in self.retired.values() for e in old]:
-            e.close()
+        closed: set[int] = set()
+        for e in (list(self.engines.values()) + [e for old in self.retired.values() for e in old]
+                  + [p.engine for p in self.pipelines] + self.models.engines()):
+            if id(e) not in closed:
+                closed.add(id(e))
+                e.close()
+        if self.console is not None:
+            self.console.stop()
         self.store.close()
+        if self.history is not None:
+            self.history.close()
         log.info("stopped")
 
     def fallbacks(self) -> dict[str, str]:
@@ -177,9 +243,14 @@ class Agent:
             "engines": [e.describe() for e in self.engines.values()],
             # A gauge: engines that fell back from TensorRT to ONNX Runtime (0 when all run as built).
             "tensorrt_fallbacks": len(self.fallbacks()),
+            "models": self.models.state(),
         }
         if self.publisher:
             out["mqtt"] = self.publisher.stats()
+        if self.history is not None:
+            out["history"] = {**self.history.totals(), **self.history.counters(),
+                              "precision": self.history.precision(),
+                              "verdict_messages": dict(self.verdicts.counts)}
         return out
 
     def publish_stats(self) -> None:

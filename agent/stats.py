@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 
 import numpy as np
 
 
+# Upper bounds (seconds) of the cumulative histograms /metrics serves (Prometheus' own defaults
+# with finer steps at the low end, where a frame's stages live).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
 class Latency:
+    """A sliding window for percentiles, and counts since start for a Prometheus histogram."""
+
     def __init__(self, window: int = 2000):
         self.values: deque[float] = deque(maxlen=window)
         self.lock = threading.Lock()
+        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one: above every bound (+Inf)
+        self.count, self.sum = 0, 0.0
 
     def add(self, seconds: float) -> None:
         with self.lock:
             self.values.append(seconds)
+            self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+            self.count += 1
+            self.sum += seconds
+
+    def histogram(self) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative (upper bound, count) pairs ending with +Inf, and the sum, since start."""
+        with self.lock:
+            counts, total = list(self.buckets), self.sum
+        out, acc = [], 0
+        for bound, n in zip([str(b) for b in BUCKETS] + ["+Inf"], counts):
+            acc += n
+            out.append((bound, acc))
+        return out, total
 
     def summary(self) -> dict[str, float] | None:
         with self.lock:
@@ -58,6 +81,7 @@ class CameraStats:
                         "capture_to_decision": Latency(), "trigger_to_result": Latency()}
         self.first_capture: float | None = None
         self.last_done: float | None = None
+        self.recent_scores: deque[float] = deque(maxlen=60)  # the console's live strip
 
     def add(self, name: str, n: int = 1) -> None:
         with self.lock:

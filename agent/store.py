@@ -116,6 +116,9 @@ class EventStore:
         self.mem_counters: dict[str, int] = {}
         self.throttled = Throttled(log)
         self.checkpoints = 0
+        # On a full disk, unsent alarms come before kept ones: a callback (nbytes) -> whether the
+        # alarm history freed some of its own (agent/history.py), asked before any unsent event goes.
+        self.free_elsewhere = None
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
                                               name="store-checkpoint", daemon=True)
@@ -152,6 +155,8 @@ class EventStore:
             except sqlite3.OperationalError as e:
                 if not _is_full(e):
                     raise
+                if self.free_elsewhere is not None and self.free_elsewhere(2 * row[5] + (64 << 10)):
+                    continue
                 if not self._make_room(event_id, row[5], e):
                     self._bump_safely("dropped_disk_full", 1)
                     raise StoreFull(f"event store {self.path}: the disk is full ({e}) and nothing older is "

@@ -10,7 +10,11 @@
     <prefix>/<camera>/alarm/<id>/overlay     JPEG
     <prefix>/<camera>/result                 JSON verdict per item (agent/result.schema.json)
     <prefix>/<camera>/trigger                subscribed: one item per message (payload: its id)
+    <prefix>/<camera>/verdict                JSON, each recorded verdict (console or PLC), QoS 1
+    <prefix>/<camera>/verdict/set            subscribed: {"id": ..., "verdict": "defect" | "false_alarm"}
     <prefix>/stats                           JSON, every stats_interval_s
+    <prefix>/model/set                       subscribed: {"bundle": PATH, "camera": NAME?} or {"rollback": true}
+    <prefix>/model/result                    JSON, the outcome of each model swap (agent/models.py)
 """
 
 from __future__ import annotations
@@ -66,3 +70,14 @@ class Topics:
 
     def trigger(self, camera: str) -> str:
         return self._join(camera, "trigger")
+    def model_set(self) -> str:
+        return self._join("model", "set")
+
+    def model_result(self) -> str:
+        return self._join("model", "result")
+
+    def verdict(self, camera: str) -> str:
+        return self._join(camera, "verdict")
+
+    def verdict_set(self, camera: str) -> str:
+        return self._join(camera, "verdict", "set")

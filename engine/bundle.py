@@ -122,7 +122,13 @@ class Bundle:
 
     @property
     def model_hash(self) -> str:
-        return self.meta.files[ONNX][:16]
+        """What scores a frame: the ONNX graph with the tiling and calibration around it (a
+        recalibrated bundle has the same graph and another hash; a TensorRT plan added to it does
+        not change it). 16 hex digits, on every alarm as model.hash."""
+        m = self.meta
+        scoring = {"onnx": m.files[ONNX], "calibration": m.calibration.model_dump(mode="json"),
+                   "tiling": m.tiling.model_dump(mode="json") if m.tiling else None}
+        return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def training_warnings(self) -> list[str]:

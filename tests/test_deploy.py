@@ -23,7 +23,7 @@ TARGET_SYSTEMD = 249  # JetPack 6 (Ubuntu 22.04)
 ADDED = {
     "Description": 1, "Documentation": 1, "After": 1, "Wants": 1, "WantedBy": 1,
     "StartLimitIntervalSec": 230, "StartLimitBurst": 1, "Type": 1, "NotifyAccess": 1, "ExecStartPre": 1,
-    "ExecStart": 1, "KillSignal": 1, "TimeoutStopSec": 1, "Restart": 1, "RestartSec": 1,
+    "ExecStart": 1, "ExecReload": 1, "KillSignal": 1, "TimeoutStopSec": 1, "Restart": 1, "RestartSec": 1,
     "RestartPreventExitStatus": 189, "WatchdogSec": 1, "User": 1, "Group": 1, "SupplementaryGroups": 1,
     "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235, "Environment": 1, "LoadCredential": 247,
     "LoadCredentialEncrypted": 250, "NoNewPrivileges": 187, "CapabilityBoundingSet": 1,

@@ -4,6 +4,7 @@
     ganomaly-bench engine --synthetic 64x64x3       # an untrained model of the official widths
     ganomaly-bench agent [--synthetic 64x64x3 | BUNDLE]
     ganomaly-bench items [--synthetic 64x64x3 | BUNDLE] [--rate 10] [--items 300]
+    ganomaly-bench agent [--synthetic 64x64x3 | BUNDLE] --console   # tools/bench_console.py
 
 engine: batch-1 latency (median, p99), batched throughput, the engine's own overhead around
 the backend, PyTorch eager from the checkpoint as the baseline, and achieved GFLOP/s against a
@@ -155,7 +156,7 @@ def bench_engine(bundle: str, checkpoint: str | None, backend: str, batches: lis
 
 
 def _agent_run(bundle: str, video: str, work: str, threads: int, threshold: float, fps: float | None,
-               spinning: bool, max_batch: int = 8, workers: int = 0, camera_extra: str = "",
+               spinning: bool, max_batch: int = 8, workers: int = 0, camera_extra: str = "", extra: str = "",
                backend: str = "auto") -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -180,6 +181,7 @@ port = {b.port}
 stats_interval_s = 1000
 [store]
 path = "{work}/events-{fps}.db"
+{extra}
 [[cameras]]
 name = "bench"
 {camera_extra}
@@ -456,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--rounds", type=int, default=3, help="interleaved engine/agent rounds; medians reported")
     a.add_argument("--max-batch", type=int, default=8, help="the agent's largest micro-batch")
     a.add_argument("--workers", type=int, default=0, help="the agent's inference workers (0 = auto)")
+    a.add_argument("--console", action="store_true", help="instead: agent fps with the console off and on "
+                   "(polled like an open browser) at --console-rates, and the review page's load time with "
+                   "--page-alarms alarms in history (tools/bench_console.py)")
+    a.add_argument("--console-rates", default="0.01,0.1", help="alarm rates of the --console fps runs")
+    a.add_argument("--page-alarms", type=int, default=10000, help="alarms in history for the page load figure")
+    a.add_argument("--console-poll", default="browser", choices=["browser", "heavy"],
+                   help="browser: an open review page and a Prometheus scrape; heavy: page, status, metrics every second")
     so = sub.add_parser("soak", help="the agent at a high alarm rate for minutes: store files and RSS over time")
     so.add_argument("--duration", type=float, default=600.0)
     so.add_argument("--sample", type=float, default=10.0)
@@ -512,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_items import bench_items
 
         print(json.dumps(bench_items(bundle, work, args.rate, args.items, args.frame_rate), indent=1))
+    if args.what == "agent" and args.console:
+        from .bench_console import bench_console
+
+        print(json.dumps(bench_console(bundle, args), indent=1))
         return 0
     if args.what == "engine":
         r = bench_engine(bundle, ck, args.backend, [int(b) for b in args.batch.split(",")], args.reps, args.threads)

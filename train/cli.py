@@ -10,6 +10,8 @@ import sys
 from ganomaly_edge.engine.tiling import Tiling, default_stride, margin_for
 from ganomaly_edge.engine.version import version
 
+from .finetune import DEFAULT_BUDGET_MIN, DEFAULT_OVERSAMPLE
+
 # Generators by default: the paper's for whole frames (every FMNIST/MNIST figure in docs/training.md), and
 # Skip-GANomaly's for tiles, chosen on the high-resolution benchmark (docs/high-resolution.md).
 DEFAULT_ARCH, DEFAULT_TILE_ARCH = "paper", "skip"
@@ -53,7 +55,10 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="ganomaly-train",
         description="Train GANomaly on a folder of normal images (searched recursively), "
                     "calibrate its score on held-out normal images and write a checkpoint.")
-    ap.add_argument("--data", required=True, help="folder of normal images (png, jpg, bmp, tiff)")
+    ap.add_argument("--data", required=True, action="append",
+                    help="folder of normal images (png, jpg, bmp, tiff); with --init-from, repeatable (e.g. the "
+                         "original normal folder and exported false alarms)")
+    _finetune_args(ap)
     ap.add_argument("--out", required=True, help="checkpoint file to write (rewritten every epoch)")
     ap.add_argument("--window", default="", help="16-bit images (X-ray TIFF/PNG): the intensity window onto the "
                                                  "model's 8 bits, LO:HI in raw units (e.g. 20000:24000) or pLO:pHI "
@@ -87,7 +92,8 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="share of the images held out for model selection and calibration")
-    ap.add_argument("--far", type=float, default=0.01, help="target false-alarm rate of the threshold, per frame")
+    ap.add_argument("--far", type=float, help="target false-alarm rate of the threshold, per frame (default 0.01; "
+                                              "with --init-from, the checkpoint's)")
     ap.add_argument("--score", choices=[AUTO, *sorted(CANDIDATES)], metavar="SCORE",
                     help=f"anomaly score to deploy: one of {', '.join(sorted(CANDIDATES))}, or {AUTO!r}: the "
                          f"one of {', '.join(AUTO_CANDIDATES)} that best separates the held-out normal images "
@@ -104,6 +110,15 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return ap
+
+
+def _finetune_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--init-from", metavar="CHECKPOINT",
+                    help="fine-tune this finished checkpoint (its recipe, tiling and working resolution) on the "
+                         "--data folders, for a short time budget (default %g min)" % DEFAULT_BUDGET_MIN)
+    ap.add_argument("--oversample", type=float, default=DEFAULT_OVERSAMPLE, metavar="SHARE",
+                    help="with --init-from: --data folders smaller than the largest are repeated in training until "
+                         "each makes up this share of it (default %g)" % DEFAULT_OVERSAMPLE)
 
 
 def _recipe_args(ap: argparse.ArgumentParser) -> None:
@@ -140,7 +155,7 @@ def _config(args, frames_shape: tuple[int, ...]):
     return TrainConfig(
         image_size=args.tile if tiled else frames_shape[1], channels=args.channels, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
-        target_far=args.far, score=args.score or (DEFAULT_TILE_SCORE if tiled else DEFAULT_SCORE),
+        target_far=args.far if args.far is not None else 0.01, score=args.score or (DEFAULT_TILE_SCORE if tiled else DEFAULT_SCORE),
         select=args.select,
         patience=args.patience if args.patience is not None else (DEFAULT_TILE_PATIENCE if tiled else DEFAULT_PATIENCE),
         threads=args.threads, precision=args.precision, width=args.width or (32 if tiled else 64), latent_dim=args.latent_dim,
@@ -162,7 +177,7 @@ def ema_decay(args) -> float:
 def _check_args(args) -> str | None:
     if args.epochs < 1 or args.batch_size < 2:
         return "--epochs must be >= 1 and --batch-size >= 2 (BatchNorm needs a batch)"
-    if not 0 < args.far < 0.5:
+    if args.far is not None and not 0 < args.far < 0.5:
         return "--far must be between 0 and 0.5, e.g. 0.01 for 1 %"
     if args.patience is not None and args.patience < 0:
         return "--patience must be >= 0 (0 = run every epoch)"
@@ -181,6 +196,13 @@ def _check_args(args) -> str | None:
         return "--ema must be a decay between 0 and 1, e.g. 0.998 (0 = no weight average)"
     if args.time_budget < 0:
         return "--time-budget must be positive (minutes)"
+    if len(args.data) > 1 and not args.init_from:
+        return ("several --data folders are for fine-tuning (--init-from CHECKPOINT); to train afresh, put the "
+                "images in one folder")
+    if args.init_from and args.resume:
+        return "--init-from starts a new run from a finished checkpoint; --resume continues an unfinished one"
+    if not 0 <= args.oversample < 1:
+        return "--oversample must be a share between 0 and 1, e.g. 0.2"
     return None
 
 
@@ -205,7 +227,7 @@ def _load(args):
         window = Window.parse(args.window) if args.window else None
     except WindowError as e:
         raise DataError(f"--window: {e}") from None
-    data = load_folder(args.data, size, args.channels, window)
+    data = load_folder(args.data[0], size, args.channels, window)
     if args.tile and min(data.images.shape[1:3]) < args.tile:
         raise DataError(f"the working resolution {data.images.shape[2]}x{data.images.shape[1]} is smaller "
                         f"than one {args.tile} px tile: use a smaller --tile or a larger --image-size")
@@ -224,11 +246,16 @@ def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
     from .data import DataError
     from .network import UnsupportedSizeError
 
+    bad = _check_args(args)
+    if bad:
+        return _fail(bad)
+    if args.init_from:
+        return _finetune(args)
     try:
         data = _load(args)
     except (UnsupportedSizeError, DataError) as e:
         return _fail(str(e))
-    log.info("%d images loaded from %s (%d unreadable, skipped)", len(data.images), args.data, len(data.skipped))
+    log.info("%d images loaded from %s (%d unreadable, skipped)", len(data.images), args.data[0], len(data.skipped))
 
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
@@ -236,18 +263,34 @@ def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
     try:
         cfg = _config(args, data.images.shape)
         tr = Trainer(cfg, data.images, out_path=args.out, progress=not args.quiet, on_epoch=on_epoch,
-                     data_info={"source": os.path.abspath(args.data), "n_images": len(data.images),
+                     data_info={"source": os.path.abspath(args.data[0]), "n_images": len(data.images),
                                 "skipped": len(data.skipped)})
         if args.resume and os.path.exists(args.out):
             tr.load_state(load_checkpoint(args.out))
         ck = tr.run()
     except (DataError, ValueError, RuntimeError) as e:
         return _fail(str(e))
+    _summary(args, ck)
+    return 0
+
+
+def _finetune(args) -> int:
+    from .data import DataError
+    from .finetune import finetune
+
+    try:
+        ck = finetune(args)
+    except (DataError, ValueError, RuntimeError) as e:
+        return _fail(str(e))
+    _summary(args, ck)
+    return 0
+
+
+def _summary(args, ck) -> None:
     c = ck["calibration"]
     print(f"checkpoint: {args.out}\nscore: {ck['score']['name']}  threshold (raw): {c['threshold_raw']:.6g} "
           f"for {100 * c['target_far']:.2g}% false alarms per frame on {c['n']} held-out normal images")
     _say_training_warnings(ck)
-    return 0
 
 
 def _say_training_warnings(ck: dict) -> None:

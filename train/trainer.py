@@ -239,7 +239,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, images: np.ndarray, out_path: str | None = None,
                  data_info: dict[str, Any] | None = None, progress: bool = True,
-                 on_epoch: Callable[[int, "Trainer"], None] | None = None):
+                 on_epoch: Callable[[int, "Trainer"], None] | None = None, held_out: np.ndarray | None = None):
+        """``held_out``: the held-out frames, when the caller split them (fine-tuning splits each
+        folder on its own); ``images`` are then the training frames only."""
         if images.ndim != 4 or images.dtype != np.uint8:
             raise TrainConfigError(f"training images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
         if cfg.tile and cfg.image_size != cfg.tile:
@@ -251,8 +253,11 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        tr_idx, val_idx = split(len(images), cfg.val_fraction, cfg.seed)
-        self.train_images, self.val_images = images[tr_idx], images[val_idx]
+        if held_out is None:
+            tr_idx, val_idx = split(len(images), cfg.val_fraction, cfg.seed)
+            self.train_images, self.val_images = images[tr_idx], images[val_idx]
+        else:
+            self.train_images, self.val_images = images, held_out
         self.sampler = Sampler(self.train_images, cfg.image_size, cfg.augment(), cfg.seed, self.tiling.margin)
         self.val_tiles = self._val_tiles()
         # Held-out tiles with foreign patches, drawn once: every epoch is judged on the same ones.
@@ -265,7 +270,7 @@ class Trainer:
                         per_epoch, cfg.batch_size, self.batch_size)
         self.n_batches = max(per_epoch // self.batch_size, 1)  # the ragged last batch is dropped
         self.data_info = dict(data_info or {})
-        self.data_info.update({"n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
+        self.data_info.update({"n_train": int(len(self.train_images)), "n_val": int(len(self.val_images)),
                                "fingerprint": fingerprint(images)})
         torch.manual_seed(cfg.seed)
         self.g, self.d = build_models(cfg, self.device)
@@ -444,6 +449,16 @@ class Trainer:
             "data": self.data_info,
             "versions": versions(),
         }
+
+    def init_from(self, ck: dict[str, Any]) -> None:
+        """Fine-tuning: start from a finished checkpoint's networks (the generator it selected),
+        with fresh optimisers and epoch count."""
+        check_checkpoint(ck)
+        self.g.load_state_dict(ck["generator"])
+        self.d.load_state_dict(ck["discriminator"])
+        if self.g_avg is not None:
+            self.g_avg.model.load_state_dict(ck["generator"])
+        self.data_info["init_from"] = ck.get("data", {}).get("fingerprint")
 
     def load_state(self, ck: dict[str, Any]) -> None:
         check_checkpoint(ck)

@@ -1,0 +1,514 @@
+"""The console (agent/console.py) against real parts: the agent as a process on an image folder and
+a video file, a real mosquitto on loopback, the alarm history on real SQLite and files, HTTP over
+a real socket, /metrics read by prometheus_client's parser, and the review page in a real
+headless chromium driven by selenium."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+def free_port():
+    from ganomaly_edge.tools.broker import free_port as fp
+
+    return fp()
+
+
+def wait(pred, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    return None
+
+
+class Sub:
+    def __init__(self, port, prefix):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.msgs, self.lock = [], threading.Lock()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="console-sub")
+        self.c.on_message = lambda c, u, m: self._add(m)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert wait(self.c.is_connected, 20)
+
+    def _add(self, m):
+        with self.lock:
+            self.msgs.append((m.topic, m.payload))
+
+    def on(self, suffix):
+        with self.lock:
+            return [json.loads(p) for t, p in self.msgs if t.endswith(suffix)]
+
+    def publish(self, topic, payload):
+        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def http(port, path, token=TOKEN, method="GET", body=None, headers=None, raw=False):
+    """(status, headers, body: parsed JSON unless raw) of one request."""
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, hdrs, data = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, data = e.code, e.headers, e.read()
+    if raw:
+        return status, hdrs, data
+    try:
+        return status, hdrs, json.loads(data)
+    except ValueError:
+        return status, hdrs, data
+
+
+def make_inputs(tmp):
+    """A folder of 6 real photographs (scikit-image) and a 10-frame video of real digits."""
+    from skimage import data as skd
+    from sklearn.datasets import load_digits
+
+    os.makedirs(tmp / "scans")
+    for i, name in enumerate(["brick", "grass", "gravel", "camera", "moon", "coins"]):
+        img = getattr(skd, name)()
+        img = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(tmp / "scans" / f"item_{i}.png"), cv2.resize(img, (96, 80)))
+    video = str(tmp / "belt.avi")
+    vw = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
+    digits = load_digits().images
+    for i in range(10):
+        g = cv2.resize((digits[i] * 15).astype(np.uint8), (48, 40), interpolation=cv2.INTER_NEAREST)
+        vw.write(cv2.cvtColor(g, cv2.COLOR_GRAY2BGR))
+    vw.release()
+    return str(tmp / "scans"), video
+
+
+def write_config(tmp, broker_port, http_port, scans, video, history_extra=""):
+    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+
+    (tmp / "token").write_text(TOKEN + "\n")
+    every = "[cameras.decision]\nthreshold = -1000000.0\nk = 1\nn = 1\ncooldown_s = 0\n"
+    cfg = tmp / "agent.toml"
+    cfg.write_text(f"""device_id = "line1"
+[model]
+bundle = "{BUNDLE_DIR}/recon"
+threads = 1
+[mqtt]
+port = {broker_port}
+prefix = "ganomaly/line1"
+stats_interval_s = 2
+reconnect_min_s = 1
+reconnect_max_s = 2
+[store]
+path = "{tmp / 'events.db'}"
+[history]
+path = "{tmp / 'history'}"
+{history_extra}
+[http]
+listen = "127.0.0.1:{http_port}"
+token_file = "{tmp / 'token'}"
+[[cameras]]
+name = "scanner"
+roi = {{ x = 8, y = 4, w = 64, h = 72 }}
+rotate = 90
+[cameras.source]
+kind = "folder"
+uri = "{scans}"
+settle_s = 0.2
+{every}
+[[cameras]]
+name = "belt"
+[cameras.source]
+kind = "file"
+uri = "{video}"
+{every}""")
+    return str(cfg)
+
+
+def start_agent(cfg, log):
+    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 0
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    """The agent on a folder (6 items) and a video (10 frames) where every frame alarms: 16 alarms."""
+    from ganomaly_edge.tools.broker import Mosquitto
+
+    tmp = tmp_path_factory.mktemp("console")
+    broker = Mosquitto(workdir=str(tmp / "broker")).start()
+    scans, video = make_inputs(tmp)
+    port = free_port()
+    cfg = write_config(tmp, broker.port, port, scans, video)
+    sub = Sub(broker.port, "ganomaly/line1")
+    log = str(tmp / "agent.log")
+    p = start_agent(cfg, log)
+    ok = wait(lambda: http(port, "/api/alarms?limit=1000")[2]["count"] == 16
+              if p.poll() is None and _up(port) else p.poll() is not None, 120)
+    assert ok and p.poll() is None, open(log).read()
+    state = {"tmp": tmp, "port": port, "sub": sub, "cfg": cfg, "log": log, "proc": p, "broker": broker}
+    yield state
+    if state["proc"].poll() is None:
+        stop(state["proc"])
+    sub.close()
+    broker.stop()
+
+
+def _up(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_alarms_are_kept_with_their_frames_and_listed(line):
+    port = line["port"]
+    st, _, body = http(port, "/api/alarms?limit=1000")
+    alarms = body["alarms"]
+    assert st == 200 and len(alarms) == 16
+    assert [a["ts"] for a in alarms] == sorted((a["ts"] for a in alarms), reverse=True)  # newest first
+    for a in alarms:
+        assert {"id", "camera", "ts", "score", "item", "verdict", "model"} <= set(a)
+        assert a["verdict"] is None and a["model"]["name"] and len(a["model"]["hash"]) >= 8
+    scanner = [a for a in alarms if a["camera"] == "scanner"]
+    assert sorted(a["item"] for a in scanner) == [f"item_{i}.png" for i in range(6)]
+    assert len(http(port, "/api/alarms?camera=belt&limit=1000")[2]["alarms"]) == 10
+    # The frame as the model saw it: the ROI (64x72), turned 90 degrees, not resized; lossless.
+    a = scanner[0]
+    st, hdr, png = http(port, f"/api/alarms/{a['id']}/images/frame", raw=True)
+    assert st == 200 and hdr["content-type"] == "image/png"
+    frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    src = cv2.imread(os.path.join(str(line["tmp"] / "scans"), a["item"]), cv2.IMREAD_COLOR)  # as the agent reads it
+    want = cv2.rotate(src[4:76, 8:72], cv2.ROTATE_90_CLOCKWISE)
+    assert frame.shape[:2] == (64, 72) and np.array_equal(frame, want)
+    detail = http(port, f"/api/alarms/{a['id']}")[2]
+    assert set(detail["images"]) >= {"frame", "overlay", "crop-0"}
+    for url in detail["images"].values():
+        st, hdr, data = http(port, url, raw=True)
+        assert st == 200 and cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None
+    for root, dirs, files in os.walk(line["tmp"] / "history"):
+        for f in files:
+            assert os.stat(os.path.join(root, f)).st_mode & 0o077 == 0, f
+
+
+def test_every_endpoint_but_metrics_and_healthz_needs_the_token(line):
+    port = line["port"]
+    some = http(port, "/api/alarms?limit=1")[2]["alarms"][0]["id"]
+    for path in ("/api/alarms", f"/api/alarms/{some}", f"/api/alarms/{some}/images/frame", "/api/status"):
+        for token in (None, "wrong-token-123"):
+            st, hdr, body = http(port, path, token=token)
+            assert st == 401 and "token" in body["error"], (path, st)
+            assert hdr["WWW-Authenticate"] == "Bearer"
+    st, _, page = http(port, "/", token=None, raw=True)
+    assert st == 401 and b'name="token"' in page and TOKEN.encode() not in page
+    st, _, _ = http(port, f"/api/alarms/{some}/verdict", token=None, method="POST", body={"verdict": "defect"})
+    assert st == 401
+    assert http(port, "/healthz", token=None)[0] == 200
+    assert http(port, "/metrics", token=None, raw=True)[0] == 200
+    st, _, page = http(port, "/", raw=True)
+    assert st == 200 and TOKEN.encode() not in page and b"item_" in page
+    assert http(port, f"/api/alarms/{some}")[2]["verdict"] is None  # nothing written
+
+
+def test_bad_input_is_a_clear_4xx_and_writes_nothing(line):
+    port = line["port"]
+    some = http(port, "/api/alarms?limit=1")[2]["alarms"][0]["id"]
+    v = f"/api/alarms/{some}/verdict"
+    cases = [
+        (f"/api/alarms/{'0' * 32}/verdict", {"verdict": "defect"}, {}, 404, "no alarm"),
+        ("/api/alarms/nonsense/verdict", {"verdict": "defect"}, {}, 404, "no alarm"),
+        (v, {"verdict": "maybe"}, {}, 422, "defect"),
+        (v, {"verdict": "defect", "extra": 1}, {}, 400, "verdict"),
+        (v, b"{not json", {"Content-Type": "application/json"}, 400, "JSON"),
+        (v, b'{"verdict": "defect"}', {"Content-Type": "text/plain"}, 415, "JSON"),
+        (v, json.dumps({"verdict": "defect", "pad": "x" * 10000}).encode(), {"Content-Type": "application/json"},
+         413, "larger"),
+        (v, {"verdict": "defect"}, {"Origin": "http://evil.example"}, 403, "cross-origin"),
+    ]
+    for path, body, headers, status, word in cases:
+        st, _, resp = http(port, path, method="POST", body=body, headers=headers)
+        assert st == status and word in resp["error"], (path, body, st, resp)
+    for path in (f"/api/alarms/{some}/images/..%2F..%2Fhistory.db", f"/api/alarms/{some}/images/..%2Fframe",
+                 "/api/alarms/..%2F..%2Fhistory/images/frame", f"/api/alarms/{some}/images/passwd",
+                 f"/api/alarms/{some}/images/%2Fetc%2Fpasswd"):
+        st, _, data = http(port, path, raw=True)
+        assert st == 404 and b"root:" not in data and b"SQLite" not in data, path
+    for q, word in (("since=yesterday", "since"), ("verdict=meh", "verdict"), ("limit=ten", "limit"),
+                    ("min_score=high", "min_score")):
+        st, _, resp = http(port, f"/api/alarms?{q}")
+        assert st == 400 and word in resp["error"], q
+    assert all(a["verdict"] is None for a in http(port, "/api/alarms?limit=1000")[2]["alarms"])
+
+
+def login(port, token):
+    """(status, the session cookie or None) of the login form's POST."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/login", body=f"token={token}", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    r.read()
+    cookie = r.getheader("Set-Cookie")
+    c.close()
+    return r.status, cookie
+
+
+def test_login_sets_a_strict_httponly_session_and_posts_need_the_csrf_token(line):
+    port = line["port"]
+    st, cookie = login(port, "not-the-token")
+    assert st == 401 and cookie is None
+    st, cookie = login(port, TOKEN)
+    assert st == 303 and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    session = cookie.split(";")[0]
+    assert TOKEN not in session
+    h = {"Cookie": session}
+    st, _, page = http(port, "/", token=None, headers=h, raw=True)
+    assert st == 200 and TOKEN.encode() not in page
+    csrf = re.search(rb'name="csrf" content="([0-9a-f]+)"', page).group(1).decode()
+    target = http(port, "/api/alarms?camera=scanner&verdict=unreviewed")[2]["alarms"][0]["id"]
+    st, _, body = http(port, f"/api/alarms/{target}/verdict", token=None, method="POST", body={"verdict": "defect"},
+                       headers=h)
+    assert st == 403 and "X-CSRF-Token" in body["error"]
+    assert http(port, f"/api/alarms/{target}")[2]["verdict"] is None
+    st, _, body = http(port, f"/api/alarms/{target}/verdict", token=None, method="POST", body={"verdict": "defect"},
+                       headers={**h, "X-CSRF-Token": csrf})
+    assert st == 200 and body["verdict"] == "defect"
+
+
+def test_verdicts_over_http_and_mqtt_are_published_and_counted(line):
+    port, sub = line["port"], line["sub"]
+    belt = http(port, "/api/alarms?camera=belt&limit=1000")[2]["alarms"]
+    st, _, a = http(port, f"/api/alarms/{belt[0]['id']}/verdict", method="POST", body={"verdict": "defect"})
+    assert st == 200 and a["verdict"] == "defect" and a["verdict_source"] == "console"
+    sub.publish("ganomaly/line1/belt/verdict/set", json.dumps({"id": belt[1]["id"], "verdict": "false_alarm"}))
+    for bad in (b"{oops", json.dumps({"id": belt[2]["id"], "verdict": "perhaps"}).encode(), b"x" * 5000):
+        sub.publish("ganomaly/line1/belt/verdict/set", bad)
+    sub.publish("ganomaly/line1/belt/verdict/set", json.dumps({"id": "f" * 32, "verdict": "defect"}))
+    got = wait(lambda: len(sub.on("/belt/verdict")) >= 2 and sub.on("/belt/verdict"), 30)
+    assert got, "no verdict published"
+    assert {(m["id"], m["verdict"], m["source"]) for m in got} == {
+        (belt[0]["id"], "defect", "console"), (belt[1]["id"], "false_alarm", "mqtt")}
+    assert http(port, f"/api/alarms/{belt[1]['id']}")[2]["verdict"] == "false_alarm"
+    assert http(port, f"/api/alarms/{belt[2]['id']}")[2]["verdict"] is None
+    fa = http(port, "/api/alarms?verdict=false_alarm")[2]["alarms"]
+    assert [a["id"] for a in fa] == [belt[1]["id"]]
+    log = open(line["log"]).read()
+    assert "rejected" in log and "no alarm 'ffffffff" in log
+    m = metrics(port)
+    assert m[("ganomaly_verdict_messages_total", (("result", "rejected"),))] == 3
+    assert m[("ganomaly_verdict_messages_total", (("result", "unknown_id"),))] == 1
+    assert m[("ganomaly_verdicts_total", (("camera", "belt"), ("verdict", "defect")))] == 1
+    assert m[("ganomaly_precision", (("camera", "belt"),))] == 0.5
+
+
+def metrics(port):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    st, hdr, text = http(port, "/metrics", token=None, raw=True)
+    assert st == 200 and hdr["content-type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_parse_and_count(line):
+    m = metrics(line["port"])
+    assert m[("ganomaly_alarms_total", (("camera", "scanner"),))] == 6
+    assert m[("ganomaly_alarms_total", (("camera", "belt"),))] == 10
+    assert m[("ganomaly_frames_processed_total", (("camera", "belt"),))] == 10
+    assert m[("ganomaly_frames_dropped_total", (("camera", "belt"),))] == 0
+    assert m[("ganomaly_camera_up", (("camera", "scanner"),))] == 1  # a watched folder stays online
+    assert m[("ganomaly_history_alarms", ())] == 16 and m[("ganomaly_history_bytes", ())] > 1000
+    assert m[("ganomaly_stage_latency_seconds_count", (("camera", "belt"), ("stage", "capture_to_decision")))] == 10
+    assert m[("ganomaly_engine_seconds_count", (("camera", "scanner"),))] >= 1
+    assert ("ganomaly_outbox_events", ()) in m and m[("ganomaly_mqtt_connected", ())] == 1
+    st, _, h = http(line["port"], "/healthz", token=None)
+    assert st == 200 and h["ok"] is True
+
+
+def test_review_in_a_headless_browser(line):
+    """Log in, see the alarms, mark one false alarm with the keyboard: on the MQTT verdict topic
+    and in /api/alarms."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if not (chromium and driver_bin):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make system-packages installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port, sub = line["port"], line["sub"]
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        drv.set_page_load_timeout(60)
+        drv.get(f"http://127.0.0.1:{port}/")
+        drv.find_element(By.ID, "token").send_keys(TOKEN)
+        drv.find_element(By.ID, "login").click()
+        wait_ = WebDriverWait(drv, 60)
+        wait_.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == 16)
+        cookie = drv.get_cookie("ganomaly_session")
+        assert cookie["httpOnly"] and cookie.get("sameSite") == "Strict" and TOKEN not in cookie["value"]
+        assert TOKEN not in drv.page_source
+        rows = drv.find_elements(By.CSS_SELECTOR, "#rows tr")
+        target = next(i for i, r in enumerate(rows) if not r.get_attribute("data-verdict"))
+        body = drv.find_element(By.TAG_NAME, "body")
+        for _ in range(target + 1):
+            body.send_keys("j")
+        wait_.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#frameimg"))
+        chosen = drv.find_elements(By.CSS_SELECTOR, "#rows tr")[target]
+        assert "sel" in chosen.get_attribute("class")
+        event_id = chosen.get_attribute("data-id")
+        wait_.until(lambda d: d.execute_script("return document.getElementById('frameimg').naturalWidth") > 0)
+        body.send_keys("f")
+        wait_.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr")[target].get_attribute("data-verdict")
+                    == "false_alarm")
+        wait_.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live .cam"))
+    finally:
+        drv.quit()
+    assert wait(lambda: any(m["id"] == event_id and m["verdict"] == "false_alarm" and m["source"] == "console"
+                            for m in sub.on("/verdict")), 30)
+    assert http(port, f"/api/alarms/{event_id}")[2]["verdict"] == "false_alarm"
+
+
+def test_a_verdict_survives_a_restart(line):
+    port = line["port"]
+    marked = http(port, "/api/alarms?verdict=defect")[2]["alarms"]
+    assert marked
+    stop(line["proc"])
+    line["proc"] = start_agent(line["cfg"], line["log"])
+    assert wait(lambda: _up(port), 90), open(line["log"]).read()
+    after = {a["id"]: a for a in http(port, "/api/alarms?limit=1000")[2]["alarms"]}
+    for a in marked:
+        assert after[a["id"]]["verdict"] == "defect"
+    assert sum(a["camera"] == "scanner" for a in after.values()) == 6  # processed items are not inspected again
+
+
+def minimal_config(tmp, http):
+    p = tmp / "c.toml"
+    p.write_text(f'[model]\nbundle = "b"\n[store]\npath = "{tmp}/ev.db"\n[http]\n{http}\n[[cameras]]\nname = "a"\n'
+                 '[cameras.source]\nkind = "file"\nuri = "x"\n')
+    return str(p)
+
+
+@pytest.mark.parametrize("http_cfg, error", [
+    ('listen = "0.0.0.0:8080"', "not loopback: set http.token_file"),
+    ('listen = "192.168.1.20:8080"', "not loopback: set http.token_file"),
+    ('listen = "0.0.0.0:8080"\ntoken_file = "missing-token"', "missing-token' cannot be read"),
+    ('listen = "0.0.0.0:8080"\ntoken_file = "{tmp}/empty"', "is empty or shorter than 8"),
+    ('listen = "127.0.0.1"', "must be host:port"),
+    ('listen = "127.0.0.1:8080"\ntls_cert_file = "c.pem"', "go together"),
+])
+def test_console_config_errors_name_the_problem(tmp_path, monkeypatch, http_cfg, error):
+    from ganomaly_edge.agent.config import ConfigError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_settings(minimal_config(tmp_path, http_cfg.replace("{tmp}", str(tmp_path))))
+
+
+def test_token_file_from_credentials_directory(tmp_path, monkeypatch):
+    from ganomaly_edge.agent.config import load_settings
+
+    cred = tmp_path / "creds"
+    cred.mkdir()
+    (cred / "console-token").write_text(TOKEN + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    s = load_settings(minimal_config(tmp_path, 'listen = "0.0.0.0:8080"\ntoken_file = "console-token"'))
+    assert s.http.resolved_token() == TOKEN
+    assert TOKEN not in s.model_dump_json()  # the file name is configured, never the token
+
+
+def test_a_full_history_disk_stops_neither_inspection_nor_delivery(tmp_path):
+    """History on a 512 KiB disk: every item is still inspected and every alarm delivered."""
+    from ganomaly_edge.tools.broker import Mosquitto
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
+    try:
+        with Mosquitto(workdir=str(tmp_path / "broker")) as broker:
+            scans = tmp_path / "scans"
+            scans.mkdir()
+            rng = np.random.default_rng(0)
+            for i in range(40):  # noise PNGs of 160x160x3: ~77 KB each as the history's lossless frame
+                cv2.imwrite(str(scans / f"n_{i:03d}.png"), rng.integers(0, 255, (160, 160, 3), np.uint8))
+            cfg = write_config(tmp_path, broker.port, free_port(), str(scans), str(tmp_path / "none.avi"))
+            text = open(cfg).read().replace(f'path = "{tmp_path / "history"}"', f'path = "{small / "history"}"')
+            text = text[:text.index("[[cameras]]\nname = \"belt\"")].replace("roi = { x = 8, y = 4, w = 64, h = 72 }\nrotate = 90\n", "")
+            text = text.replace("settle_s = 0.2", "settle_s = 0.2\nwatch = false")
+            open(cfg, "w").write(text)
+            sub = Sub(broker.port, "ganomaly/line1")
+            p = start_agent(cfg, str(tmp_path / "agent.log"))
+            assert p.wait(180) == 0, open(tmp_path / "agent.log").read()
+            assert wait(lambda: len(sub.on("/scanner/alarm")) >= 40, 30), len(sub.on("/scanner/alarm"))
+            sub.close()
+        from ganomaly_edge.agent.history import History
+
+        h = History(str(small / "history"))
+        c = h.counters()
+        assert c["evicted_disk_full"] + c["dropped_disk_full"] > 0, c
+        assert 0 < h.totals()["alarms"] < 40
+        h.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
+def test_discovery_names_the_console_only_where_others_can_reach_it(tmp_path, monkeypatch):
+    from ganomaly_edge.agent.config import load_settings
+    from ganomaly_edge.agent.discovery import discovery_messages
+    from ganomaly_edge.agent.topics import Topics
+
+    (tmp_path / "tok").write_text(TOKEN)
+    for listen, url in (("127.0.0.1:8080", None), ("0.0.0.0:8080", None),
+                        ("192.168.7.2:8080", "http://192.168.7.2:8080/")):
+        s = load_settings(minimal_config(tmp_path, f'listen = "{listen}"\ntoken_file = "{tmp_path}/tok"'))
+        device = json.loads(discovery_messages(s, Topics(s.prefix))[0][1])["device"]
+        assert device.get("configuration_url") == url, listen
