@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from .config import HttpConfig, split_listen
+from .errors import AgentError
 from .console_page import LOGIN_PAGE, REVIEW_PAGE
 from .history import VERDICTS, BadVerdict, History, UnknownAlarm
 from .metrics import metrics_text
@@ -47,7 +48,9 @@ MAX_BODY = 4096  # a verdict is a few dozen bytes
 PAGE_ROWS = 200
 
 
-class HttpError(Exception):
+class HttpError(AgentError):
+    """A request the console answers with an HTTP error status (4xx) and a message."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message

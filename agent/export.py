@@ -22,12 +22,13 @@ import cv2
 from ganomaly_edge.engine.bundle import open_bundle
 from ganomaly_edge.engine.preprocess import resize_to
 
+from .errors import AgentError
 from .history import VERDICTS, History
 
 MANIFEST = "manifest.json"
 
 
-class ExportError(ValueError):
+class ExportError(AgentError, ValueError):
     """Nothing to export, or input the export cannot use; the message says what to do."""
 
 

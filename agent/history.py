@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+from .errors import AgentError
 from .ratelimit import Throttled
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,11 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 COLUMNS = "id, camera, ts, score, threshold, item, model_name, model_hash, event, images, verdict, verdict_ts, verdict_source"
 
 
-class UnknownAlarm(KeyError):
+class UnknownAlarm(AgentError, KeyError):
     """No alarm with this id in history (never raised, or evicted)."""
 
 
-class BadVerdict(ValueError):
+class BadVerdict(AgentError, ValueError):
     pass
 
 

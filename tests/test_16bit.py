@@ -101,15 +101,6 @@ def run_folder(bundle, port, tmp_path, tag):
     return sub, {r["item"]: r for r in got}, defects
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
 pytestmark = pytest.mark.slow
 
 

@@ -83,15 +83,6 @@ def test_eval_repeats_the_warning(short_run, tmp_path):
     assert "THIS MODEL IS NOT READY: trained too little" in r.stderr
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
 def test_the_agent_repeats_the_warning_at_check_and_at_start(short_run, broker, tmp_path):
     d, _ = short_run
     cfg = tmp_path / "agent.toml"

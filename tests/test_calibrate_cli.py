@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, digits_u8, write_images
+from support.data import ROOT, digits_u8, write_images
 
 
 def run(*args):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from support.data import ROOT
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 

@@ -98,15 +98,6 @@ class Retained:
         self.c.disconnect()
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
 def _config(tmp_path, port, scans):
     path = tmp_path / "agent.toml"
     path.write_text(f"""device_id = "ha"

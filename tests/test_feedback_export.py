@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, edit_bundle_meta
+from support.data import ROOT, edit_bundle_meta
 
 TOKEN = "feedback-test-token-0123456789"
 
@@ -41,15 +41,6 @@ def call(port, method, path, body=None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 def write_config(tmp_path, bundle, mqtt_port, http_port, folder):

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import digits_u8, write_images
+from support.data import digits_u8, write_images
 
 
 @pytest.fixture(scope="module")

@@ -54,15 +54,6 @@ def fake_camera():
     cam.kill()
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
 def genicam_config(tmp_path, bundle, port, uri=DEVICE, cam_extra='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 2.0\n',
                    cam_keys=""):
     return write_config(tmp_path / "a.toml", bundle, port, {"kind": "genicam", "uri": uri, "stall_timeout_s": 3.0},

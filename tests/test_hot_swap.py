@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, edit_bundle_meta, make_checkpoint
+from support.data import ROOT, edit_bundle_meta, make_checkpoint
 
 PREFIX = "ganomaly/swap"
 
@@ -156,15 +156,6 @@ def other_bundles(tmp_path_factory):
         ck = make_checkpoint(d / f"{name}.pt", size=size, channels=ch, epochs=0)
         out[name] = checkpoint_to_bundle(ck, str(d / name)).path
     return out
-
-
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 def test_swaps_under_a_looping_video_lose_no_frame_and_refusals_change_nothing(

@@ -14,15 +14,6 @@ from support.data import digits_u8
 from support.plant import PREFIX, Subscriber, check_results, start_agent, stop, wait, write_config
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from ganomaly_edge.tools.broker import Mosquitto
-
-    b = Mosquitto(workdir=str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
 def scanner_folder(folder):
     """12 items in name order: unseen digits (normal) and every fourth one a stripe pattern (foreign)."""
     x, _ = digits_u8(16)

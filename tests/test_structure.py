@@ -134,6 +134,27 @@ def test_no_test_module_imports_another():
     assert imports_of_test_modules(os.path.join(ROOT, "tests")) == []
 
 
+def fixtures_defined_twice(tests_dir):
+    """Where a test module defines a fixture conftest.py already gives (one broker, one scanner
+    folder, one tiny model for every test)."""
+    def fixtures(path):
+        tree = ast.parse(open(path).read())
+        return {n.name: n.lineno for n in tree.body if isinstance(n, ast.FunctionDef)
+                and any("fixture" in ast.unparse(d) for d in n.decorator_list)}
+
+    shared = fixtures(os.path.join(tests_dir, "conftest.py"))
+    return [f"{f}:{line}: defines the fixture {name!r}, which tests/conftest.py gives"
+            for f in sorted(os.listdir(tests_dir)) if f.startswith("test_") and f.endswith(".py")
+            for name, line in fixtures(os.path.join(tests_dir, f)).items() if name in shared]
+
+
+def test_no_test_module_redefines_a_shared_fixture(tmp_path):
+    assert fixtures_defined_twice(os.path.join(ROOT, "tests")) == []
+    (tmp_path / "conftest.py").write_text("import pytest\n\n\n@pytest.fixture\ndef broker():\n    pass\n")
+    (tmp_path / "test_x.py").write_text("import pytest\n\n\n@pytest.fixture\ndef broker(tmp_path):\n    pass\n")
+    assert fixtures_defined_twice(str(tmp_path)) == ["test_x.py:5: defines the fixture 'broker', which tests/conftest.py gives"]
+
+
 @pytest.mark.parametrize("line", ["from test_deploy import directive\n", "    import conftest\n",
                                   "from test_agent_e2e import Subscriber  # noqa\n"])
 def test_the_test_import_check_catches_one(tmp_path, line):

@@ -60,19 +60,7 @@ def _train_parser() -> argparse.ArgumentParser:
                          "original normal folder and exported false alarms)")
     _finetune_args(ap)
     ap.add_argument("--out", required=True, help="checkpoint file to write (rewritten every epoch)")
-    ap.add_argument("--window", default="", help="16-bit images (X-ray TIFF/PNG): the intensity window onto the "
-                                                 "model's 8 bits, LO:HI in raw units (e.g. 20000:24000) or pLO:pHI "
-                                                 "percentiles per image (e.g. p0.5:p99.5); recorded in the checkpoint "
-                                                 "and bundle, and the agent reads images the same way. Default: the "
-                                                 "top 8 of 16 bits")
-    ap.add_argument("--image-size", help="without --tile: the square model input (default 64). With --tile: "
-                                         "the working resolution frames are resized to before tiling, a side "
-                                         "or WIDTHxHEIGHT (default: the images' native size)")
-    ap.add_argument("--tile", type=int, default=0,
-                    help="inspect at working resolution in tiles of this side (e.g. 64); 0 = resize whole frames")
-    ap.add_argument("--stride", type=int, default=0,
-                    help="tile stride when scoring (default and most: the scored interior, 3/4 of a tile, "
-                         "so interiors abut; smaller strides overlap them at more tiles per frame)")
+    _input_args(ap)
     ap.add_argument("--arch", choices=ARCHS,
                     help=f"generator: paper (GANomaly) or skip (U-Net skips, Skip-GANomaly); default "
                          f"{DEFAULT_ARCH}, with --tile {DEFAULT_TILE_ARCH}")
@@ -110,6 +98,23 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return ap
+
+
+def _input_args(ap: argparse.ArgumentParser) -> None:
+    """How images become the model's input: 16-bit window, working resolution, tiles."""
+    ap.add_argument("--window", default="", help="16-bit images (X-ray TIFF/PNG): the intensity window onto the "
+                                                 "model's 8 bits, LO:HI in raw units (e.g. 20000:24000) or pLO:pHI "
+                                                 "percentiles per image (e.g. p0.5:p99.5); recorded in the checkpoint "
+                                                 "and bundle, and the agent reads images the same way. Default: the "
+                                                 "top 8 of 16 bits")
+    ap.add_argument("--image-size", help="without --tile: the square model input (default 64). With --tile: "
+                                         "the working resolution frames are resized to before tiling, a side "
+                                         "or WIDTHxHEIGHT (default: the images' native size)")
+    ap.add_argument("--tile", type=int, default=0,
+                    help="inspect at working resolution in tiles of this side (e.g. 64); 0 = resize whole frames")
+    ap.add_argument("--stride", type=int, default=0,
+                    help="tile stride when scoring (default and most: the scored interior, 3/4 of a tile, "
+                         "so interiors abut; smaller strides overlap them at more tiles per frame)")
 
 
 def _finetune_args(ap: argparse.ArgumentParser) -> None:

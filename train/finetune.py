@@ -18,14 +18,16 @@ from dataclasses import fields, replace
 
 import numpy as np
 
+from .errors import TrainError
+
 log = logging.getLogger("ganomaly")
 
 DEFAULT_BUDGET_MIN = 3.0  # minutes: fine-tuning is a short job at the device, not the original run
 DEFAULT_OVERSAMPLE = 0.2
 
 
-class FineTuneError(ValueError):
-    pass
+class FineTuneError(TrainError, ValueError):
+    """A fine-tune that cannot start from this checkpoint or these folders; the message says why."""
 
 
 def base_checkpoint(path: str) -> dict:
