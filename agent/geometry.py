@@ -52,6 +52,9 @@ class View:
         (u0, v0), (u1, v1) = pts
         left, right = sorted((u0, u1))
         top, bottom = sorted((v0, v1))
+        # inside the ROI: a box at the map's edge must not reach outside the frame
+        left, right = min(max(left, 0.0), self.w - 1), min(max(right, 1.0), self.w)
+        top, bottom = min(max(top, 0.0), self.h - 1), min(max(bottom, 1.0), self.h)
         X0, Y0 = int(np.floor(left)) + self.x0, int(np.floor(top)) + self.y0
         X1, Y1 = int(np.ceil(right)) + self.x0, int(np.ceil(bottom)) + self.y0
         return X0, Y0, max(X1 - X0, 1), max(Y1 - Y0, 1)

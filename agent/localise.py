@@ -49,7 +49,9 @@ def regions(residual: np.ndarray, cfg: LocalisationConfig) -> list[tuple[tuple[i
         out.append(((int(x), int(y), int(w), int(h)), float(r[labels == i].mean())))
     if not out:  # the alarm still gets a box: around the strongest response
         y, x = np.unravel_index(int(np.argmax(r)), r.shape)
-        out.append(((max(int(x) - 1, 0), max(int(y) - 1, 0), 3, 3), float(r.max())))
+        H, W = r.shape[:2]
+        w, h = min(3, W), min(3, H)  # 3 x 3, inside the map also at its edge
+        out.append(((min(max(int(x) - 1, 0), W - w), min(max(int(y) - 1, 0), H - h), w, h), float(r.max())))
     out.sort(key=lambda t: -t[1])
     return out[: cfg.max_boxes]
 

@@ -89,3 +89,23 @@ def test_overlay_outlines_the_boxes_and_leaves_the_rest_of_the_frame_as_it_was()
     inside = ov[box.y + 5:box.y + box.h - 5, box.x + 5:box.x + box.w - 5]
     assert np.abs(inside - frame[box.y + 5:box.y + box.h - 5, box.x + 5:box.x + box.w - 5]).mean() > 10  # heat
     assert BOX_COLOUR == (0, 0, 255)
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_a_box_at_the_edge_of_the_map_stays_inside_the_frame_at_every_rotation(rotate):
+    """The box an alarm gets around the strongest response, when no region stands out, was 3 x 3 even
+    at the map's last row: past the frame after rotation (y = -10), an event the schema refuses, an
+    alarm lost."""
+    from ganomaly_edge.agent.alarm import Box as EventBox
+
+    cfg = LocalisationConfig()
+    res = np.zeros((16, 16), np.float32)
+    res[15, 15] = 1.0  # the corner
+    (x, y, w, h), _ = regions(res, cfg)[0]
+    assert 0 <= x and 0 <= y and x + w <= 16 and y + h <= 16
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        noise = rng.uniform(0, 1, (16, 16)).astype(np.float32) ** 4
+        for b in boxes_in_frame(noise, View(0, 0, 160, 120, rotate, 16, 16), cfg):
+            assert 0 <= b.x and 0 <= b.y and b.x + b.w <= 160 and b.y + b.h <= 120, b
+            EventBox(**b.as_dict())  # the event's own validation
