@@ -83,11 +83,14 @@ def folders(cfg, paths: list[str], val_fraction: float, seed: int, share: float)
     working resolution and split on its own; smaller folders repeated in training to ``share``."""
     from .data import DataError, load_folder
 
+    from ganomaly_edge.engine.window import Window
+
     size = (cfg.frame_height, cfg.frame_width) if cfg.tile else cfg.image_size
+    window = Window.parse(cfg.window) if getattr(cfg, "window", "") else None  # 16-bit: as the base was trained
     parts = []
     for p in paths:
         try:
-            imgs = load_folder(p, size, cfg.channels).images
+            imgs = load_folder(p, size, cfg.channels, window).images
         except DataError as e:
             raise FineTuneError(str(e)) from None
         n_val = max(1, int(round(len(imgs) * val_fraction))) if len(imgs) >= 2 else 0

@@ -91,7 +91,7 @@ def frames_for(bundle, folders: list[str]) -> tuple[np.ndarray, list[str]]:
     images, paths = [], []
     for folder in folders:
         try:
-            data = load_folder(folder, (t.height, t.width), ch)
+            data = load_folder(folder, (t.height, t.width), ch, bundle.window)  # 16-bit: the bundle's window
         except DataError as e:
             raise ValueError(str(e)) from None
         images.append(data.images)
@@ -115,8 +115,8 @@ def recalibrate(src: str, folders: list[str], far: float, out: str, name: str | 
         report = {"source": src, "out": out, "frames": len(raw), "folders": folders, "target_far": far,
                   "old": {"threshold_raw": old_thr, "median": old.median, "far_on_these": float(np.mean(raw > old_thr)),
                           "target_far": old.target_far, "hash": b.model_hash},
-                  "new": {"threshold_raw": calib["threshold_raw"], "median": calib["median"],
-                          "far_on_these": calib["val_far"], "method": calib["method"]}}
+                  "new": {"threshold_raw": calib.threshold_raw, "median": calib.median,
+                          "far_on_these": calib.val_far, "method": calib.method}}
         new = _write(b, out, calib, name or f"{b.name}-recal", report)
         report["new"]["hash"] = new.model_hash
     finally:
@@ -124,7 +124,7 @@ def recalibrate(src: str, folders: list[str], far: float, out: str, name: str | 
     return report
 
 
-def _write(b, out: str, calib: dict, name: str, report: dict):
+def _write(b, out: str, calib, name: str, report: dict):
     """A copy of bundle ``b`` with the new calibration; a signature, now stale, is left out."""
     from ganomaly_edge.engine.signing import SIGNATURE
 
@@ -132,7 +132,7 @@ def _write(b, out: str, calib: dict, name: str, report: dict):
     path = os.path.join(out, "bundle.json")
     with open(path) as f:
         meta = json.load(f)
-    meta["calibration"] = calib
+    meta["calibration"] = calib.model_dump()  # the typed Calibration (engine/meta.py)
     meta["name"] = name
     meta["checkpoint"] = {**meta.get("checkpoint", {}),
                           "recalibrated": {"from": report["old"]["hash"], "frames": report["frames"]}}
