@@ -37,7 +37,7 @@ test: setup
 	$(BIN)/pytest -q
 
 demo: setup
-	$(BIN)/python -m ganomaly_edge.tools.demo
+	$(BIN)/python -m examples.demo
 
 clean:
 	rm -rf $(VENV) demo runs .device-profile

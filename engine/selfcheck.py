@@ -28,9 +28,9 @@ import numpy as np
 
 from .meta import COMPONENTS
 
-# One tiny bundle per score component (tools/make_selfcheck_bundles.py), and "tiled": what users
+# One tiny bundle per score component (research/make_selfcheck_bundles.py), and "tiled": what users
 # deploy, ganomaly-train --tile 64 with its defaults at 300 x 300 (49 tiles a frame), made by
-# tools/selfcheck_tiled.py; "int8": the peak bundle quantised (engine/int8.py): ONNX Runtime's
+# research/selfcheck_tiled.py; "int8": the peak bundle quantised (engine/int8.py): ONNX Runtime's
 # self-test and TensorRT's int8 build.
 TILED, INT8 = "tiled", "int8"
 HEADS = COMPONENTS + (TILED, INT8)

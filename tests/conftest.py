@@ -5,6 +5,10 @@ import os
 import pytest
 
 from support.data import digits_u8, make_checkpoint
+from support.outside import expose
+
+# examples/ and research/ ship in no wheel: tests import them from the repository
+expose()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ SCHEMA = json.load(open(os.path.join(ROOT, "agent", "alarm.schema.json")))
 @pytest.fixture(scope="session")
 def scene_bundle(tmp_path_factory):
     """The demo's model: GANomaly (width 32) trained on 1,500 plain T-shirts as the camera sees them."""
-    from ganomaly_edge.tools.scene import write_training_folder
+    from examples.scene import write_training_folder
     from ganomaly_edge.train.data import load_folder
     from ganomaly_edge.train.export import checkpoint_to_bundle
     from ganomaly_edge.train.trainer import Trainer, TrainConfig
@@ -74,7 +74,7 @@ def overlaps(box, gt):
 
 
 def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
-    from ganomaly_edge.tools.scene import stream_items, write_video
+    from examples.scene import stream_items, write_video
 
     truth = write_video(str(tmp_path / "v.avi"), stream_items(40, anomaly_every=4, seed=11))
     cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port, {"kind": "file", "uri": str(tmp_path / "v.avi")},
@@ -116,7 +116,7 @@ def test_video_stream_alarms_with_crops(scene_bundle, broker, tmp_path):
 
 
 def test_image_folder_scanner(scene_bundle, broker, tmp_path):
-    from ganomaly_edge.tools.scene import stream_items, write_folder
+    from examples.scene import stream_items, write_folder
 
     items = stream_items(24, anomaly_every=4, seed=12)
     truth = write_folder(str(tmp_path / "scans"), items, corrupt=2)
@@ -140,7 +140,7 @@ def test_image_folder_scanner(scene_bundle, broker, tmp_path):
 
 
 def test_will_on_kill_and_offline_with_the_reason_on_clean_exit(scene_bundle, broker, tmp_path):
-    from ganomaly_edge.tools.scene import stream_items, write_video
+    from examples.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(8, seed=13))
     cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
@@ -162,7 +162,7 @@ def test_will_on_kill_and_offline_with_the_reason_on_clean_exit(scene_bundle, br
 
 
 def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
-    from ganomaly_edge.tools.scene import stream_items, write_video
+    from examples.scene import stream_items, write_video
 
     write_video(str(tmp_path / "v.avi"), stream_items(60, anomaly_every=3, seed=14))
     cfg = scene_config(tmp_path / "a.toml", scene_bundle, broker.port,
@@ -189,7 +189,7 @@ def test_broker_restart_loses_no_alarm(scene_bundle, broker, tmp_path):
 
 def test_unsent_events_survive_sigkill(scene_bundle, tmp_path):
     from ganomaly_edge.tools.broker import Mosquitto, free_port
-    from ganomaly_edge.tools.scene import Item, stream_items, write_folder
+    from examples.scene import Item, stream_items, write_folder
 
     port = free_port()  # nothing listens yet: the broker is "down"
     items = [it for it in stream_items(40, anomaly_every=2, seed=15) if it.kind != "normal"][:8]

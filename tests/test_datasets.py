@@ -4,7 +4,7 @@ against what the files must contain, since a mis-parsed file still yields arrays
 import numpy as np
 import pytest
 
-from ganomaly_edge.tools.datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
+from examples.datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
 
 
 def test_mnist_5k_has_500_digits_per_class_and_labels_from_the_last_column():
@@ -41,7 +41,7 @@ def test_fashion_mnist_splits_and_protocol_helpers():
 
 
 def test_benchmark_table_has_a_row_per_score_and_the_means(capsys):
-    from ganomaly_edge.tools.benchmark_loo import print_table
+    from research.benchmark_loo import print_table
     from ganomaly_edge.train.scoring import CANDIDATES, DEFAULT_SCORE
     names = list(CANDIDATES)
     other = names[0] if names[0] != DEFAULT_SCORE else names[1]

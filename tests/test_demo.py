@@ -1,4 +1,4 @@
-"""``make demo`` (tools/demo.py) leaves what it showed: every alarm's crops and overlay as JPEG
+"""``make demo`` (examples/demo.py) leaves what it showed: every alarm's crops and overlay as JPEG
 files and an HTML page of them in its output folder, and says where. Run here as the demo runs
 (a real mosquitto, the agent as a process, the demo's conveyor video) on a shipped tiny bundle
 instead of training one, with a threshold that makes every item alarm."""
@@ -17,7 +17,7 @@ from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
 
 def test_demo_leaves_crops_overlays_and_a_page_and_says_where(tmp_path):
     out_dir = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.tools.demo", "--dir", str(out_dir), "--items", "8",
+    r = subprocess.run([sys.executable, "-m", "examples.demo", "--dir", str(out_dir), "--items", "8",
                         "--fps", "20", "--bundle", os.path.join(BUNDLE_DIR, "recon"), "--threshold", "-1000"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

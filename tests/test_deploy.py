@@ -80,10 +80,10 @@ def test_tomli_is_declared_where_python_lacks_tomllib():
 
 
 def test_product_code_runs_on_python_310():
-    """vermin: no syntax, stdlib module or function newer than 3.10 in the product or tools."""
+    """vermin: no syntax, stdlib module or function newer than 3.10 in the product, tools, examples and research."""
     exe = shutil.which("vermin") or os.path.join(os.path.dirname(sys.executable), "vermin")
     r = subprocess.run([exe, "-t=3.10-", "--no-tips", "--violations", "--eval-annotations", "--backport",
-                        "typing_extensions", "agent", "engine", "train", "tools"], cwd=ROOT, capture_output=True, text=True)
+                        "typing_extensions", "agent", "engine", "train", "tools", "examples", "research"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
 
 

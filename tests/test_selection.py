@@ -91,7 +91,7 @@ def test_the_candidate_that_sees_the_synthetic_anomalies_is_chosen():
 
 
 def test_elpv_split_is_fixed_and_keeps_the_uncertain_cells_apart():
-    from ganomaly_edge.tools.elpv import split
+    from research.elpv import split
 
     proba = np.r_[np.zeros(50), np.ones(20), np.full(5, 1 / 3), np.full(5, 2 / 3)]
     a, b = split(proba, 0), split(proba, 0)

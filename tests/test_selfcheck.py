@@ -40,11 +40,11 @@ def test_one_shipped_bundle_per_score_component_from_the_one_list():
 
 
 def test_the_tiled_bundle_is_the_current_tile_recipe():
-    """tools/selfcheck_tiled.py makes it from ganomaly-train --tile 64's defaults: when the recipe
+    """research/selfcheck_tiled.py makes it from ganomaly-train --tile 64's defaults: when the recipe
     changes, this fails until the bundle is made again."""
     from ganomaly_edge.engine import open_bundle
     from ganomaly_edge.train.cli import DEFAULT_TILE_ARCH
-    from ganomaly_edge.tools.selfcheck_tiled import SCORE
+    from research.selfcheck_tiled import SCORE
     from ganomaly_edge.train.scoring import AUTO, AUTO_CANDIDATES, DEFAULT_TILE_SCORE, CANDIDATES
 
     b = open_bundle(selfcheck.BUNDLE_DIR + "/tiled")

@@ -1,9 +1,11 @@
 """The project's shape, checked from the source: the dependency rule, one import namespace,
 short functions, one root for the product's exceptions, and test modules that never import each other.
 
-The rule: agent -> engine <- train; tools -> the product, never the reverse; torch
-only in train (and tools). Every import counts, including those inside functions, since a lazy
-import still runs on the device that lacks the package.
+The rule: agent -> engine <- train; tools (ganomaly-bench) -> the product; the unshipped
+folders examples/ (the demo) and research/ (research and benchmark scripts) -> the product, and
+research -> examples; never the reverse; torch only in train (and tools, examples, research).
+Every import counts, including those inside functions, since a lazy import still runs on the
+device that lacks the package. What ships in the wheel is the product and ganomaly-bench only.
 """
 
 import ast
@@ -14,17 +16,22 @@ import pytest
 
 from support.data import ROOT
 
-PACKAGES = ("agent", "engine", "train", "tools")
+PRODUCT = ("agent", "engine", "train", "tools")  # shipped, as ganomaly_edge.<package>
+OUTSIDE = ("examples", "research")  # not shipped, run from the repository root
+PACKAGES = PRODUCT + OUTSIDE
 NAMESPACE = "ganomaly_edge"
 # package -> what it may import from the project
 ALLOWED = {"engine": {"engine"}, "agent": {"agent", "engine"}, "train": {"train", "engine"},
-           "tools": {"tools", "agent", "engine", "train"}}
-TORCH_ALLOWED = {"train", "tools"}
+           "tools": {"tools", "agent", "engine", "train"},
+           "examples": {"examples", "tools", "agent", "engine", "train"},
+           "research": {"research", "examples", "tools", "agent", "engine", "train"}}
+TORCH_ALLOWED = {"train", "tools", "examples", "research"}
 MAX_FUNCTION_LINES = 60
 
 
 def modules(root):
-    """(package, dotted module name, path) of every Python file of the four packages."""
+    """(package, dotted module name, path) of every Python file of the product's packages and the
+    unshipped folders (these import as ``examples.demo``, not under the namespace)."""
     for pkg in PACKAGES:
         for dirpath, _, files in os.walk(os.path.join(root, pkg)):
             for f in sorted(files):
@@ -33,7 +40,7 @@ def modules(root):
                     rel = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
                     if rel.endswith(".__init__"):
                         rel = rel[: -len(".__init__")]
-                    yield pkg, f"{NAMESPACE}.{rel}", path
+                    yield pkg, (rel if pkg in OUTSIDE else f"{NAMESPACE}.{rel}"), path
 
 
 def imports(path, module):
@@ -60,8 +67,11 @@ def violations(root):
         rel = os.path.relpath(path, root)
         for line, name in imports(path, module):
             top = name.split(".")[0]
-            if top in PACKAGES:
+            if top in PRODUCT:
                 out.append(f"{rel}:{line}: imports {name!r}: use the {NAMESPACE}.{top} namespace")
+            elif top in OUTSIDE:
+                if top not in ALLOWED[pkg]:
+                    out.append(f"{rel}:{line}: {pkg} imports {name} (allowed: {sorted(ALLOWED[pkg])})")
             elif top == NAMESPACE:
                 target = name.split(".")[1] if "." in name else ""
                 if target not in ALLOWED[pkg]:
@@ -74,7 +84,7 @@ def violations(root):
 def long_functions(root, limit=MAX_FUNCTION_LINES):
     out = []
     for pkg, _, path in modules(root):
-        if pkg == "tools":
+        if pkg in ("tools",) + OUTSIDE:  # ganomaly-bench and the unshipped scripts: not the service
             continue
         for node in ast.walk(ast.parse(open(path).read(), path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -118,6 +128,11 @@ def _copy_tree(tmp_path):
     ("train/loss.py", "from ganomaly_edge.tools import scene\n", "train imports ganomaly_edge.tools"),
     ("engine/preprocess.py", "    import torch\n", "engine imports torch"),
     ("agent/stats.py", "import engine\n", "use the ganomaly_edge.engine namespace"),
+    ("agent/pipeline.py", "    from examples import scene\n", "agent imports examples"),
+    ("tools/bench.py", "from research.elpv import split\n", "tools imports research"),
+    ("engine/loader.py", "    from ganomaly_edge.research import elpv\n", "engine imports ganomaly_edge.research"),
+    ("examples/demo.py", "    from research import elpv\n", "examples imports research"),
+    ("research/elpv.py", "from agent import config\n", "use the ganomaly_edge.agent namespace"),
 ])
 def test_dependency_check_catches_a_wrong_way_import(tmp_path, where, line, expect):
     tree = _copy_tree(tmp_path)
@@ -184,7 +199,7 @@ def exceptions_outside_the_root(module_names):
 
 
 def test_every_product_exception_derives_from_the_root():
-    assert exceptions_outside_the_root(sorted(m for _, m, _ in modules(ROOT))) == []
+    assert exceptions_outside_the_root(sorted(m for p, m, _ in modules(ROOT) if p in PRODUCT)) == []
 
 
 def test_the_exception_check_catches_one(tmp_path, monkeypatch):
@@ -202,7 +217,66 @@ def test_no_function_in_the_product_is_longer_than_60_lines():
 def test_product_imports_as_one_namespace():
     import importlib
 
-    for name in ("agent.cli", "engine", "train.cli", "tools.demo"):
+    for name in ("agent.cli", "engine", "train.cli", "tools.bench"):
         importlib.import_module(f"{NAMESPACE}.{name}")
     with pytest.raises(ImportError):
         importlib.import_module("agent.cli")  # no generic top-level name in site-packages
+
+
+def wheel_modules(root):
+    """The modules the wheel ships: every .py file directly in each package that pyproject.toml's
+    [tool.setuptools] names, found through its package-dir, as setuptools' build_py lists them."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        conf = tomllib.load(f)["tool"]["setuptools"]
+    dirs = conf.get("package-dir", {})
+    out = {}
+    for pkg in conf["packages"]:
+        parent = max((p for p in dirs if pkg == p or pkg.startswith(p + ".")), key=len, default=None)
+        rest = pkg[len(parent):].lstrip(".").split(".") if parent else pkg.split(".")
+        folder = os.path.join(dirs[parent] if parent else "", *[r for r in rest if r])
+        for f in sorted(os.listdir(os.path.join(root, folder))):
+            if f.endswith(".py"):
+                out[pkg if f == "__init__.py" else f"{pkg}.{f[:-3]}"] = os.path.join(folder, f)
+    return out
+
+
+def non_product_in_wheel(root):
+    """Shipped modules that are not the product: anything outside agent/, engine/, train/ and
+    tools/, and any module of tools/ that the ganomaly-bench command never imports."""
+    shipped = wheel_modules(root)
+    out = [f"{m} ({p})" for m, p in shipped.items() if p.split(os.sep)[0] not in PRODUCT]
+    todo, reached = [f"{NAMESPACE}.tools.bench"], {f"{NAMESPACE}.tools"}
+    while todo:
+        m = todo.pop()
+        if m in reached or m not in shipped:
+            continue
+        reached.add(m)
+        tree = ast.parse(open(os.path.join(root, shipped[m])).read())
+        names = [n for _, n in imports(os.path.join(root, shipped[m]), m)]
+        names += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                  and not n.level for a in n.names]
+        names += [f"{m.rsplit('.', 1)[0]}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                  and n.level == 1 and not n.module for a in n.names]
+        todo += names
+    out += [f"{m} ({p}): ganomaly-bench never imports it" for m, p in shipped.items()
+            if m.startswith(f"{NAMESPACE}.tools") and m not in reached]
+    return sorted(out)
+
+
+def test_the_wheel_ships_only_the_product():
+    shipped = wheel_modules(ROOT)
+    assert f"{NAMESPACE}.tools.bench" in shipped and f"{NAMESPACE}.agent.cli" in shipped
+    assert non_product_in_wheel(ROOT) == []
+
+
+def test_the_wheel_check_catches_a_script_in_tools(tmp_path):
+    tree = _copy_tree(tmp_path)
+    shutil.copy(os.path.join(ROOT, "pyproject.toml"), tree / "pyproject.toml")
+    shutil.copy(tree / "research" / "elpv.py", tree / "tools" / "elpv.py")
+    assert non_product_in_wheel(str(tree)) == [
+        f"{NAMESPACE}.tools.elpv ({os.path.join('tools', 'elpv.py')}): ganomaly-bench never imports it"]

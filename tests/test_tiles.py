@@ -489,9 +489,9 @@ def test_the_tile_recipe_defaults_in_the_cli(tmp_path):
 
 
 def test_the_benchmark_splits_auc_by_defect_size(tmp_path):
-    """tools/benchmark_hires: small (< 5 % of the side) and larger defects each against every
+    """research/benchmark_hires: small (< 5 % of the side) and larger defects each against every
     normal image, from the report's scores.csv and the set's defects.csv."""
-    from ganomaly_edge.tools.benchmark_hires import by_size
+    from research.benchmark_hires import by_size
 
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "defects.csv").write_text(
@@ -563,12 +563,12 @@ def test_held_out_frames_are_scored_by_the_other_frames_statistics_so_the_target
 
 
 def test_the_weight_average_trace_matches_the_checkpoint(tmp_path):
-    """tools/trace_average: the same run as ganomaly-train (its checkpoint's held-out losses are the
+    """research/trace_average: the same run as ganomaly-train (its checkpoint's held-out losses are the
     average's column), with the live weights' loss beside them; without a weight average it refuses."""
     import csv
 
     from ganomaly_edge.train.checkpoint import load_checkpoint
-    from ganomaly_edge.tools.trace_average import main
+    from research.trace_average import main
 
     write_images(tmp_path / "d", parts(24, size=96)[..., 0])
     out = str(tmp_path / "c.pt")

@@ -240,7 +240,7 @@ def _load(args):
 
 
 def train_main(argv: list[str] | None = None, on_epoch=None) -> int:
-    """``ganomaly-train``; ``on_epoch(epoch, trainer)`` runs after each epoch (tools/trace_average)."""
+    """``ganomaly-train``; ``on_epoch(epoch, trainer)`` runs after each epoch (research/trace_average)."""
     ap = _train_parser()
     args = ap.parse_args(argv)
     _setup_logging(args.quiet)

@@ -5,7 +5,9 @@
 - ``support.agent``: the one agent config writer (``write_config``), the one launcher
   (``start_agent``), the MQTT ``Subscriber`` and what the process tests read back;
 - ``support.deploy``: the systemd unit's directives, ``install.sh`` and a scratch root;
-- ``support.fakes``: TensorRT and pycuda fakes.
+- ``support.fakes``: TensorRT and pycuda fakes;
+- ``support.outside``: ``expose()``, which conftest.py calls so that tests import the unshipped
+  ``examples`` and ``research`` packages from the repository.
 
 Fixtures (``broker``, ``scans``, the tiny checkpoint and bundle, ``digits``) are registered in
 ``tests/conftest.py``. A test module never imports another test module

@@ -8,7 +8,7 @@ own calibrated threshold against its target, and the throughput (tiled frames pe
 of interleaved rounds on one frame). ``--limit N`` scores at most N frames per class (evenly spread,
 deterministic), to keep a run short on a shared machine; the output says so.
 
-    python -m ganomaly_edge.tools.int8_check --runs runs --data runs/hires-data --out runs/int8-check
+    python -m research.int8_check --runs runs --data runs/hires-data --out runs/int8-check
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def evaluate(paths: dict[str, str], x: np.ndarray, y: np.ndarray, threads: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ganomaly_edge.tools.int8_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m research.int8_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs", help="folder with the trained runs (elpv/s0/model.pt, ...)")
     ap.add_argument("--data", default="runs/hires-data", help="folder with the sets (elpv-mono/test, ...)")

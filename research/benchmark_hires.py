@@ -9,7 +9,7 @@ Data (``tools/defects.py``, written once under ``--data``):
   (left half of the photograph), 80 normal and 80 defective test crops (right half; scratches,
   cracks, spots and missing patches of 6 to 48 px).
 - ``elpv-mono``: real defects, electroluminescence photographs of monocrystalline solar cells
-  (``tools/elpv.py``; the ``elpv-dataset`` package): 470 normal cells to train on, 118 normal and
+  (``research/elpv.py``; the ``elpv-dataset`` package): 470 normal cells to train on, 118 normal and
   313 defective cells to test (cracks, broken fingers, inactive areas). No masks: image-level
   figures only.
 
@@ -18,7 +18,7 @@ with the evaluation code ``ganomaly-eval`` runs, which also gives the pixel-leve
 the defect masks. Nothing looks at a test label before the final figures: training, model
 selection, early stopping and the threshold use normal training images only.
 
-    python -m ganomaly_edge.tools.benchmark_hires --set parts --config resize64 --config tile64 \\
+    python -m research.benchmark_hires --set parts --config resize64 --config tile64 \\
         --config tile64-paper --config resize64-skip --budget 8 --out runs/hires
 """
 
@@ -47,7 +47,7 @@ SMALL = 0.05  # "small": a defect under 5 % of the image side
 
 
 def write_set(name: str, root: str) -> str:
-    from .defects import parts, textures, write
+    from ganomaly_edge.tools.defects import parts, textures, write
 
     folder = os.path.join(root, name)
     if name == "elpv-mono":
@@ -198,7 +198,7 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ganomaly_edge.tools.benchmark_hires", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m research.benchmark_hires", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", choices=SETS, help="data set (repeatable; default parts)")
     ap.add_argument("--config", action="append", choices=sorted(CONFIGS),

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from .broker import Mosquitto
+    from ganomaly_edge.tools.broker import Mosquitto
 
     assets = build_assets(args)
     broker = Mosquitto(workdir=os.path.join(HERE, "broker"), persistence=False)

@@ -1,8 +1,8 @@
 """Does feedback from the line help? One command, both scenes, both paths:
 
-    python -m ganomaly_edge.tools.feedback_bench --out runs/feedback [--scene tshirt parts]
+    python -m research.feedback_bench --out runs/feedback [--scene tshirt parts]
 
-For each scene (the demo's T-shirts, tools/scene.py; the cast parts stand-in, tools/defects.py):
+For each scene (the demo's T-shirts, examples/scene.py; the cast parts stand-in, tools/defects.py):
 
 1. a base model is trained on normal frames as the scene renders them (ganomaly-train);
 2. the line then runs under a changed condition (its lighting: ``--drift``), which the training
@@ -46,7 +46,7 @@ def _drift(frame: np.ndarray, beta: float) -> np.ndarray:
 
 
 def tshirt_sets(n_train: int, n_stream: int, n_test: int, drift: float, seed: int) -> dict[str, list]:
-    from . import scene
+    from examples import scene
 
     rng = np.random.default_rng(seed)
     x, y, w, h = scene.ROI
@@ -71,7 +71,7 @@ def tshirt_sets(n_train: int, n_stream: int, n_test: int, drift: float, seed: in
 
 
 def parts_sets(n_train: int, n_stream: int, n_test: int, drift: float, seed: int, size: int = 64) -> dict[str, list]:
-    from . import defects
+    from ganomaly_edge.tools import defects
 
     base = defects.parts(n_train, n_test, size=size, seed=seed, extents=(20, 30, 40))
     rng = np.random.default_rng(seed + 7)
@@ -221,7 +221,7 @@ def report_md(reps: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ganomaly_edge.tools.feedback_bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.feedback_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/feedback")
     ap.add_argument("--scene", nargs="+", choices=sorted(SCENES), default=sorted(SCENES))
     ap.add_argument("--train", type=int, default=800, help="normal frames the base model trains on")

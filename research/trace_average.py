@@ -5,7 +5,7 @@ the same training (the same arguments, the same checkpoint) and also scores the 
 every epoch, at the cost of one more validation pass each. The figures in docs/high-resolution.md's "The weight
 average" come from it:
 
-    python -m ganomaly_edge.tools.trace_average --data runs/hires-data/parts/train --out model.pt \\
+    python -m research.trace_average --data runs/hires-data/parts/train --out model.pt \\
         --channels 1 --tile 64 --time-budget 25 --seed 1
 
 It prints one line per epoch and writes ``OUT.trace.csv`` (epoch, average, live).

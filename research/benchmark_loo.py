@@ -9,8 +9,8 @@ Training holds out 10 % of the normal images for calibration; the model evaluate
 after the last epoch, in eval mode; nothing here ever looks at test labels before the final
 figures.
 
-    python -m ganomaly_edge.tools.benchmark_loo --dataset fmnist --epochs 15 --seed 0 --save-dir runs/ckpt --out runs/fmnist.json
-    python -m ganomaly_edge.tools.benchmark_loo --dataset fmnist --rescore runs/ckpt --out runs/fmnist.json  # no retraining
+    python -m research.benchmark_loo --dataset fmnist --epochs 15 --seed 0 --save-dir runs/ckpt --out runs/fmnist.json
+    python -m research.benchmark_loo --dataset fmnist --rescore runs/ckpt --out runs/fmnist.json  # no retraining
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 
 from ganomaly_edge.engine.calibration import normalise
 
-from .datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
+from examples.datasets import fashion_mnist, first_per_class, mnist_5k, pad_to
 from sklearn.metrics import roc_auc_score as roc_auc
 from ganomaly_edge.train.scoring import CANDIDATES, DEFAULT_SCORE, apply_spec, components, knn_distance, make_spec
 from ganomaly_edge.train.trainer import Trainer, TrainConfig

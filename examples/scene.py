@@ -29,7 +29,7 @@ class Item:
 
 
 def load_fmnist():
-    from ganomaly_edge.tools.datasets import fashion_mnist  # numpy only: no torch
+    from .datasets import fashion_mnist  # numpy only: no torch
 
     return fashion_mnist("train"), fashion_mnist("test")
 

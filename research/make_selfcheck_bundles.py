@@ -2,7 +2,7 @@
 component, 16x16 greyscale, width 8), trained briefly on scikit-learn's digits. Needs torch and
 scikit-learn; the device that runs the check needs neither.
 
-    python -m ganomaly_edge.tools.make_selfcheck_bundles [OUT_DIR]
+    python -m research.make_selfcheck_bundles [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     out = (argv or sys.argv[1:] or [BUNDLE_DIR])[0]
     images = digits()[:400]
     with tempfile.TemporaryDirectory() as tmp:
-        for head in COMPONENTS:  # the tiled one: tools/selfcheck_tiled.py
+        for head in COMPONENTS:  # the tiled one: research/selfcheck_tiled.py
             cfg = TrainConfig(image_size=16, channels=1, width=8, latent_dim=8, epochs=2, batch_size=32,
                               threads=1, seed=0, score=head)
             ck = os.path.join(tmp, f"{head}.pt")

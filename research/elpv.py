@@ -11,7 +11,7 @@ polycrystalline cells are never read: they are kept as a held-out check.
 The split is fixed (seed 0): 80 % of the normal cells to train, the other 20 % and every cell
 with probability 1 to test. There are no pixel masks: image-level figures only.
 
-    python -m ganomaly_edge.tools.elpv --out runs/hires-data/elpv-mono
+    python -m research.elpv --out runs/hires-data/elpv-mono
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def write_mono(out: str, seed: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ganomaly_edge.tools.elpv", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m research.elpv", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder to write the set to")
     ap.add_argument("--seed", type=int, default=0, help="split seed (the benchmark's is 0)")

@@ -1,4 +1,4 @@
-"""Make the self-check's tiled bundle: ``python -m ganomaly_edge.tools.selfcheck_tiled``.
+"""Make the self-check's tiled bundle: ``python -m research.selfcheck_tiled``.
 
 The self-check (``ganomaly-build-engine --self-check``) builds, times and memory-checks what users
 deploy: a bundle from ``ganomaly-train --tile 64`` with that option's defaults (generator,
