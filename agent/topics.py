@@ -66,18 +66,25 @@ class Topics:
         return self._join(camera, "alarm", event_id, "overlay")
 
     def result(self, camera: str) -> str:
+        """The verdict on every item (JSON, OK or NG: agent/result.schema.json), QoS 1, from the event store."""
         return self._join(camera, "result")
 
     def trigger(self, camera: str) -> str:
+        """Subscribed in item mode: one item per message, its payload the item's id (optional)."""
         return self._join(camera, "trigger")
+
     def model_set(self) -> str:
+        """Subscribed: {"bundle": PATH, "camera": NAME?} or {"rollback": true}: a hot swap (docs/feedback.md)."""
         return self._join("model", "set")
 
     def model_result(self) -> str:
+        """The outcome of each model swap (JSON: ok, reason, camera, hashes), QoS 1."""
         return self._join("model", "result")
 
     def verdict(self, camera: str) -> str:
+        """Each recorded verdict (JSON: id, verdict, source), from the console or the plant, QoS 1."""
         return self._join(camera, "verdict")
 
     def verdict_set(self, camera: str) -> str:
+        """Subscribed: {"id": ..., "verdict": "defect" | "false_alarm"} from a PLC or MES."""
         return self._join(camera, "verdict", "set")

@@ -273,6 +273,7 @@ def test_tensorrt_install_without_the_cuda_toolkit_stops_before_changing_anythin
 def test_every_command_has_version():
     scripts = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.value.startswith("ganomaly_edge")]
     assert {e.name for e in scripts} == {"ganomaly-train", "ganomaly-eval", "ganomaly-build-engine", "ganomaly-bench",
+                                         "ganomaly-calibrate",
                                          "ganomaly-agent"}
     for e in scripts:
         exe = os.path.join(os.path.dirname(sys.executable), e.name)
