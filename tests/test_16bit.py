@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from support.plant import Subscriber, check_results, start_agent, wait, write_config
+from support.agent import start_agent, write_config
+from support.plant import check_results, plant, subscriber, wait
 
 LO, HI = 20000, 21000
 SIZE = 32
@@ -89,9 +90,9 @@ def scans(folder):
 def run_folder(bundle, port, tmp_path, tag):
     folder = tmp_path / f"scans-{tag}"
     names, defects = scans(str(folder))
-    cfg = write_config(tmp_path / f"{tag}.toml", bundle, port, {"kind": "folder", "uri": str(folder), "watch": False},
-                       tmp_path / f"{tag}.db", camera=f"xray-{tag}")
-    sub = Subscriber(port, client_id=f"sub-{tag}")
+    cfg = write_config(tmp_path / f"{tag}.toml", port, {"kind": "folder", "uri": str(folder), "watch": False},
+                       tmp_path / f"{tag}.db", **plant(bundle=bundle, camera=f"xray-{tag}"))
+    sub = subscriber(port, client_id=f"sub-{tag}")
     p = start_agent(cfg, tmp_path / f"{tag}.log")
     assert p.wait(180) == 0, open(tmp_path / f"{tag}.log").read()
     assert wait(lambda: len(sub.results()) >= len(names), 60)
@@ -110,7 +111,7 @@ def test_a_defect_above_the_8_bit_range_is_caught_through_the_window_and_missed_
     assert sum(r["ok"] for n, r in res.items() if n not in defects) >= 5  # of 6 normal scans
     # The crops are rendered through the same window: the defect stands out in them.
     with sub.lock:
-        crops = [p for t, p in sub.msgs if "/crop/" in t]
+        crops = [p for t, p, _ in sub.msgs if "/crop/" in t]
     assert crops
     crop = cv2.imdecode(np.frombuffer(crops[0], np.uint8), cv2.IMREAD_GRAYSCALE)
     assert int(crop.max()) - int(crop.min()) > 100

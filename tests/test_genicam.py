@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from support.plant import PREFIX, Subscriber, check_results, start_agent, stop, wait, write_config
+from support.agent import start_agent, stop, write_config
+from support.plant import PREFIX, check_results, plant, subscriber, wait
 
 FAKE = shutil.which("arv-fake-gv-camera-0.8")
 DEVICE = "Aravis-Fake-GV01"
@@ -56,8 +57,8 @@ def fake_camera():
 
 def genicam_config(tmp_path, bundle, port, uri=DEVICE, cam_extra='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 2.0\n',
                    cam_keys=""):
-    return write_config(tmp_path / "a.toml", bundle, port, {"kind": "genicam", "uri": uri, "stall_timeout_s": 3.0},
-                        tmp_path / "ev.db", cam_extra=cam_extra, cam_keys=cam_keys)
+    return write_config(tmp_path / "a.toml", port, {"kind": "genicam", "uri": uri, "stall_timeout_s": 3.0},
+                        tmp_path / "ev.db", **plant(bundle=bundle, camera_tables=cam_extra, camera_keys=cam_keys))
 
 
 def trigger(sub, payload):
@@ -66,7 +67,7 @@ def trigger(sub, payload):
 
 def test_triggered_items_on_the_fake_gige_camera_survive_it_being_killed_and_restarted(
         fake_camera, broker, tiny_bundle, tmp_path):
-    sub = Subscriber(broker.port)
+    sub = subscriber(broker.port)
     p = start_agent(genicam_config(tmp_path, tiny_bundle, broker.port), tmp_path / "agent.log")
     try:
         assert wait(lambda: sub.last(f"{PREFIX}/cam1/status") == "online", 60), open(tmp_path / "agent.log").read()
@@ -107,7 +108,7 @@ def test_every_frame_an_item_in_mono16_through_a_window(fake_camera, broker, tin
     """items.trigger = "camera": the camera's own trigger makes every frame a part; Mono16 frames go
     through the camera's window onto the model's 8 bits."""
     extra = '[cameras.genicam]\npixel_format = "Mono16"\nframe_rate = 5.0\n[cameras.items]\ntrigger = "camera"\n'
-    sub = Subscriber(broker.port)
+    sub = subscriber(broker.port)
     p = start_agent(genicam_config(tmp_path, tiny_bundle, broker.port, cam_extra=extra, cam_keys='window = "p1:p99"'),
                     tmp_path / "agent.log")
     try:
@@ -124,7 +125,7 @@ def test_every_frame_an_item_in_mono16_through_a_window(fake_camera, broker, tin
 
 def test_an_unknown_device_id_is_said_and_its_parts_still_get_a_verdict(broker, tiny_bundle, tmp_path):
     _aravis_or_skip()
-    sub = Subscriber(broker.port)
+    sub = subscriber(broker.port)
     p = start_agent(genicam_config(tmp_path, tiny_bundle, broker.port, uri="No-Such-Camera"), tmp_path / "agent.log")
     try:
         reason = f"{PREFIX}/cam1/status/reason"
@@ -141,8 +142,8 @@ def test_an_unknown_device_id_is_said_and_its_parts_still_get_a_verdict(broker, 
 
 
 def test_a_pixel_format_the_model_cannot_take_stops_at_start_with_the_list(tiny_bundle, tmp_path):
-    cfg = write_config(tmp_path / "a.toml", tiny_bundle, 1883, {"kind": "genicam", "uri": DEVICE}, tmp_path / "ev.db",
-                       cam_extra='[cameras.genicam]\npixel_format = "YUV422_8"\n')
+    cfg = write_config(tmp_path / "a.toml", 1883, {"kind": "genicam", "uri": DEVICE}, tmp_path / "ev.db",
+                       **plant(bundle=tiny_bundle, camera_tables='[cameras.genicam]\npixel_format = "YUV422_8"\n'))
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
@@ -152,7 +153,7 @@ def test_a_pixel_format_the_model_cannot_take_stops_at_start_with_the_list(tiny_
 def test_a_pixel_format_the_camera_does_not_offer_is_said_with_what_it_offers(fake_camera, broker, tiny_bundle,
                                                                                tmp_path):
     extra = '[cameras.genicam]\npixel_format = "Mono12"\n'
-    sub = Subscriber(broker.port)
+    sub = subscriber(broker.port)
     p = start_agent(genicam_config(tmp_path, tiny_bundle, broker.port, cam_extra=extra), tmp_path / "agent.log")
     try:
         reason = f"{PREFIX}/cam1/status/reason"

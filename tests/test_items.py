@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from support.data import digits_u8
-from support.plant import PREFIX, Subscriber, check_results, start_agent, stop, wait, write_config
+from support.agent import start_agent, stop, write_config
+from support.plant import PREFIX, check_results, plant, subscriber, wait
 
 
 def scanner_folder(folder):
@@ -33,10 +34,10 @@ def scanner_folder(folder):
 def test_folder_files_give_exactly_one_result_each_in_order_kept_across_a_broker_outage(broker, tiny_bundle,
                                                                                         tmp_path):
     names, foreign = scanner_folder(str(tmp_path / "scans"))
-    cfg = write_config(tmp_path / "a.toml", tiny_bundle, broker.port,
+    cfg = write_config(tmp_path / "a.toml", broker.port,
                        {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
-                       camera="xray")
-    sub = Subscriber(broker.port)
+                       **plant(bundle=tiny_bundle, camera="xray"))
+    sub = subscriber(broker.port)
     broker.stop()  # the broker is away while every item is decided: results wait in the store
     p = start_agent(cfg, tmp_path / "agent.log", "--flush-timeout", "120")
     log = tmp_path / "agent.log"
@@ -70,10 +71,11 @@ def write_video(path, n=20):
 
 def test_mqtt_triggers_give_one_result_each_with_the_item_id(broker, tiny_bundle, tmp_path):
     write_video(tmp_path / "line.avi")
-    cfg = write_config(tmp_path / "a.toml", tiny_bundle, broker.port,
+    cfg = write_config(tmp_path / "a.toml", broker.port,
                        {"kind": "file", "uri": str(tmp_path / "line.avi"), "loop": True, "fps": 20.0},
-                       tmp_path / "ev.db", cam_extra='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 10.0\n')
-    sub = Subscriber(broker.port)
+                       tmp_path / "ev.db",
+                       **plant(bundle=tiny_bundle, camera_tables='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 10.0\n'))
+    sub = subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")
     payloads = ["SN-001", "SN-002", "", b"\xff\xfe\x00", "two words", "SN-003"]
     try:
@@ -121,8 +123,8 @@ def test_result_schema_file_is_generated_from_the_typed_result():
 ])
 def test_bad_item_settings_are_said_at_start(tiny_bundle, tmp_path, keys, extra, expect):
     os.makedirs(tmp_path / "scans")
-    cfg = write_config(tmp_path / "a.toml", tiny_bundle, 1, {"kind": "folder", "uri": str(tmp_path / "scans")},
-                       tmp_path / "ev.db", cam_extra=extra, cam_keys=keys)
+    cfg = write_config(tmp_path / "a.toml", 1, {"kind": "folder", "uri": str(tmp_path / "scans")},
+                       tmp_path / "ev.db", **plant(bundle=tiny_bundle, camera_tables=extra, camera_keys=keys))
     r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and expect in r.stderr, r.stderr
@@ -158,10 +160,10 @@ def test_results_are_read_back_and_deleted_under_mqtt_311(broker, tiny_bundle, t
     """MQTT 3.1.1 has no reason codes: the agent deletes an event only once it reads it back. Results
     are read back too, so they leave the store instead of waiting there as refused."""
     names, _ = scanner_folder(str(tmp_path / "scans"))
-    cfg = write_config(tmp_path / "a.toml", tiny_bundle, broker.port,
+    cfg = write_config(tmp_path / "a.toml", broker.port,
                        {"kind": "folder", "uri": str(tmp_path / "scans"), "watch": False}, tmp_path / "ev.db",
-                       mqtt_keys='protocol = "3.1.1"')
-    sub = Subscriber(broker.port)
+                       **plant(bundle=tiny_bundle, mqtt_extra='protocol = "3.1.1"'))
+    sub = subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log", "--flush-timeout", "60")
     assert p.wait(120) == 0
     log = open(tmp_path / "agent.log").read()
