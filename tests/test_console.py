@@ -9,8 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support.data import ROOT
+from support.agent import ALARM_ON_EVERY_ITEM, Subscriber, start_agent, write_config
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -38,35 +36,6 @@ def wait(pred, timeout=90.0):
             return v
         time.sleep(0.2)
     return None
-
-
-class Sub:
-    def __init__(self, port, prefix):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.msgs, self.lock = [], threading.Lock()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="console-sub")
-        self.c.on_message = lambda c, u, m: self._add(m)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        assert wait(self.c.is_connected, 20)
-
-    def _add(self, m):
-        with self.lock:
-            self.msgs.append((m.topic, m.payload))
-
-    def on(self, suffix):
-        with self.lock:
-            return [json.loads(p) for t, p in self.msgs if t.endswith(suffix)]
-
-    def publish(self, topic, payload):
-        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def http(port, path, token=TOKEN, method="GET", body=None, headers=None, raw=False):
@@ -111,51 +80,18 @@ def make_inputs(tmp):
     return str(tmp / "scans"), video
 
 
-def write_config(tmp, broker_port, http_port, scans, video, history_extra=""):
-    from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
-
+def line_config(tmp, broker_port, http_port, scans, video, history_extra=""):
+    """The line's agent.toml (support.agent.write_config): the console and history on, a folder
+    camera ("scanner") and a video camera ("belt"), every frame alarming."""
     (tmp / "token").write_text(TOKEN + "\n")
-    every = "[cameras.decision]\nthreshold = -1000000.0\nk = 1\nn = 1\ncooldown_s = 0\n"
-    cfg = tmp / "agent.toml"
-    cfg.write_text(f"""device_id = "line1"
-[model]
-bundle = "{BUNDLE_DIR}/recon"
-threads = 1
-[mqtt]
-port = {broker_port}
-prefix = "ganomaly/line1"
-stats_interval_s = 2
-reconnect_min_s = 1
-reconnect_max_s = 2
-[store]
-path = "{tmp / 'events.db'}"
-[history]
-path = "{tmp / 'history'}"
-{history_extra}
-[http]
-listen = "127.0.0.1:{http_port}"
-token_file = "{tmp / 'token'}"
-[[cameras]]
-name = "scanner"
-roi = {{ x = 8, y = 4, w = 64, h = 72 }}
-rotate = 90
-[cameras.source]
-kind = "folder"
-uri = "{scans}"
-settle_s = 0.2
-{every}
-[[cameras]]
-name = "belt"
-[cameras.source]
-kind = "file"
-uri = "{video}"
-{every}""")
-    return str(cfg)
-
-
-def start_agent(cfg, log):
-    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+    sections = (f'[history]\npath = "{tmp / "history"}"\n{history_extra}\n'
+                f'[http]\nlisten = "127.0.0.1:{http_port}"\ntoken_file = "{tmp / "token"}"\n')
+    belt = (f'[[cameras]]\nname = "belt"\n[cameras.source]\nkind = "file"\nuri = "{video}"\n'
+            f'[cameras.decision]\n{ALARM_ON_EVERY_ITEM}\n')
+    return write_config(tmp / "agent.toml", broker_port, {"kind": "folder", "uri": scans, "settle_s": 0.2},
+                        tmp / "events.db", device_id="line1", prefix="ganomaly/line1", stats_interval_s=2,
+                        retry_s=None, results=None, roi="x = 8, y = 4, w = 64, h = 72", camera_keys="rotate = 90",
+                        sections=sections, camera_tables=belt)
 
 
 def stop(p):
@@ -172,8 +108,8 @@ def line(tmp_path_factory):
     broker = Mosquitto(workdir=str(tmp / "broker")).start()
     scans, video = make_inputs(tmp)
     port = free_port()
-    cfg = write_config(tmp, broker.port, port, scans, video)
-    sub = Sub(broker.port, "ganomaly/line1")
+    cfg = line_config(tmp, broker.port, port, scans, video)
+    sub = Subscriber(broker.port, "ganomaly/line1", client_id="console-sub")
     log = str(tmp / "agent.log")
     p = start_agent(cfg, log)
     ok = wait(lambda: http(port, "/api/alarms?limit=1000")[2]["count"] == 16
@@ -320,7 +256,7 @@ def test_verdicts_over_http_and_mqtt_are_published_and_counted(line):
     for bad in (b"{oops", json.dumps({"id": belt[2]["id"], "verdict": "perhaps"}).encode(), b"x" * 5000):
         sub.publish("ganomaly/line1/belt/verdict/set", bad)
     sub.publish("ganomaly/line1/belt/verdict/set", json.dumps({"id": "f" * 32, "verdict": "defect"}))
-    got = wait(lambda: len(sub.on("/belt/verdict")) >= 2 and sub.on("/belt/verdict"), 30)
+    got = wait(lambda: len(sub.json("/belt/verdict")) >= 2 and sub.json("/belt/verdict"), 30)
     assert got, "no verdict published"
     assert {(m["id"], m["verdict"], m["source"]) for m in got} == {
         (belt[0]["id"], "defect", "console"), (belt[1]["id"], "false_alarm", "mqtt")}
@@ -409,7 +345,7 @@ def test_review_in_a_headless_browser(line):
     finally:
         drv.quit()
     assert wait(lambda: any(m["id"] == event_id and m["verdict"] == "false_alarm" and m["source"] == "console"
-                            for m in sub.on("/verdict")), 30)
+                            for m in sub.json("/verdict")), 30)
     assert http(port, f"/api/alarms/{event_id}")[2]["verdict"] == "false_alarm"
 
 
@@ -418,7 +354,7 @@ def test_a_verdict_survives_a_restart(line):
     marked = http(port, "/api/alarms?verdict=defect")[2]["alarms"]
     assert marked
     stop(line["proc"])
-    line["proc"] = start_agent(line["cfg"], line["log"])
+    line["proc"] = start_agent(line["cfg"], line["log"], append=True)
     assert wait(lambda: _up(port), 90), open(line["log"]).read()
     after = {a["id"]: a for a in http(port, "/api/alarms?limit=1000")[2]["alarms"]}
     for a in marked:
@@ -480,15 +416,15 @@ def test_a_full_history_disk_stops_neither_inspection_nor_delivery(tmp_path):
             rng = np.random.default_rng(0)
             for i in range(40):  # noise PNGs of 160x160x3: ~77 KB each as the history's lossless frame
                 cv2.imwrite(str(scans / f"n_{i:03d}.png"), rng.integers(0, 255, (160, 160, 3), np.uint8))
-            cfg = write_config(tmp_path, broker.port, free_port(), str(scans), str(tmp_path / "none.avi"))
+            cfg = line_config(tmp_path, broker.port, free_port(), str(scans), str(tmp_path / "none.avi"))
             text = open(cfg).read().replace(f'path = "{tmp_path / "history"}"', f'path = "{small / "history"}"')
             text = text[:text.index("[[cameras]]\nname = \"belt\"")].replace("roi = { x = 8, y = 4, w = 64, h = 72 }\nrotate = 90\n", "")
             text = text.replace("settle_s = 0.2", "settle_s = 0.2\nwatch = false")
             open(cfg, "w").write(text)
-            sub = Sub(broker.port, "ganomaly/line1")
+            sub = Subscriber(broker.port, "ganomaly/line1", client_id="console-sub")
             p = start_agent(cfg, str(tmp_path / "agent.log"))
             assert p.wait(180) == 0, open(tmp_path / "agent.log").read()
-            assert wait(lambda: len(sub.on("/scanner/alarm")) >= 40, 30), len(sub.on("/scanner/alarm"))
+            assert wait(lambda: len(sub.json("/scanner/alarm")) >= 40, 30), len(sub.json("/scanner/alarm"))
             sub.close()
         from ganomaly_edge.agent.history import History
 
