@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from support.agent import start_agent, write_config
 from support.data import ROOT, digits_u8, write_images
 from ganomaly_edge.train.adequacy import MIN_EPOCHS, MIN_STEPS, training_warnings
 
@@ -85,23 +86,13 @@ def test_eval_repeats_the_warning(short_run, tmp_path):
 
 def test_the_agent_repeats_the_warning_at_check_and_at_start(short_run, broker, tmp_path):
     d, _ = short_run
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""device_id = "short"
-[model]
-bundle = "{d / 'bundle'}"
-threads = 1
-[mqtt]
-port = {broker.port}
-[store]
-path = "{tmp_path / 'ev.db'}"
-[[cameras]]
-name = "scanner"
-source = {{ kind = "folder", uri = "{d / 'normal'}", watch = false }}
-""")
-    agent = [sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(cfg)]
-    r = subprocess.run(agent + ["--check-config"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cfg = write_config(tmp_path / "agent.toml", broker.port, {"kind": "folder", "uri": str(d / "normal"), "watch": False},
+                       tmp_path / "ev.db", bundle=d / "bundle", device_id="short", prefix=None, stats_interval_s=None,
+                       reconnect_s=None, retry_s=None, decision=None, results=None)
+    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg, "--check-config"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr  # a warning, not a refusal
     assert "warning: bundle" in r.stderr and "THIS MODEL IS NOT READY: trained too little" in r.stderr
-    r = subprocess.run(agent, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
-    assert "WARNING" in r.stderr and "THIS MODEL IS NOT READY: trained too little" in r.stderr
+    log = tmp_path / "agent.log"
+    assert start_agent(cfg, log).wait(180) == 0, log.read_text()
+    assert "WARNING" in log.read_text() and "THIS MODEL IS NOT READY: trained too little" in log.read_text()

@@ -4,10 +4,7 @@ from the store without flipping the live state. The template is rendered with Ji
 Assistant does); the rest with the agent as a process against a real mosquitto."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -16,11 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from support.data import ROOT
+from support.agent import start_agent, write_config
 from ganomaly_edge.agent.config import CameraConfig, MqttConfig, Settings
 from ganomaly_edge.agent.discovery import LIVE_S, LIVE_TEMPLATE, discovery_messages
 from ganomaly_edge.agent.topics import Topics
-from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
 
 PREFIX = "ganomaly/ha"
 
@@ -99,27 +95,14 @@ class Retained:
 
 
 def _config(tmp_path, port, scans):
-    path = tmp_path / "agent.toml"
-    path.write_text(f"""device_id = "ha"
-[model]
-bundle = "{os.path.join(BUNDLE_DIR, 'recon')}"
-threads = 1
-[mqtt]
-port = {port}
-prefix = "{PREFIX}"
-reconnect_min_s = 1
-reconnect_max_s = 2
-[store]
-path = "{tmp_path / 'ev.db'}"
-[[cameras]]
-name = "scanner"
-source = {{ kind = "folder", uri = "{scans}", watch = true, settle_s = 0.2, poll_interval_s = 0.2 }}
-decision = {{ threshold = -1000.0 }}
-[[cameras]]
-name = "dead"
-source = {{ kind = "file", uri = "{tmp_path / 'unplugged.avi'}", retry_min_s = 0.5, retry_max_s = 1.0 }}
-""")
-    return str(path)
+    """support.agent.write_config: a folder camera that alarms on nothing far from normal, and a
+    camera ("dead") whose file is not there."""
+    dead = (f'[[cameras]]\nname = "dead"\nsource = {{ kind = "file", uri = "{tmp_path / "unplugged.avi"}", '
+            f'retry_min_s = 0.5, retry_max_s = 1.0 }}\n')
+    return write_config(tmp_path / "agent.toml", port,
+                        {"kind": "folder", "uri": str(scans), "watch": True, "settle_s": 0.2, "poll_interval_s": 0.2},
+                        tmp_path / "ev.db", device_id="ha", prefix=PREFIX, stats_interval_s=None, retry_s=None,
+                        results=None, decision="threshold = -1000.0", camera_tables=dead)
 
 
 def test_dead_camera_unavailable_and_latest_crop_retained_across_restart(broker, tmp_path):
@@ -129,9 +112,7 @@ def test_dead_camera_unavailable_and_latest_crop_retained_across_restart(broker,
     for i in range(3):
         cv2.imwrite(str(scans / f"item{i}.png"), rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
     log = tmp_path / "agent.log"
-    p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config",
-                          _config(tmp_path, broker.port, scans)], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    p = start_agent(_config(tmp_path, broker.port, scans), log)
     try:
         live = Retained(broker.port, f"{PREFIX}/#")
         live.wait_for(f"{PREFIX}/scanner/latest/crop", timeout=90)

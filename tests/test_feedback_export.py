@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from support.agent import start_agent, write_config
 from support.data import ROOT, edit_bundle_meta
 
 TOKEN = "feedback-test-token-0123456789"
@@ -43,33 +44,15 @@ def call(port, method, path, body=None):
         return e.code, json.loads(e.read())
 
 
-def write_config(tmp_path, bundle, mqtt_port, http_port, folder):
+def fb_config(tmp_path, bundle, mqtt_port, http_port, folder):
+    """support.agent.write_config: one folder camera where every item alarms, and the console."""
     (tmp_path / "token").write_text(TOKEN + "\n")
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""device_id = "fb"
-[model]
-bundle = "{bundle}"
-threads = 1
-[mqtt]
-port = {mqtt_port}
-prefix = "ganomaly/fb"
-[store]
-path = "{tmp_path / 'events.db'}"
-[http]
-listen = "127.0.0.1:{http_port}"
-token_file = "{tmp_path / 'token'}"
-[[cameras]]
-name = "cam1"
-roi = {{ x = 4, y = 4, w = 40, h = 40 }}
-[cameras.source]
-kind = "folder"
-uri = "{folder}"
-watch = true
-settle_s = 0
-[cameras.decision]
-threshold = -1000000.0
-""")
-    return str(cfg)
+    return write_config(tmp_path / "agent.toml", mqtt_port,
+                        {"kind": "folder", "uri": str(folder), "watch": True, "settle_s": 0},
+                        tmp_path / "events.db", bundle=bundle, camera="cam1", device_id="fb", prefix="ganomaly/fb",
+                        stats_interval_s=None, reconnect_s=None, retry_s=None, results=None,
+                        decision="threshold = -1000000.0", roi="x = 4, y = 4, w = 40, h = 40",
+                        sections=f'[http]\nlisten = "127.0.0.1:{http_port}"\ntoken_file = "{tmp_path / "token"}"\n')
 
 
 def export_cmd(cfg, *args):
@@ -86,14 +69,13 @@ def test_review_export_and_swap_through_the_console(tiny_bundle, broker, tmp_pat
     for i in range(12):  # colour 48x48 frames; the model works at 16x16 grey
         assert cv2.imwrite(str(folder / f"item_{i:03d}.png"), rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
     http_port = free_port()
-    cfg = write_config(tmp_path, tiny_bundle, broker.port, http_port, folder)
+    cfg = fb_config(tmp_path, tiny_bundle, broker.port, http_port, folder)
     out = tmp_path / "exported"
     # Before any verdict: a clear message, nothing written.
     r = export_cmd(cfg, "--verdict", "false_alarm", "--out", str(out))
     assert r.returncode == 2 and "no alarm history" in r.stderr, r.stderr
     log_path = tmp_path / "agent.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    proc = start_agent(cfg, log_path)
     try:
         assert wait(lambda: len(call(http_port, "GET", "/api/alarms?limit=100")[1]["alarms"]) == 12, 120), \
             open(log_path).read()[-3000:]

@@ -110,10 +110,6 @@ def test_a_hung_source_is_retried_with_the_watchdog_fed_then_escalated_to_a_rest
     lock, so once an open hangs the next ones hang too: when more than Capture.STUCK_LIMIT reads
     hang, the watchdog is no longer fed and systemd restarts the agent, which then recovers."""
     import cv2
-    import subprocess
-    import sys
-
-    from support.data import ROOT
 
     fifo = tmp_path / "camera.avi"
     os.mkfifo(fifo)
@@ -124,8 +120,7 @@ def test_a_hung_source_is_retried_with_the_watchdog_fed_then_escalated_to_a_rest
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000")
 
     def start(log):
-        return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / log, "w"))
+        return start_agent(cfg, tmp_path / log, env=env)
 
     p = start("agent.log")
     try:

@@ -6,57 +6,16 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
 
-from support.data import ROOT, edit_bundle_meta, make_checkpoint
+from support.agent import Subscriber, start_agent, write_config
+from support.data import edit_bundle_meta, make_checkpoint
 
 PREFIX = "ganomaly/swap"
-
-
-class Recorder:
-    """Everything published under PREFIX, in arrival order."""
-
-    def __init__(self, port):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.msgs, self.lock = [], threading.Lock()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="swap-rec",
-                             protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda c, u, m: self._add(m)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(PREFIX + "/#", qos=1)
-        self.c.connect("127.0.0.1", port, keepalive=30)
-        self.c.loop_start()
-        assert wait(lambda: self.c.is_connected(), 20)
-        time.sleep(0.3)
-
-    def _add(self, m):
-        with self.lock:
-            self.msgs.append((m.topic, m.payload))
-
-    def json(self, topic):
-        with self.lock:
-            return [json.loads(p) for t, p in self.msgs if t == topic]
-
-    def alarms(self):
-        return self.json(f"{PREFIX}/cam1/alarm")
-
-    def results(self):
-        return self.json(f"{PREFIX}/model/result")
-
-    def publish(self, topic, payload):
-        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def wait(pred, timeout):
@@ -79,37 +38,13 @@ def write_loop_video(path, n=24, size=48):
     return str(path)
 
 
-def write_config(path, bundle, port, video, store):
-    # threshold far below any calibrated score, k = n = 1, no cooldown: every frame alarms
-    path.write_text(f"""device_id = "swap"
-log_level = "INFO"
-[model]
-bundle = "{bundle}"
-threads = 1
-[mqtt]
-port = {port}
-prefix = "{PREFIX}"
-stats_interval_s = 1.0
-reconnect_min_s = 1
-reconnect_max_s = 2
-[store]
-path = "{store}"
-max_events = 1000000
-[[cameras]]
-name = "cam1"
-[cameras.source]
-kind = "file"
-uri = "{video}"
-loop = true
-[cameras.decision]
-threshold = -1000000.0
-k = 1
-n = 1
-cooldown_s = 0
-[cameras.localisation]
-overlay = false
-""")
-    return str(path)
+def swap_config(path, bundle, port, video, store):
+    """support.agent.write_config on a looping video; threshold far below any calibrated score,
+    k = n = 1, no cooldown: every frame alarms."""
+    return write_config(path, port, {"kind": "file", "uri": str(video), "loop": True}, store, bundle=bundle,
+                        camera="cam1", device_id="swap", log_level="INFO", prefix=PREFIX, stats_interval_s=1.0,
+                        retry_s=None, results=None, extra="max_events = 1000000",
+                        camera_tables="[cameras.localisation]\noverlay = false\n")
 
 
 def copy_bundle(src, dst, edit=None):
@@ -171,21 +106,20 @@ def test_swaps_under_a_looping_video_lose_no_frame_and_refusals_change_nothing(
     }
     video = write_loop_video(tmp_path / "loop.avi")
     cfg = tmp_path / "agent.toml"
-    write_config(cfg, a, broker.port, video, tmp_path / "events.db")
-    rec = Recorder(broker.port)
+    swap_config(cfg, a, broker.port, video, tmp_path / "events.db")
+    rec = Subscriber(broker.port, PREFIX, client_id="swap-rec")
     log_path = tmp_path / "agent.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    proc = start_agent(cfg, log_path)
     set_topic = f"{PREFIX}/model/set"
 
     def hashes():
         return {ev["model"]["hash"] for ev in rec.alarms()}
 
     def ask(payload, ok, timeout=90):
-        n = len(rec.results())
+        n = len(rec.json("/model/result"))
         rec.publish(set_topic, json.dumps(payload) if not isinstance(payload, str) else payload)
-        assert wait(lambda: len(rec.results()) > n, timeout), open(log_path).read()[-3000:]
-        r = rec.results()[n]
+        assert wait(lambda: len(rec.json("/model/result")) > n, timeout), open(log_path).read()[-3000:]
+        r = rec.json("/model/result")[n]
         assert r["ok"] is ok, r
         return r
 
@@ -219,11 +153,11 @@ def test_swaps_under_a_looping_video_lose_no_frame_and_refusals_change_nothing(
         assert wait(lambda: rec.alarms()[-1]["model"]["hash"] == hash_a, 90)
         more_alarms()
         # SIGHUP: the config now names B.
-        write_config(cfg, b, broker.port, video, tmp_path / "events.db")
-        n = len(rec.results())
+        swap_config(cfg, b, broker.port, video, tmp_path / "events.db")
+        n = len(rec.json("/model/result"))
         proc.send_signal(signal.SIGHUP)
-        assert wait(lambda: len(rec.results()) > n, 90), open(log_path).read()[-3000:]
-        r = rec.results()[n]
+        assert wait(lambda: len(rec.json("/model/result")) > n, 90), open(log_path).read()[-3000:]
+        r = rec.json("/model/result")[n]
         assert r["ok"] and r["source"] == "SIGHUP" and r["hash"] == hash_b, r
         assert wait(lambda: rec.alarms()[-1]["model"]["hash"] == hash_b, 90)
         more_alarms()
@@ -231,7 +165,7 @@ def test_swaps_under_a_looping_video_lose_no_frame_and_refusals_change_nothing(
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(120)
     assert rc == 0, open(log_path).read()[-3000:]
-    assert wait(lambda: [p for t, p in list(rec.msgs) if t == f"{PREFIX}/available"][-1:] == [b"offline"], 30)
+    assert wait(lambda: [p for t, p, _ in list(rec.msgs) if t == f"{PREFIX}/available"][-1:] == [b"offline"], 30)
     alarms = sorted(rec.alarms(), key=lambda ev: ev["frame_index"])
     rec.close()
     idx = [ev["frame_index"] for ev in alarms]

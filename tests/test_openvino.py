@@ -2,12 +2,8 @@
 bundles, what ``auto`` picks and why, a clear message without OpenVINO, and the agent end to end on
 it with a real mosquitto broker on loopback."""
 
-import json
 import logging
-import os
-import subprocess
 import sys
-import threading
 import time
 
 import cv2
@@ -15,9 +11,9 @@ import numpy as np
 import pytest
 
 from ganomaly_edge.engine import BundleError, load
+from support.agent import Subscriber, start_agent, write_config
 
 ov = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_openvino_runs_the_bundle_and_passes_its_self_test(tiny_bundle):
@@ -89,36 +85,6 @@ def test_without_openvino_the_backend_says_how_to_install_it_and_auto_keeps_onnx
 
 # -- the agent end to end on OpenVINO ------------------------------------------------------------
 
-class _Subscriber:
-    def __init__(self, port, prefix):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.msgs, self.lock = [], threading.Lock()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="ov-sub",
-                             protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda c, u, m: self._add(m)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "/#", qos=1)
-        self.c.connect("127.0.0.1", port, keepalive=10)
-        self.c.loop_start()
-        deadline = time.monotonic() + 10
-        while not self.c.is_connected() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-
-    def _add(self, m):
-        with self.lock:
-            self.msgs.append((m.topic, m.payload))
-
-    def payloads(self, suffix):
-        with self.lock:
-            return [json.loads(p) for t, p in self.msgs if t.endswith(suffix) and p]
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 def test_agent_end_to_end_on_openvino_with_a_real_broker(tiny_bundle, digits, broker, tmp_path):
     scans = tmp_path / "scans"
     scans.mkdir()
@@ -127,37 +93,20 @@ def test_agent_end_to_end_on_openvino_with_a_real_broker(tiny_bundle, digits, br
     frames[5] = 255 - frames[5]  # an inverted digit among normal ones
     for i, img in enumerate(frames):
         cv2.imwrite(str(scans / f"{i:03d}.png"), cv2.resize(img, (64, 64)))
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""device_id = "ovtest"
-log_level = "INFO"
-[model]
-bundle = "{tiny_bundle}"
-backend = "openvino"
-threads = 1
-[mqtt]
-port = {broker.port}
-prefix = "ganomaly/ov"
-stats_interval_s = 0.5
-[store]
-path = "{tmp_path / 'ev.db'}"
-[[cameras]]
-name = "cam"
-[cameras.source]
-kind = "folder"
-uri = "{scans}"
-watch = false
-""")
-    sub = _Subscriber(broker.port, "ganomaly/ov")
+    cfg = write_config(tmp_path / "agent.toml", broker.port, {"kind": "folder", "uri": str(scans), "watch": False},
+                       tmp_path / "ev.db", bundle=tiny_bundle, camera="cam", device_id="ovtest", log_level="INFO",
+                       model_extra='backend = "openvino"', prefix="ganomaly/ov", reconnect_s=None, retry_s=None,
+                       decision=None, results=None)
+    sub = Subscriber(broker.port, "ganomaly/ov", client_id="ov-sub")
     log_path = tmp_path / "agent.log"
-    p = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(cfg)], cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), timeout=300)
+    rc = start_agent(cfg, log_path).wait(300)
     log = open(log_path).read()
-    assert p.returncode == 0, log
+    assert rc == 0, log
     assert "OpenVINO" in log and "openvino self-test passed" in log
     deadline = time.monotonic() + 10
-    while not sub.payloads("/stats") and time.monotonic() < deadline:
+    while not sub.json("/stats") and time.monotonic() < deadline:
         time.sleep(0.1)
-    stats = sub.payloads("/stats")[-1]
+    stats = sub.json("/stats")[-1]
     assert [e["backend"] for e in stats["engines"]] == ["openvino"]
     assert stats["cameras"]["cam"]["frames_processed"] == 12
     sub.close()

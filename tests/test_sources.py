@@ -5,16 +5,13 @@ processed before and how to have them inspected again, instead of a bare "finish
 The agent as a process, a real mosquitto, real PNG files, one event store across the runs."""
 
 import os
-import subprocess
-import sys
 import time
 
 import cv2
 import numpy as np
 import pytest
 
-from support.data import ROOT
-from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+from support.agent import start_agent, write_config
 
 
 @pytest.mark.parametrize("use_inotify", [True, False])
@@ -48,25 +45,11 @@ def test_a_quiet_folder_is_not_listed_again_however_many_files_it_has_seen(tmp_p
 
 
 def _run(tmp_path, port, scans, n):
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""device_id = "rerun"
-[model]
-bundle = "{os.path.join(BUNDLE_DIR, 'recon')}"
-threads = 1
-[mqtt]
-port = {port}
-discovery = false
-[store]
-path = "{tmp_path / 'ev.db'}"
-[[cameras]]
-name = "scanner"
-source = {{ kind = "folder", uri = "{scans}", watch = false }}
-decision = {{ threshold = 1000.0 }}
-""")
+    cfg = write_config(tmp_path / "agent.toml", port, {"kind": "folder", "uri": str(scans), "watch": False},
+                       tmp_path / "ev.db", device_id="rerun", prefix=None, stats_interval_s=None, reconnect_s=None,
+                       retry_s=None, results=None, mqtt_extra="discovery = false", decision="threshold = 1000.0")
     log = tmp_path / f"agent{n}.log"
-    r = subprocess.run([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", str(cfg)], cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=open(log, "w"), timeout=180)
-    assert r.returncode == 0, log.read_text()
+    assert start_agent(cfg, log).wait(180) == 0, log.read_text()
     return log.read_text()
 
 
