@@ -1,5 +1,6 @@
 """The project's shape, checked from the source: the dependency rule, one import namespace,
-short functions, one root for the product's exceptions, and test modules that never import each other.
+short functions, one root for the product's exceptions, and test modules that never import each other
+and launch the agent and subscribe through the shared helpers (tests/support/agent.py).
 
 The rule: agent -> engine <- train; tools (ganomaly-bench) -> the product; the unshipped
 folders examples/ (the demo) and research/ (research and benchmark scripts) -> the product, and
@@ -180,6 +181,48 @@ def test_the_test_import_check_catches_one(tmp_path, line):
     path.write_text(src + "\n\ndef _lazy():\n" + line if line.startswith(" ") else line + src)
     found = imports_of_test_modules(str(tests))
     assert len(found) == 1 and found[0].startswith("test_gpu_start.py:"), found
+
+
+def own_agent_helpers(tests_dir):
+    """Where a test module outside tests/support/ launches ``ganomaly_edge.agent.cli`` with its own
+    Popen, or defines its own *Subscriber class: the launcher (start_agent) and the subscriber
+    (Subscriber) live in tests/support/agent.py. A Popen that pipes the agent's stdout is the
+    subject of its test (what the agent writes there) and stays."""
+    out = []
+    for dirpath, dirs, files in os.walk(tests_dir):
+        dirs[:] = [d for d in dirs if d not in ("support", "__pycache__")]
+        for f in sorted(files):
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, tests_dir)
+            for node in ast.walk(ast.parse(open(path).read(), path)):
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Subscriber"):
+                    out.append(f"{rel}:{node.lineno}: defines {node.name}: use support.agent.Subscriber")
+                elif (isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "Popen"
+                      and "ganomaly_edge.agent.cli" in ast.unparse(node)
+                      and not any(k.arg == "stdout" and ast.unparse(k.value).endswith("PIPE") for k in node.keywords)):
+                    out.append(f"{rel}:{node.lineno}: launches ganomaly_edge.agent.cli itself: use "
+                               "support.agent.start_agent")
+    return out
+
+
+def test_tests_launch_the_agent_and_subscribe_through_the_shared_helpers():
+    assert own_agent_helpers(os.path.join(ROOT, "tests")) == []
+
+
+@pytest.mark.parametrize("code,expect", [
+    ('\n\ndef _launch(cfg):\n    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", '
+     '"--config", cfg], cwd=ROOT, stderr=subprocess.DEVNULL)\n', "launches ganomaly_edge.agent.cli itself"),
+    ("\n\nclass _PlantSubscriber:\n    pass\n", "defines _PlantSubscriber"),
+])
+def test_the_shared_helper_check_catches_one(tmp_path, code, expect):
+    tests = tmp_path / "tests"
+    shutil.copytree(os.path.join(ROOT, "tests"), tests, ignore=shutil.ignore_patterns("__pycache__"))
+    path = tests / "test_gpu_start.py"
+    path.write_text(path.read_text() + code)
+    found = own_agent_helpers(str(tests))
+    assert len(found) == 1 and found[0].startswith("test_gpu_start.py:") and expect in found[0], found
 
 
 def exceptions_outside_the_root(module_names):
