@@ -66,10 +66,21 @@ class AlarmEvent(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def json_schema() -> dict:
-    s = AlarmEvent.model_json_schema(by_alias=True)
+def schema_of(model: type[BaseModel], path: str) -> dict:
+    """The published JSON schema of a payload model, identified by its file's name."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "https://github.com/ganomaly-edge/ganomaly-edge/agent/alarm.schema.json", **s}
+            "$id": f"https://github.com/ganomaly-edge/ganomaly-edge/agent/{os.path.basename(path)}",
+            **model.model_json_schema(by_alias=True)}
+
+
+def write_schema(text: str, default_path: str) -> None:
+    """``python -m ganomaly_edge.agent.<module> [PATH]``: the schema file regenerated."""
+    with open(sys.argv[1] if len(sys.argv) > 1 else default_path, "w") as f:
+        f.write(text)
+
+
+def json_schema() -> dict:
+    return schema_of(AlarmEvent, SCHEMA_PATH)
 
 
 def schema_text() -> str:
@@ -77,5 +88,4 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1] if len(sys.argv) > 1 else SCHEMA_PATH, "w") as f:
-        f.write(schema_text())
+    write_schema(schema_text(), SCHEMA_PATH)

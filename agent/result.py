@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .alarm import ModelRef
+from .alarm import ModelRef, schema_of, write_schema
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "result.schema.json")
@@ -50,9 +49,7 @@ class ItemResult(BaseModel):
 
 
 def json_schema() -> dict:
-    s = ItemResult.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "https://github.com/ganomaly-edge/ganomaly-edge/agent/result.schema.json", **s}
+    return schema_of(ItemResult, SCHEMA_PATH)
 
 
 def schema_text() -> str:
@@ -60,5 +57,4 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1] if len(sys.argv) > 1 else SCHEMA_PATH, "w") as f:
-        f.write(schema_text())
+    write_schema(schema_text(), SCHEMA_PATH)

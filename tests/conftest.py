@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from support.data import digits_u8, make_checkpoint
+from support.data import calibration_folder, digits_u8, make_checkpoint
 from support.outside import expose
 
 # examples/ and research/ ship in no wheel: tests import them from the repository
@@ -83,3 +83,15 @@ def scans(tmp_path):
     d.mkdir()
     os.chmod(tmp_path, 0o755)
     return d
+
+
+@pytest.fixture
+def int8_bundle(tiny_bundle, digits, tmp_path):
+    """The tiny bundle quantised to INT8 (ganomaly-build-engine --precision int8) on 24 held-back digits."""
+    from ganomaly_edge.train.build_engine import main
+
+    out = str(tmp_path / "int8")
+    rc = main([tiny_bundle, "--out", out, "--precision", "int8", "--no-tensorrt", "--quiet",
+               "--calibration-data", calibration_folder(tmp_path, digits)])
+    assert rc == 0
+    return out

@@ -3,29 +3,14 @@ real ONNX Runtime and OpenVINO; what the table holds, not how fast (the machine 
 
 import json
 
-import cv2
 import pytest
 
 
-@pytest.fixture
-def int8_of_tiny(tiny_bundle, digits, tmp_path):
-    from ganomaly_edge.train.build_engine import main
-
-    folder = tmp_path / "normal"
-    folder.mkdir()
-    for i, img in enumerate(digits[0][-24:]):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
-    out = str(tmp_path / "int8")
-    assert main([tiny_bundle, "--out", out, "--precision", "int8", "--no-tensorrt", "--quiet",
-                 "--calibration-data", str(folder)]) == 0
-    return out
-
-
-def test_compare_puts_every_path_side_by_side_with_ratios_and_a_profile(tiny_bundle, int8_of_tiny, capsys):
+def test_compare_puts_every_path_side_by_side_with_ratios_and_a_profile(tiny_bundle, int8_bundle, capsys):
     from ganomaly_edge.engine.backends.openvino import openvino_available
     from ganomaly_edge.tools.bench import main
 
-    assert main(["engine", tiny_bundle, "--compare", "--int8", int8_of_tiny, "--rounds", "2", "--profile"]) == 0
+    assert main(["engine", tiny_bundle, "--compare", "--int8", int8_bundle, "--rounds", "2", "--profile"]) == 0
     r = json.loads(capsys.readouterr().out)
     want = {f"{who} onnxruntime {p}" for who in ("ours", "raw") for p in ("fp32", "int8")}
     if openvino_available():

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support.agent import ALARM_ON_EVERY_ITEM, Subscriber, start_agent, write_config
+from support.agent import ALARM_ON_EVERY_ITEM, Subscriber, start_agent, wait, write_config
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -28,14 +27,6 @@ def free_port():
     return fp()
 
 
-def wait(pred, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    return None
 
 
 def http(port, path, token=TOKEN, method="GET", body=None, headers=None, raw=False):

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,21 +15,14 @@ import numpy as np
 import pytest
 
 from support.agent import start_agent, write_config
+from support.agent import wait as shared_wait
 from support.data import ROOT, edit_bundle_meta
 
 TOKEN = "feedback-test-token-0123456789"
 
 
 def wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    return False
+    return shared_wait(pred, timeout, ignore=(OSError, ValueError))  # the console may still be starting
 
 
 def call(port, method, path, body=None):

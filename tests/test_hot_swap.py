@@ -6,25 +6,15 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import cv2
 import numpy as np
 import pytest
 
-from support.agent import Subscriber, start_agent, write_config
+from support.agent import Subscriber, start_agent, wait, write_config
 from support.data import edit_bundle_meta, make_checkpoint
 
 PREFIX = "ganomaly/swap"
-
-
-def wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def write_loop_video(path, n=24, size=48):

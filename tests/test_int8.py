@@ -5,33 +5,13 @@ the fakes of every series (8.6 with the INT8 builder flag; 10.x and 11 strongly 
 import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 
 from support import fakes
+from support.data import calibration_folder
 from ganomaly_edge.engine import BundleError, load, open_bundle
 from ganomaly_edge.engine.int8 import CALIBRATION_FILE, data_hash, zero_points_nonzero
-
-
-def _calibration_folder(tmp_path, digits, n=24):
-    folder = tmp_path / "normal"
-    folder.mkdir()
-    x, _ = digits
-    for i, img in enumerate(x[-n:]):  # frames the tiny model was not trained on (it takes the first 400)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
-    return str(folder)
-
-
-@pytest.fixture
-def int8_bundle(tiny_bundle, digits, tmp_path):
-    from ganomaly_edge.train.build_engine import main
-
-    out = str(tmp_path / "int8")
-    rc = main([tiny_bundle, "--out", out, "--precision", "int8", "--no-tensorrt", "--quiet",
-               "--calibration-data", _calibration_folder(tmp_path, digits)])
-    assert rc == 0
-    return out
 
 
 def _qdq_model(path):
@@ -233,7 +213,7 @@ def test_int8_ops_conv_keeps_the_transposed_convolutions_fp32(tiny_bundle, digit
 
     out = str(tmp_path / "conv-only")
     assert main([tiny_bundle, "--out", out, "--precision", "int8", "--int8-ops", "conv", "--no-tensorrt", "--quiet",
-                 "--calibration-data", _calibration_folder(tmp_path, digits)]) == 0
+                 "--calibration-data", calibration_folder(tmp_path, digits)]) == 0
     m = _qdq_model(out)
     producers = {o: n for n in m.graph.node for o in n.output}
 

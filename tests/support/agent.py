@@ -74,6 +74,20 @@ name = "{camera}"
     return str(path)
 
 
+def wait(pred, timeout=90.0, ignore=()):
+    """``pred()``'s first truthy value within ``timeout`` seconds (polled), else its last value;
+    exceptions of the kinds in ``ignore`` count as not yet (a server still starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            v = pred()
+        except ignore:
+            v = None
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(0.05)
+
+
 def start_agent(cfg, log, *args, drop_caps=False, env=None, append=False):
     """THE launcher: ``ganomaly-agent --config cfg [args]`` as a process, stdout dropped, stderr (the
     log) in ``log`` (appended to with ``append``, for restarts sharing one log)."""
@@ -158,12 +172,7 @@ class Subscriber:
         self.c.publish(topic, payload, qos=1).wait_for_publish(10)
 
     def wait(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return bool(pred())
+        return wait(pred, timeout)
 
     def close(self):
         self.c.loop_stop()

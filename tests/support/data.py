@@ -53,3 +53,13 @@ def edit_bundle_meta(bundle_dir, edit):
     edit(meta)
     meta["integrity"] = meta_hash(meta)
     json.dump(meta, open(path, "w"))
+
+
+def calibration_folder(tmp_path, digits, n=24):
+    """``n`` normal digits the tiny model was not trained on, in a folder: INT8 calibration data."""
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    x, _ = digits
+    for i, img in enumerate(x[-n:]):  # frames the tiny model was not trained on (it takes the first 400)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    return str(folder)

@@ -4,9 +4,8 @@ the result schema check."""
 
 import json
 import os
-import time
 
-from .agent import Subscriber, start_agent, stop, write_config  # noqa: F401  (the shared helpers)
+from .agent import Subscriber, start_agent, stop, wait, write_config  # noqa: F401  (the shared helpers)
 from .data import ROOT
 
 PREFIX = "ganomaly/plant"
@@ -24,15 +23,6 @@ def plant(**overrides):
 def subscriber(port, **kw):
     """A support.agent.Subscriber on the plant prefix."""
     return Subscriber(port, prefix=PREFIX, **kw)
-
-
-def wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def check_results(results):
