@@ -46,10 +46,9 @@ def gpiod_module():
     """libgpiod's v2 bindings; ImportError with what to install when they are missing or are v1."""
     try:
         import gpiod
-        from gpiod.line import Bias, Direction, Edge  # noqa: F401  (v2 only)
     except ImportError as e:
         raise ImportError(f"{MISSING} ({e})") from None
-    if not hasattr(gpiod, "request_lines"):
+    if not hasattr(gpiod, "request_lines"):  # v1: a C module (Debian's) or a pure-Python package
         raise ImportError(f"{MISSING}: the gpiod found ({getattr(gpiod, '__file__', '?')}, version "
                           f"{getattr(gpiod, '__version__', '?')}) is the older v1 API (Debian's python3-libgpiod or "
                           "gpiod <= 1.5.4)")

@@ -59,15 +59,13 @@ class FakeGpio:
         return env
 
     def install(self, monkeypatch):
-        """The fake as ``gpiod`` in this process (for in-process tests), removed again after the test."""
+        """The fake as ``gpiod`` in this process (for in-process tests); ``forget_gpiod()`` after."""
         monkeypatch.setenv("GPIOD_FAKE_STATE", self.state)
         monkeypatch.syspath_prepend(FAKE_PATH)
-        for name in [m for m in sys.modules if m == "gpiod" or m.startswith("gpiod.")]:
-            monkeypatch.delitem(sys.modules, name)
+        forget_gpiod()
         import gpiod
 
         assert gpiod.__file__.startswith(FAKE_PATH), gpiod.__file__
-        monkeypatch.setitem(sys.modules, "gpiod", gpiod)  # and its submodules: removed by the fixture
         return gpiod
 
 
