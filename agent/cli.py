@@ -205,7 +205,7 @@ def setup_logging(level: str) -> None:
 def check_config(settings) -> int:
     """Everything the agent will need, opened once: bundles (loaded on the configured backend, their
     signatures checked against model.trusted_keys, and the self-test against their reference outputs
-    run, as at start), password file, event store, prefix."""
+    run, as at start), GPIO trigger lines, password file, event store, prefix."""
     from ganomaly_edge.engine import BundleError, SelfTestError, load
 
     from .config import check_topic_prefix
@@ -231,6 +231,7 @@ def check_config(settings) -> int:
                 tested[path] = str(e)
         if tested[path]:
             problems.append(f"camera {cam.name}: {tested[path]}")
+    problems += _trigger_lines(settings)
     try:
         settings.mqtt.resolved_password()
     except ValueError as e:
@@ -250,6 +251,16 @@ def check_config(settings) -> int:
     print(redact(f"configuration OK: {len(settings.cameras)} camera(s), {len(tested)} bundle(s) loaded and "
                  f"self-tested, prefix {settings.prefix}, store {settings.store.path}"))
     return 0
+
+
+def _trigger_lines(settings) -> list[str]:
+    """Each GPIO trigger line opened and released once: the extra, the chip, the line, who holds it."""
+    cams = [c for c in settings.cameras if c.items.trigger == "gpio"]
+    if not cams:
+        return []
+    from .gpio import check
+
+    return [p for p in (check(c) for c in cams) if p]
 
 
 if __name__ == "__main__":

@@ -196,19 +196,68 @@ class GenicamConfig(Strict):
         return v
 
 
+class GpioConfig(Strict):
+    """A GPIO line as the item trigger (items.trigger = "gpio"): one item per edge, read through the
+    kernel's GPIO character device with libgpiod's Python bindings, v2 (the [gpio] extra). The names
+    are libgpiod's own, as gpiodetect, gpioinfo and gpiomon take them."""
+
+    chip: str = Field("/dev/gpiochip0", min_length=1, pattern=r"^\S+$",
+                      description="the GPIO chip: its path (/dev/gpiochip0), name (gpiochip0), number (0) or "
+                                  "label, as gpiodetect lists them (e.g. tegra234-gpio on a Jetson Orin)")
+    line: int | str | None = Field(None, description="the input line: its offset on the chip (an integer) or its "
+                                                     "name as gpioinfo lists it (e.g. PQ.05); required for "
+                                                     "trigger = 'gpio'")
+    edge: Literal["rising", "falling", "both"] = Field(
+        "rising", description="which edges are items: rising (inactive to active), falling or both (each "
+                              "edge is then one item); edges are of the logical value, see active_low")
+    bias: Literal["as-is", "pull-up", "pull-down", "disabled"] = Field(
+        "as-is", description="the line's internal bias: as-is (leave it), pull-up (an open-collector "
+                             "photo-eye pulling to ground), pull-down or disabled; not every chip has one")
+    active_low: bool = Field(False, description="the line is active when low (a sensor that pulls it to "
+                                                "ground): rising then means the physical high-to-low edge")
+    debounce_ms: float = Field(0.0, ge=0, le=1000, description="the kernel's debounce period: an edge counts "
+                                                               "only once the line has been stable this long "
+                                                               "(0 = off; a relay contact needs a few ms)")
+    event_buffer_size: int | None = Field(None, ge=1, le=1024, description="edges the kernel holds until the "
+                                          "agent reads them (default: the kernel's, 16); edges lost when it "
+                                          "overflows are counted as missed triggers")
+
+    @field_validator("line", mode="before")
+    @classmethod
+    def _offset_or_name(cls, v):
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f"line must be an offset (an integer) or a line name (text), not {v!r}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"line offset {v} is negative: offsets count from 0 (gpioinfo lists them)")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("line is empty: give the line's offset or its name as gpioinfo lists it")
+        return v.strip() if isinstance(v, str) else v
+
+
 class ItemsConfig(Strict):
     """Item mode: one frame per trigger, scored as one item (k-of-n debouncing off), and a result
     on <prefix>/<camera>/result for every item (also for folder sources, where a file is an item)."""
 
-    trigger: Literal["off", "mqtt", "camera"] = Field(
+    trigger: Literal["off", "mqtt", "camera", "gpio"] = Field(
         "off", description="off: a stream of frames; mqtt: one item per message on <prefix>/<camera>/trigger "
                            "(payload: the item id, optional); camera: every frame is an item (the camera's own "
-                           "hardware trigger, genicam.trigger = 'Line0')")
+                           "hardware trigger, genicam.trigger = 'Line0'); gpio: one item per edge on a GPIO "
+                           "line (items.gpio; the [gpio] extra)")
     results: bool | None = Field(None, description="publish a result per item (default: on for folders and in "
                                                    "item mode)")
     timeout_s: float = Field(2.0, gt=0, le=3600, description="a trigger that gets no frame within this is missed "
                                                              "(counted; its result says ok = false)")
     late_ms: float = Field(200.0, gt=0, description="a trigger whose frame comes later than this is counted late")
+    gpio: GpioConfig = Field(default_factory=GpioConfig, description="the GPIO line of trigger = 'gpio'")
+
+    @model_validator(mode="after")
+    def _gpio_line_given(self) -> "ItemsConfig":
+        if self.trigger == "gpio" and self.gpio.line is None:
+            raise ValueError("trigger = 'gpio' needs items.gpio.line: the line's offset or its name as gpioinfo "
+                             "lists it (and items.gpio.chip, default /dev/gpiochip0)")
+        return self
 
 
 class CameraConfig(Strict):

@@ -1,7 +1,8 @@
 """Item mode: one frame per trigger, each scored as one item, each with a result.
 
-A trigger is a message on ``<prefix>/<camera>/trigger`` (payload: the item id, optional) or, with
-``items.trigger = "camera"``, every frame the camera sends (its own hardware trigger). The first
+A trigger is a message on ``<prefix>/<camera>/trigger`` (payload: the item id, optional), an edge
+on a GPIO line (``items.trigger = "gpio"``, agent/gpio.py) or, with ``items.trigger = "camera"``,
+every frame the camera sends (its own hardware trigger). The first
 frame captured at or after a trigger is that item's frame; frames between triggers are not items.
 A trigger that gets no frame within ``items.timeout_s`` is missed: counted, and its result says
 ``ok = false`` with the reason, so the reject gate still hears about that part. A frame later than
@@ -83,10 +84,14 @@ class Triggers:
     def _generated(self) -> str:
         return f"{self.camera}-{self.count}"
 
-    def trigger(self, payload: bytes | str) -> Trigger | None:
-        """One trigger (from MQTT's network thread): queued for the next frame, and the camera's
-        software trigger fired. A bad payload is said and counted; the part still gets a result."""
+    def trigger(self, payload: bytes | str, at: float | None = None) -> Trigger | None:
+        """One trigger (from MQTT's network thread, or the GPIO line's reader): queued for the next
+        frame, and the camera's software trigger fired. A bad payload is said and counted; the part
+        still gets a result. ``at``: when it happened (monotonic), if known better than now (a GPIO
+        edge's kernel timestamp)."""
         now, ts = time.monotonic(), time.time()
+        if at is not None and 0.0 <= now - at < 3600.0:
+            now, ts = at, ts - (now - at)
         if self.stop.is_set():  # stopping: said in its result, not left waiting for a frame
             self.on_missed(Trigger(item_id_or_none(payload) or f"{self.camera}-late", now, ts),
                            "the agent was stopping when this item was triggered")
@@ -106,6 +111,18 @@ class Triggers:
         self.stats.add("triggers")
         self.fire()
         return t
+
+    def lost(self, n: int, why: str) -> None:
+        """``n`` triggers known to have happened that no frame can answer (edges the kernel's GPIO
+        buffer dropped): each counted, missed, and given its result now under a generated id."""
+        now, ts = time.monotonic(), time.time()
+        for _ in range(n):
+            with self.lock:
+                self.count += 1
+                t = Trigger(self._generated(), now, ts)
+            self.stats.add("triggers")
+            self.stats.add("missed_triggers")
+            self.on_missed(t, why)
 
     def every_frame(self, frame) -> Trigger:
         """items.trigger = "camera": the frame is its own trigger."""

@@ -19,6 +19,7 @@ COUNTERS = {  # CameraStats counter -> (metric, help)
     "reconnects": ("ganomaly_source_reconnects", "source reopens"),
     "stalls": ("ganomaly_source_stalls", "source stalls"),
     "source_errors": ("ganomaly_source_errors", "source errors"),
+    "trigger_reconnects": ("ganomaly_trigger_reconnects", "GPIO trigger line reopens"),
 }
 
 

@@ -114,6 +114,7 @@ class CameraPipeline:
         # A scanner folder's processed files are recorded in the event store: a restart inspects
         # (and alarms on) nothing twice.
         self.record = FolderRecord(store, cam.name, cam.source.uri) if cam.source.kind == "folder" else None
+        self.gpio = None
         self.triggers = self._triggers(cam, publisher, topics)
         self.capture = Capture(cam, size, channels, self.q, self.stats, self._set_online, self.record,
                                window=camera_window(cam, engine), triggers=self.triggers)
@@ -138,6 +139,10 @@ class CameraPipeline:
             if publisher is None:
                 raise ValueError(f"camera {cam.name}: items.trigger = 'mqtt' needs the MQTT connection")
             publisher.subscribe(topics.trigger(cam.name), t.trigger)
+        elif cam.items.trigger == "gpio":
+            from .gpio import GpioTrigger
+
+            self.gpio = GpioTrigger(cam, t, self.stats)  # the line opened now: a GpioError stops the agent
         return t
 
     def start(self) -> None:
@@ -148,9 +153,13 @@ class CameraPipeline:
         for t in self.inference.threads:
             t.start()
         self.capture.thread.start()
+        if self.gpio is not None:  # after capture: an edge's part needs its frame
+            self.gpio.thread.start()
 
     def stop(self) -> None:
         """Stop capturing; frames already queued are still processed."""
+        if self.gpio is not None:  # no new triggers, the line released
+            self.gpio.close()
         if self.triggers is not None:  # before capture ends, so their results are stored before the end
             self.triggers.drain("the agent stopped before a frame came for this item")
         self.capture.stop.set()
@@ -231,7 +240,8 @@ class CameraPipeline:
 
     def health(self, now: float) -> str | None:
         grace = 3 * self.cam.source.stall_timeout_s
-        return self.capture.health(now) or self.inference.health(now, grace)
+        return (self.capture.health(now) or self.inference.health(now, grace)
+                or (self.gpio.health() if self.gpio is not None else None))
 
     def _normal(self, item) -> None:
         if self.record is not None and item.frame.path:

@@ -71,7 +71,7 @@ class CameraStats:
 
     COUNTERS = ("dropped", "skipped", "bad_frames", "reconnects", "stalls", "alarms", "source_errors",
                 # item mode (agent/items.py) and per-item results
-                "results", "triggers", "missed_triggers", "late_triggers", "bad_triggers")
+                "results", "triggers", "missed_triggers", "late_triggers", "bad_triggers", "trigger_reconnects")
 
     def __init__(self, now: float):
         self.captured, self.processed = Rate(now), Rate(now)

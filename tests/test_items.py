@@ -12,7 +12,7 @@ import pytest
 
 from support.data import digits_u8
 from support.agent import start_agent, stop, write_config
-from support.plant import PREFIX, check_results, plant, subscriber, wait
+from support.plant import PREFIX, check_results, line_video, plant, subscriber, wait
 
 
 def scanner_folder(folder):
@@ -61,16 +61,8 @@ def test_folder_files_give_exactly_one_result_each_in_order_kept_across_a_broker
     assert all(alarms[r["alarm"]]["item"] == r["item"] for r in got if r["alarm"])
 
 
-def write_video(path, n=20):
-    x, _ = digits_u8(16)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (48, 48))
-    for i in range(n):
-        w.write(cv2.cvtColor(cv2.resize(x[1200 + i, :, :, 0], (48, 48)), cv2.COLOR_GRAY2BGR))
-    w.release()
-
-
 def test_mqtt_triggers_give_one_result_each_with_the_item_id(broker, tiny_bundle, tmp_path):
-    write_video(tmp_path / "line.avi")
+    line_video(tmp_path / "line.avi")
     cfg = write_config(tmp_path / "a.toml", broker.port,
                        {"kind": "file", "uri": str(tmp_path / "line.avi"), "loop": True, "fps": 20.0},
                        tmp_path / "ev.db",

@@ -5,7 +5,8 @@
 - ``support.agent``: the one agent config writer (``write_config``), the one launcher
   (``start_agent``), the MQTT ``Subscriber`` and what the process tests read back;
 - ``support.deploy``: the systemd unit's directives, ``install.sh`` and a scratch root;
-- ``support.fakes``: TensorRT and pycuda fakes;
+- ``support.fakes``: TensorRT and pycuda fakes; ``support.fakes.gpio``: a fake libgpiod (v2) the
+  agent's process imports as ``gpiod``, and the chips and edges a test drives through it;
 - ``support.outside``: ``expose()``, which conftest.py calls so that tests import the unshipped
   ``examples`` and ``research`` packages from the repository.
 

@@ -1,12 +1,12 @@
-"""What the plant-side tests (test_items.py, test_genicam.py, test_16bit.py) share beyond
-support.agent (the one config writer, launcher and Subscriber): their config's settings, a wait and
-the result schema check."""
+"""What the plant-side tests (test_items.py, test_gpio.py, test_genicam.py, test_16bit.py) share
+beyond support.agent (the one config writer, launcher and Subscriber): their config's settings, a
+wait, a line's video and the result schema check."""
 
 import json
 import os
 
 from .agent import Subscriber, start_agent, stop, wait, write_config  # noqa: F401  (the shared helpers)
-from .data import ROOT
+from .data import ROOT, digits_u8
 
 PREFIX = "ganomaly/plant"
 RESULT_SCHEMA = json.load(open(os.path.join(ROOT, "agent", "result.schema.json")))
@@ -30,3 +30,15 @@ def check_results(results):
 
     for r in results:
         jsonschema.validate(r, RESULT_SCHEMA)
+
+
+def line_video(path, n=20):
+    """A 20 fps MJPG video of ``n`` unseen digits (48x48): a camera for triggered items (loop it)."""
+    import cv2
+
+    x, _ = digits_u8(16)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (48, 48))
+    for i in range(n):
+        w.write(cv2.cvtColor(cv2.resize(x[1200 + i, :, :, 0], (48, 48)), cv2.COLOR_GRAY2BGR))
+    w.release()
+    return str(path)

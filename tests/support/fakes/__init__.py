@@ -15,6 +15,9 @@ real bindings do.
 - ``runtime.py``: the runtime, which executes that graph with ONNX Runtime on the bytes in fake
   device memory, so parity checks compare real numbers;
 - ``tensorrt.py``: the module of one series put together.
+
+And, apart: ``libgpiod/gpiod/``, a fake of libgpiod's Python bindings (v2) that an agent process
+imports as ``gpiod`` from PYTHONPATH, driven by ``gpio.py`` (``FakeGpio``).
 """
 
 from .builder import CACHE_MAGIC, PLAN_MAGIC
