@@ -18,6 +18,7 @@ authenticates it, must carry the page's X-CSRF-Token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -25,7 +26,6 @@ import json
 import logging
 import os
 import secrets
-import asyncio
 import threading
 import time
 from datetime import datetime
@@ -373,7 +373,16 @@ def _server(config):
     """uvicorn's Server, its housekeeping loop woken once a second instead of ten times (that loop
     only renews the Date header and looks at should_exit; ten wake-ups a second were most of
     what an idle console cost the agent). stop() then takes up to TICK_S longer."""
+    import inspect
+
     import uvicorn
+
+    # The override rests on uvicorn's own loop (main_loop calling on_tick(counter) -> should
+    # exit), unchanged from 0.29 to 0.55; a uvicorn without it gets its stock server.
+    tick = getattr(uvicorn.Server, "on_tick", None)
+    if tick is None or not hasattr(uvicorn.Server, "main_loop") or list(inspect.signature(tick).parameters) != [
+            "self", "counter"]:
+        return uvicorn.Server(config)
 
     class Server(uvicorn.Server):
         async def main_loop(self) -> None:
