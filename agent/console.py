@@ -2,9 +2,11 @@
 own) with the review page, the alarm API, operator verdicts, /metrics and /healthz.
 
 Every route is in ``Console.routes()``: one list, so a feature adds its endpoint there. Handlers
-are light: they read the alarm history through the calling thread's own SQLite connection,
-serve the images the alarm thread already encoded (nothing is encoded here), and read the
-pipelines' counters without touching their locks for long. See docs/console.md.
+are light: they read the alarm history through the calling thread's own SQLite connection and
+its in-memory tallies, serve the files the alarm thread already wrote (nothing is decoded or
+encoded here: the page's thumbnails are the history's thumb.jpg), keep the last rendered page
+until history changes, and read the pipelines' counters without touching their locks for long.
+See docs/console.md.
 
 Auth: with ``[http] token_file`` every route but /metrics and /healthz needs the token, either as
 ``Authorization: Bearer <token>`` or through the login form, which sets an HttpOnly,
@@ -16,6 +18,7 @@ authenticates it, must carry the page's X-CSRF-Token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 COOKIE = "ganomaly_session"
 MAX_BODY = 4096  # a verdict is a few dozen bytes
 PAGE_ROWS = 200
+SMALL_FILE = 256 * 1024  # images up to this size are answered from memory in one piece
+TICK_S = 1.0  # uvicorn's housekeeping tick (its own: 0.1 s)
+NICE = 10  # the console's threads run at this niceness on Linux: inspection wins the CPU
 
 
 class HttpError(AgentError):
@@ -82,7 +88,9 @@ class Console:
         self.session = _mac(key, "session") if token else None
         self.csrf = _mac(key, "csrf")
         self.rates: dict[str, tuple[float, int, int]] = {}  # camera -> (t, frames, alarms) of the last poll
-        self.precision_cache: tuple[float, dict] = (0.0, {})  # a scan of history, at most every 5 s
+        # the last rendered review page: (history version, query string) -> the HTML; a new alarm,
+        # a verdict or an eviction changes the version, so the page is never stale
+        self.page_cache: tuple[tuple, bytes] | None = None
         self.app = Starlette(routes=self.routes(), exception_handlers={HttpError: self._http_error})
         self.server = None
         self.thread: threading.Thread | None = None
@@ -116,8 +124,8 @@ class Console:
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False,
                                 lifespan="off", ssl_certfile=self.cfg.tls_cert_file,
                                 ssl_keyfile=self.cfg.tls_key_file, server_header=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
+        self.server = _server(config)
+        self.thread = threading.Thread(target=self._run, name="console", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -127,6 +135,10 @@ class Console:
             time.sleep(0.05)
         log.info("console: %s://%s/ (%s)", "https" if self.cfg.tls_cert_file else "http", self.cfg.listen,
                  "token required" if self.token else "no token: loopback only")
+
+    def _run(self) -> None:
+        lower_priority()
+        self.server.run()
 
     def stop(self) -> None:
         if self.server is not None and self.thread is not None:
@@ -212,14 +224,21 @@ class Console:
         except HttpError:
             return self.login_form(request, "", 401)
         q = self._filters(request)
-        rows = self._history().list(limit=PAGE_ROWS, **q)
-        cameras = sorted(set(self._history().cameras()) | {p.cam.name for p in self.agent.pipelines})
+        history = self._history()
+        key = (history.version, str(request.query_params))  # the version first: read before the rows
+        cached = self.page_cache
+        if cached is not None and cached[0] == key:
+            return HTMLResponse(cached[1], headers={"Cache-Control": "no-store"})
+        rows = history.list(limit=PAGE_ROWS, **q)
+        cameras = sorted(set(history.cameras()) | {p.cam.name for p in self.agent.pipelines})
         page = REVIEW_PAGE.replace("{csrf}", self.csrf).replace("{rows}", "".join(_row_html(a) for a in rows))
         page = page.replace("{filters}", _filters_html(q, cameras, request.query_params))
         page = page.replace("{count}", f"{len(rows)}{'+' if len(rows) == PAGE_ROWS else ''}")
         page = page.replace("{logout}", "" if self.token is None else
                             '<form method="post" action="/logout"><button>log out</button></form>')
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        body = page.encode()
+        self.page_cache = (key, body)
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     def _filters(self, request: Request) -> dict[str, Any]:
         p = request.query_params
@@ -262,7 +281,15 @@ class Console:
         if path is None:
             raise HttpError(404, "no such image (names: frame, overlay, crop-<k>)")
         media = "image/png" if path.endswith(".png") else "image/jpeg"
-        return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
+        # an alarm's images never change (its id is new): the browser keeps them
+        headers = {"Cache-Control": "private, max-age=86400, immutable"}
+        try:
+            if os.path.getsize(path) <= SMALL_FILE:  # thumbnails, crops: one read, no file streaming
+                with open(path, "rb") as f:
+                    return Response(f.read(), media_type=media, headers=headers)
+        except OSError:  # evicted meanwhile
+            raise HttpError(404, "no such image (evicted)") from None
+        return FileResponse(path, media_type=media, headers=headers)
 
     async def verdict(self, request: Request) -> JSONResponse:
         how = self._auth(request)
@@ -321,9 +348,7 @@ class Console:
     def live(self) -> dict[str, Any]:
         """Per camera: online, fps and alarm rate since the last call, the last scores, threshold."""
         now, out = time.monotonic(), {}
-        if self.history is not None and now - self.precision_cache[0] > 5.0:
-            self.precision_cache = (now, self.history.precision())
-        precision = self.precision_cache[1]
+        precision = self.history.precision() if self.history is not None else {}  # tallies: no scan
         for p in self.agent.pipelines:
             name, frames, alarms = p.cam.name, p.stats.processed.count, p.stats["alarms"]
             t0, f0, a0 = self.rates.get(name, (self.agent.started, 0, 0))
@@ -344,8 +369,44 @@ class Console:
         return PlainTextResponse(metrics_text(self.agent), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def _server(config):
+    """uvicorn's Server, its housekeeping loop woken once a second instead of ten times (that loop
+    only renews the Date header and looks at should_exit; ten wake-ups a second were most of
+    what an idle console cost the agent). stop() then takes up to TICK_S longer."""
+    import inspect
+
+    import uvicorn
+
+    # The override rests on uvicorn's own loop (main_loop calling on_tick(counter) -> should
+    # exit), unchanged from 0.29 to 0.55; a uvicorn without it gets its stock server.
+    tick = getattr(uvicorn.Server, "on_tick", None)
+    if tick is None or not hasattr(uvicorn.Server, "main_loop") or list(inspect.signature(tick).parameters) != [
+            "self", "counter"]:
+        return uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        async def main_loop(self) -> None:
+            while not await self.on_tick(0):  # tick 0: the Date header renewed on every tick
+                await asyncio.sleep(TICK_S)
+
+    return Server(config)
+
+
+def lower_priority(nice: int = NICE) -> None:
+    """This thread (and the threads it starts: they inherit it) at a higher niceness on Linux,
+    so inspection's threads win the CPU when the console and inspection both want it. Errors
+    (another OS, a container that forbids it) are ignored: the console then runs at the
+    agent's priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
 def _row_html(a: dict[str, Any]) -> str:
-    thumb = "crop-0" if "crop-0" in a["image_names"] else ("overlay" if "overlay" in a["image_names"] else "frame")
+    names = a["image_names"]
+    # thumb.jpg since the history made one per alarm; an older alarm shows its crop as before
+    thumb = next((n for n in ("thumb", "crop-0", "overlay") if n in names), "frame")
     t = datetime.fromtimestamp(a["ts"]).strftime("%Y-%m-%d %H:%M:%S")
     e = html.escape
     return (f'<tr data-id="{a["id"]}" data-verdict="{e(a["verdict"] or "")}"><td><img loading="lazy" alt="" '

@@ -4,8 +4,10 @@ The outbox (``store.py``) forgets an alarm once the broker has it; history keeps
 age (``[history] max_days``) and size (``max_mb``), oldest first, every eviction counted. A
 folder of its own holds ``history.db`` (SQLite, WAL: the alarms, their verdicts, counters) and
 ``files/<id>/`` with the alarm's images: ``frame.png`` (or ``.jpg``: the full frame as the model
-saw it, after ROI and rotation, before resize), ``crop-<k>.jpg`` and ``overlay.jpg``. Every file
-is 0600 and the folders 0700.
+saw it, after ROI and rotation, before resize), ``crop-<k>.jpg``, ``overlay.jpg`` and
+``thumb.jpg`` (the review page's thumbnail: the first crop scaled to at most ``THUMB_PX`` a side,
+made once here, so a page never makes one). Every file is 0600 and the folders 0700. Alarms
+kept before thumbnails came have none; the console falls back to their crop.
 
 The API, for the agent, the console (``console.py``) and tools such as an exporter::
 
@@ -16,10 +18,14 @@ The API, for the agent, the console (``console.py``) and tools such as an export
     h.image(event_id, "frame") # absolute path of one image, or None (names checked: no traversal)
     h.set_verdict(event_id, "false_alarm", source="console")   # the alarm, or UnknownAlarm
     h.precision()              # per camera: reviewed, defects, false alarms, precision
+    h.totals()                 # alarms and bytes held
+    h.version                  # changes whenever an alarm is added, dropped or given a verdict
 
 Verdicts are ``VERDICTS`` (``unreviewed`` in a filter = no verdict yet). Each thread reads with
 its own SQLite connection, so the console never waits on the alarm thread's writes; writes take
-one lock. A full disk drops the oldest alarms to make room, then this one (counted): history
+one lock. The per-camera verdict tallies and the totals are kept in memory by that writer (read
+from the database once at open), so metrics, stats and the console read them without scanning a
+history of 100,000 alarms. A full disk drops the oldest alarms to make room, then this one (counted): history
 never stops inspection or delivery.
 """
 
@@ -43,7 +49,9 @@ log = logging.getLogger(__name__)
 
 VERDICTS = ("defect", "false_alarm")
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
-IMAGE_RE = re.compile(r"^(frame|overlay|crop-[0-9]{1,2})$")
+IMAGE_RE = re.compile(r"^(frame|overlay|thumb|crop-[0-9]{1,2})$")
+THUMB_PX = 160  # longest side of thumb.jpg
+THUMB_QUALITY = 80
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarms (
@@ -96,6 +104,26 @@ def _write_private(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def thumbnail(images: dict[str, tuple[str, bytes]]) -> bytes | None:
+    """thumb.jpg: the first crop (else the overlay, else the frame) scaled to at most THUMB_PX a
+    side (never enlarged), JPEG; None when there is nothing to make it from or it cannot be decoded."""
+    import cv2
+    import numpy as np
+
+    name = "crop-0" if "crop-0" in images else ("overlay" if "overlay" in images else "frame")
+    if name not in images:
+        return None
+    img = cv2.imdecode(np.frombuffer(images[name][1], np.uint8), cv2.IMREAD_COLOR)  # 16-bit frames: 8-bit
+    if img is None:
+        return None
+    h, w = img.shape[:2]
+    if max(h, w) > THUMB_PX:
+        s = THUMB_PX / max(h, w)
+        img = cv2.resize(img, (max(round(w * s), 1), max(round(h * s), 1)), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    return data.tobytes() if ok else None
+
+
 def _row(r: tuple) -> dict[str, Any]:
     (eid, camera, ts, score, threshold, item, mname, mhash, event, images, verdict, vts, vsrc) = r
     ev = json.loads(event)
@@ -126,12 +154,19 @@ class History:
         for p in (self.path + "-wal", self.path + "-shm"):
             if os.path.exists(p) and os.stat(p).st_mode & 0o077:
                 os.chmod(p, 0o600)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the writer's
+        self.figures = threading.Lock()  # bytes, tally, version: held for microseconds, never over I/O
         self.local = threading.local()
         self.mem_counters: dict[str, int] = {}
         self.throttled = Throttled(log)
         self.on_verdict = None  # callback(alarm dict) after a verdict is recorded (MQTT, metrics)
-        self.bytes = self.totals()["bytes"]  # kept up to date: no SUM over the history per alarm
+        # Kept up to date by the writer (under self.figures): no scan of the history per alarm, per
+        # scrape or per stats message. tally: camera -> verdict (None: unreviewed) -> alarms.
+        self.tally: dict[str, dict[str | None, int]] = {}
+        for cam, verdict, n in self.db.execute("SELECT camera, verdict, COUNT(*) FROM alarms GROUP BY camera, verdict"):
+            self.tally.setdefault(cam, {})[verdict] = n
+        self.bytes = int(self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM alarms").fetchone()[0])
+        self.version = 0  # +1 on every add, drop and verdict: what the console's caches are keyed by
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -174,6 +209,13 @@ class History:
             images[name] = (f"{name}.jpg", data)
         if frame is not None:
             images["frame"] = (f"frame.{frame[1]}", frame[0])
+        try:
+            thumb = thumbnail(images)
+        except Exception as e:  # cv2 trouble: the alarm is kept without one (the page falls back)
+            thumb = None
+            self.throttled.log(logging.WARNING, "thumb", "alarm history: no thumbnail for %s (%s)", eid, e)
+        if thumb is not None:
+            images["thumb"] = ("thumb.jpg", thumb)
         size = len(json.dumps(event)) + sum(len(d) for _, d in images.values())
         for attempt in range(3):
             try:
@@ -199,7 +241,10 @@ class History:
         with self.lock:
             self.db.execute("INSERT INTO alarms (id, camera, ts, score, threshold, item, model_name, "
                             "model_hash, event, images, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
-            self.bytes += size
+            with self.figures:
+                self.bytes += size
+                self._tally(event["camera"], None, +1)
+                self.version += 1
 
     def evict(self) -> int:
         """Drop alarms older than max_days, then the oldest while over max_mb; returns how many."""
@@ -240,9 +285,13 @@ class History:
             shutil.rmtree(os.path.join(self.files, eid), ignore_errors=True)
         with self.lock:
             marks = ",".join("?" * len(ids))
-            freed = self.db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM alarms WHERE id IN ({marks})", ids).fetchone()[0]
+            gone = self.db.execute(f"SELECT camera, verdict, bytes FROM alarms WHERE id IN ({marks})", ids).fetchall()
             self.db.executemany("DELETE FROM alarms WHERE id=?", [(i,) for i in ids])
-            self.bytes -= freed
+            with self.figures:
+                for cam, verdict, size in gone:
+                    self.bytes -= size
+                    self._tally(cam, verdict, -1)
+                self.version += 1
             if why == "evicted_disk_full":
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._count(why, len(ids))
@@ -259,6 +308,15 @@ class History:
         except sqlite3.Error:
             pass
 
+    def _tally(self, camera: str, verdict: str | None, n: int) -> None:
+        """Under self.figures."""
+        cam = self.tally.setdefault(camera, {})
+        cam[verdict] = cam.get(verdict, 0) + n
+        if cam[verdict] <= 0:
+            del cam[verdict]
+        if not cam:
+            del self.tally[camera]
+
     # -- verdicts ------------------------------------------------------------------------------
     def set_verdict(self, event_id: str, verdict: str, source: str = "console") -> dict[str, Any]:
         """Record an operator's (or a PLC's) verdict; returns the alarm. UnknownAlarm, BadVerdict."""
@@ -266,10 +324,15 @@ class History:
         if not isinstance(event_id, str) or not ID_RE.match(event_id):
             raise UnknownAlarm(event_id)
         with self.lock:
-            n = self.db.execute("UPDATE alarms SET verdict=?, verdict_ts=?, verdict_source=? WHERE id=?",
-                                (verdict, time.time(), source[:64], event_id)).rowcount
-        if not n:
-            raise UnknownAlarm(event_id)
+            old = self.db.execute("SELECT camera, verdict FROM alarms WHERE id=?", (event_id,)).fetchone()
+            if old is None:
+                raise UnknownAlarm(event_id)
+            self.db.execute("UPDATE alarms SET verdict=?, verdict_ts=?, verdict_source=? WHERE id=?",
+                            (verdict, time.time(), source[:64], event_id))
+            with self.figures:
+                self._tally(old[0], old[1], -1)
+                self._tally(old[0], verdict, +1)
+                self.version += 1
         self._count("verdicts")
         alarm = self.get(event_id)
         if self.on_verdict is not None:
@@ -323,18 +386,23 @@ class History:
         return [r[0] for r in self._reader().execute("SELECT DISTINCT camera FROM alarms ORDER BY camera")]
 
     def precision(self) -> dict[str, dict[str, Any]]:
-        """Per camera: alarms kept, verdicts given, precision at the line (defects / reviewed)."""
+        """Per camera: alarms kept, verdicts given, precision at the line (defects / reviewed).
+        From the writer's tallies: no scan of the history."""
         out = {}
-        for cam, n, defects, false in self._reader().execute(
-                "SELECT camera, COUNT(*), SUM(verdict='defect'), SUM(verdict='false_alarm') FROM alarms GROUP BY camera"):
-            reviewed = (defects or 0) + (false or 0)
-            out[cam] = {"alarms": n, "defect": defects or 0, "false_alarm": false or 0, "reviewed": reviewed,
-                        "precision": round((defects or 0) / reviewed, 4) if reviewed else None}
+        with self.figures:
+            tally = {cam: dict(v) for cam, v in self.tally.items()}
+        for cam in sorted(tally):
+            v = tally[cam]
+            defects, false = v.get("defect", 0), v.get("false_alarm", 0)
+            reviewed = defects + false
+            out[cam] = {"alarms": sum(v.values()), "defect": defects, "false_alarm": false, "reviewed": reviewed,
+                        "precision": round(defects / reviewed, 4) if reviewed else None}
         return out
 
     def totals(self) -> dict[str, int]:
-        n, size = self._reader().execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM alarms").fetchone()
-        return {"alarms": int(n), "bytes": int(size)}
+        """Alarms and bytes held (the writer's running figures: no scan of the history)."""
+        with self.figures:
+            return {"alarms": sum(sum(v.values()) for v in self.tally.values()), "bytes": int(self.bytes)}
 
     def counter(self, name: str) -> int:
         row = self._reader().execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -289,6 +290,89 @@ def test_metrics_parse_and_count(line):
     assert ("ganomaly_outbox_events", ()) in m and m[("ganomaly_mqtt_connected", ())] == 1
     st, _, h = http(line["port"], "/healthz", token=None)
     assert st == 200 and h["ok"] is True
+
+
+def test_the_page_shows_small_thumbnails_and_a_verdict_at_once(line):
+    """The rows' images are the history's thumb.jpg (at most 160 px a side, kept by the browser);
+    a verdict shows on the very next page load (the agent keeps the rendered page until history
+    changes: a stale page would fail here)."""
+    port = line["port"]
+    st, _, page = http(port, "/", raw=True)
+    srcs = re.findall(rb'<img loading="lazy" alt="" src="(/api/alarms/([0-9a-f]{32})/images/([a-z0-9-]+))"', page)
+    assert st == 200 and len(srcs) == 16 and {s[2] for s in srcs} == {b"thumb"}
+    for url, eid, _ in srcs[:4]:
+        st, hdr, data = http(port, url.decode(), raw=True)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert st == 200 and hdr["content-type"] == "image/jpeg" and "immutable" in hdr["cache-control"]
+        assert max(img.shape[:2]) <= 160 and len(data) < 16 * 1024
+        path = line["tmp"] / "history" / "files" / eid.decode() / "thumb.jpg"
+        assert os.stat(path).st_mode & 0o777 == 0o600 and path.read_bytes() == data
+    assert http(port, "/", raw=True)[2] == page  # nothing changed: the same page
+    target = http(port, "/api/alarms?camera=scanner&verdict=unreviewed")[2]["alarms"][-1]["id"]
+    assert f'data-id="{target}" data-verdict=""'.encode() in page
+    st, _, _ = http(port, f"/api/alarms/{target}/verdict", method="POST", body={"verdict": "false_alarm"})
+    assert st == 200
+    assert f'data-id="{target}" data-verdict="false_alarm"'.encode() in http(port, "/", raw=True)[2]
+    unreviewed = http(port, "/?verdict=unreviewed", raw=True)[2]
+    assert target.encode() not in unreviewed and unreviewed.count(b"<tr data-id=") == len(
+        http(port, "/api/alarms?verdict=unreviewed&limit=1000")[2]["alarms"])
+
+
+class _Agent:
+    """What the review page and the image route read of the agent: its cameras."""
+    pipelines = []
+
+
+def test_an_old_alarm_without_a_thumbnail_and_new_alarms_on_the_page(tmp_path):
+    """A history kept before thumbnails (its alarms name no thumb.jpg) opened by this agent: its
+    rows show their crop as before; a new alarm and a verdict (the alarm thread's and MQTT's
+    paths into History) show on the next page load. The console in this process on a real
+    socket, with a real History; the agent is a stub (nothing else of it is read)."""
+    import sqlite3
+
+    from ganomaly_edge.agent.config import HttpConfig
+    from ganomaly_edge.agent.console import Console
+    from ganomaly_edge.agent.history import History
+
+    def alarm(h, i):
+        eid = os.urandom(16).hex()
+        img = np.random.default_rng(i).integers(0, 255, (300, 400, 3), np.uint8)
+        crop = cv2.imencode(".jpg", img)[1].tobytes()
+        ev = {"id": eid, "ts": time.time() - 100 + i, "camera": "cam", "score": 2.0, "threshold": 1.0, "item": None,
+              "boxes": [], "model": {"name": "m", "hash": "0" * 64}}
+        assert h.add(ev, [(f"p/cam/alarm/{eid}/crop/0", crop)], (cv2.imencode(".png", img)[1].tobytes(), "png"))
+        return eid
+
+    folder = str(tmp_path / "history")
+    h = History(folder)
+    old = alarm(h, 0)
+    h.close()
+    db = sqlite3.connect(os.path.join(folder, "history.db"))  # as the agent before thumbnails kept it
+    db.execute("UPDATE alarms SET images = ? WHERE id = ?", (json.dumps({"crop-0": "crop-0.jpg", "frame": "frame.png"}), old))
+    db.commit()
+    db.close()
+    os.remove(os.path.join(folder, "files", old, "thumb.jpg"))
+
+    h = History(folder)
+    port = free_port()
+    c = Console(_Agent(), h, HttpConfig(listen=f"127.0.0.1:{port}"), TOKEN)
+    c.start()
+    try:
+        page = http(port, "/", raw=True)[2]
+        assert f'src="/api/alarms/{old}/images/crop-0"'.encode() in page
+        assert http(port, f"/api/alarms/{old}/images/thumb", raw=True)[0] == 404
+        assert http(port, f"/api/alarms/{old}/images/crop-0", raw=True)[0] == 200
+        assert set(http(port, f"/api/alarms/{old}")[2]["images"]) == {"crop-0", "frame"}
+        new = alarm(h, 1)  # the alarm thread keeps one more
+        page = http(port, "/", raw=True)[2]
+        assert f'src="/api/alarms/{new}/images/thumb"'.encode() in page and page.count(b"<tr data-id=") == 2
+        st, _, thumb = http(port, f"/api/alarms/{new}/images/thumb", raw=True)
+        assert st == 200 and cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
+        h.set_verdict(old, "defect", source="mqtt")  # a verdict from the plant
+        assert f'data-id="{old}" data-verdict="defect"'.encode() in http(port, "/", raw=True)[2]
+    finally:
+        c.stop()
+        h.close()
 
 
 def test_review_in_a_headless_browser(line):

@@ -51,7 +51,7 @@ def test_kept_listed_and_read_back_with_private_files(tmp_path):
     assert [r["id"] for r in h.list(min_score=2.0)] == [b["id"]]
     assert [r["id"] for r in h.list(since=time.time() - 5)] == [b["id"]]
     got = h.get(a["id"])
-    assert set(got["images"]) == {"frame", "overlay", "crop-0"}
+    assert set(got["images"]) == {"frame", "overlay", "crop-0", "thumb"}
     frame = cv2.imdecode(np.frombuffer(open(got["images"]["frame"], "rb").read(), np.uint8), cv2.IMREAD_UNCHANGED)
     assert frame.shape == (64, 64)  # lossless: the very pixels
     assert np.array_equal(frame, cv2.imdecode(np.frombuffer(png(0), np.uint8), cv2.IMREAD_UNCHANGED))
@@ -153,3 +153,77 @@ def test_on_a_full_disk_the_outbox_takes_room_from_history_first(tmp_path):
         h.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_small_private_thumbnail_is_kept_beside_each_alarm_and_evicted_with_it(tmp_path):
+    """thumb.jpg, made once when the alarm is kept: the first crop scaled to THUMB_PX a side (a
+    large crop shrinks, a small one is not enlarged), 0600, and gone with its alarm."""
+    from ganomaly_edge.agent.history import THUMB_PX
+
+    h = History(str(tmp_path / "hist"), max_mb=1.0)
+    ev = event()
+    big = cv2.imencode(".jpg", cv2.resize(cv2.imdecode(np.frombuffer(jpeg(0, 64), np.uint8), cv2.IMREAD_COLOR),
+                                          (512, 384)), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    assert h.add(ev, [(ev["crops"][0], big), (ev["overlay"], jpeg(1))], frame=(png(0), "png"))
+    path = h.image(ev["id"], "thumb")
+    assert path == os.path.join(str(tmp_path / "hist" / "files"), ev["id"], "thumb.jpg")
+    thumb = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    assert thumb.shape == (120, THUMB_PX, 3)  # 512 x 384 kept its aspect
+    assert os.path.getsize(path) < 16 * 1024 < len(big)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    small = add(h, 2)  # a 64 px crop: its thumbnail stays 64 px
+    assert cv2.imread(h.image(small["id"], "thumb")).shape == (64, 64, 3)
+    folder = tmp_path / "hist" / "files" / ev["id"]
+    for i in range(80):  # far over 1 MB: the first alarm goes, its thumbnail with it
+        add(h, 10 + i)
+    assert h.get(ev["id"]) is None and h.image(ev["id"], "thumb") is None and not folder.exists()
+    assert h.counter("evicted_size") > 0
+
+
+def test_an_alarm_without_a_decodable_image_is_kept_without_a_thumbnail(tmp_path):
+    h = History(str(tmp_path / "hist"))
+    ev = event()
+    assert h.add(ev, [(ev["crops"][0], b"not a jpeg")])
+    assert set(h.get(ev["id"])["images"]) == {"crop-0"} and h.image(ev["id"], "thumb") is None
+
+
+def test_totals_and_precision_kept_in_memory_agree_with_the_database(tmp_path):
+    """The writer's running tallies (no scan per scrape) against a fresh count, through adds,
+    verdicts given and changed, evictions and a reopen; ``version`` moves on each change."""
+    import sqlite3
+
+    def scanned(folder):
+        db = sqlite3.connect(os.path.join(folder, "history.db"))
+        n, size = db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM alarms").fetchone()
+        per = {}
+        for cam, cnt, d, f in db.execute("SELECT camera, COUNT(*), SUM(verdict='defect'), "
+                                          "SUM(verdict='false_alarm') FROM alarms GROUP BY camera"):
+            per[cam] = (cnt, d or 0, f or 0)
+        db.close()
+        return {"alarms": n, "bytes": size}, per
+
+    def check(h):
+        totals, per = scanned(h.folder)
+        assert h.totals() == totals
+        assert {c: (p["alarms"], p["defect"], p["false_alarm"]) for c, p in h.precision().items()} == per
+
+    folder = str(tmp_path / "hist")
+    h = History(folder, max_mb=0.5)
+    v = h.version
+    evs = [add(h, i, camera=("a", "b")[i % 2]) for i in range(6)]
+    assert h.version > v
+    check(h)
+    v = h.version
+    h.set_verdict(evs[0]["id"], "defect")
+    assert h.version > v
+    h.set_verdict(evs[1]["id"], "false_alarm")
+    h.set_verdict(evs[0]["id"], "false_alarm")  # changed: one defect less
+    check(h)
+    assert h.precision()["a"]["false_alarm"] == 1 and h.precision()["a"]["defect"] == 0
+    for i in range(40):  # evictions by size, verdicts among the evicted
+        add(h, 20 + i, camera="a")
+    assert h.counter("evicted_size") > 0
+    check(h)
+    h.close()
+    h = History(folder, max_mb=0.5)
+    check(h)

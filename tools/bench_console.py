@@ -194,7 +194,9 @@ def _page_times(port: int, loads: int) -> dict:
     deadline = time.monotonic() + 120
     while True:
         try:
-            _get(url)
+            t0 = time.perf_counter()
+            _get(url)  # the first load renders the page; the agent keeps it while history is unchanged
+            first = time.perf_counter() - t0
             break
         except OSError:
             if time.monotonic() > deadline:
@@ -205,7 +207,7 @@ def _page_times(port: int, loads: int) -> dict:
         t0 = time.perf_counter()
         size = len(_get(url))
         times.append(time.perf_counter() - t0)
-    out = {"get_page_median_ms": round(1000 * float(np.median(times)), 1),
+    out = {"get_page_first_ms": round(1000 * first, 1), "get_page_median_ms": round(1000 * float(np.median(times)), 1),
            "get_page_max_ms": round(1000 * max(times), 1), "page_bytes": size, "loads": loads}
     out.update(_browser_load(url, loads))
     return out
