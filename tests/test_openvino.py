@@ -3,8 +3,10 @@ bundles, what ``auto`` picks and why, a clear message without OpenVINO, and the 
 it with a real mosquitto broker on loopback."""
 
 import logging
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,6 +34,77 @@ def test_openvino_runs_the_bundle_and_passes_its_self_test(tiny_bundle):
 def test_openvino_runs_an_int8_bundle_in_int8(int8_bundle):
     eng = load(int8_bundle, "openvino")
     assert eng.precision == "int8" and eng.selftest_report["passed"]
+
+
+TILED = Path(__file__).resolve().parents[1] / "engine" / "selfcheck-bundles" / "tiled"
+
+
+def same_scores(a, b) -> bool:
+    """Calibrated scores equal within the self-test's 2e-3, relative above 1 (the threshold)."""
+    return bool(np.all(np.abs(a - b) <= 2e-3 * np.maximum(1.0, np.abs(b))))
+
+
+class Counting:
+    """An OpenVINO infer request that counts its calls and can skew its scores (a compile gone wrong)."""
+
+    def __init__(self, request, skew: float = 0.0):
+        self.request, self.skew, self.calls = request, skew, 0
+
+    def infer(self, inputs):
+        self.calls += 1
+        res = self.request.infer(inputs)
+        return Skewed(res, self.skew) if self.skew else res
+
+
+class Skewed:
+    """An infer result whose scores (the 1-D output) are off by ``skew``."""
+
+    def __init__(self, res, skew: float):
+        self.res, self.skew = res, skew
+
+    def __getitem__(self, key):
+        v = np.asarray(self.res[key])
+        return v + self.skew if v.ndim == 1 else v
+
+
+def test_a_tiled_fp32_bundle_runs_each_frame_through_a_fixed_batch_compile_that_passed_its_self_test(tmp_path):
+    shutil.copytree(TILED, tmp_path / "b")
+    eng = load(str(tmp_path / "b"), "openvino")
+    t = eng.tiling
+    assert t.tiled and eng.fixed_batch == t.count and eng.describe()["fixed_batch"] == t.count
+    fixed = eng.selftest_report["fixed_batch"]
+    assert fixed["passed"] and fixed["n"] == t.count and fixed["max_score_diff_calibrated"] <= 2e-3
+    request, score, residual = eng._fixed
+    eng._fixed = (spy := Counting(request), score, residual)
+    frames = np.random.default_rng(1).integers(0, 256, (3, t.height, t.width, 1), dtype=np.uint8)
+    s, maps = eng.score_frames(frames)
+    assert spy.calls == 3  # one call per frame, each through the fixed compile
+    ref_s, ref_maps = load(str(tmp_path / "b"), "onnxruntime").score_frames(frames)
+    # noise frames score far above the threshold (30-50 calibrated units): relative agreement
+    assert same_scores(eng.calibrated(s), eng.calibrated(ref_s))
+    assert maps.shape == ref_maps.shape and np.abs(maps - ref_maps).max() < 2e-3
+    eng.infer(eng.tiling.split(frames[:1])[:5])  # any other batch: the dynamic compile
+    assert spy.calls == 3
+
+
+def test_a_fixed_batch_compile_that_scores_differently_is_dropped_and_the_dynamic_one_serves(tmp_path, caplog):
+    shutil.copytree(TILED, tmp_path / "b")
+    eng = load(str(tmp_path / "b"), "openvino")
+    request, score, residual = eng._fixed
+    eng._fixed = (Counting(request, skew=1.0), score, residual)  # a whole raw unit off on every score
+    with caplog.at_level(logging.WARNING, logger="ganomaly_edge.engine.backends.openvino"):
+        rep = eng.self_test()
+    assert rep["passed"] and not rep["fixed_batch"]["passed"]
+    assert eng.fixed_batch is None and eng._fixed is None
+    assert "fixed-batch compile differs" in caplog.text and "dynamic" in caplog.text
+    frames = np.random.default_rng(2).integers(0, 256, (1, eng.tiling.height, eng.tiling.width, 1), dtype=np.uint8)
+    ref = load(str(tmp_path / "b"), "onnxruntime").score_frames(frames)[0]
+    assert same_scores(eng.calibrated(eng.score_frames(frames)[0]), eng.calibrated(ref))
+
+
+def test_an_untiled_or_int8_bundle_has_no_fixed_batch_compile(tiny_bundle, int8_bundle):
+    assert load(tiny_bundle, "openvino").fixed_batch is None
+    assert load(int8_bundle, "openvino").fixed_batch is None
 
 
 def test_bf16_on_a_cpu_without_it_is_refused_with_what_to_do(tiny_bundle):
