@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install ganomaly-edge as a systemd service. Run as root from the repository root.
 #
-#   deploy/install.sh [--tensorrt] [--gpu] [--genicam] [--broker] [--signing-key] [--root DIR] [--no-apt] [--python PY]
+#   deploy/install.sh [--tensorrt] [--gpu] [--genicam] [--gpio] [--broker] [--signing-key] [--root DIR] [--no-apt]
+#                     [--python PY]
 #                     [--mqtt-port N] [--mqtts-port N] [--l4t | --no-l4t]
 #
 #   /opt/ganomaly-edge/venv      the venv (sees the system site-packages: JetPack's TensorRT, OpenCV, numpy)
@@ -18,6 +19,9 @@
 # --genicam   industrial GigE Vision / USB3 Vision cameras (source kind "genicam"): Aravis from apt
 #             (gir1.2-aravis-0.8, aravis-tools for arv-tool-0.8) and python3-gi, which the venv sees; the
 #             [genicam] extra (PyGObject) is then satisfied without building anything (docs/plant.md)
+# --gpio      item triggers from a GPIO line (items.trigger = "gpio"): the [gpio] extra (libgpiod v2
+#             bindings), a group gpio that owns /dev/gpiochip* (a udev rule) with the service user in it,
+#             and the unit's drop-in adding it (docs/plant.md)
 # --broker    a local mosquitto beside Debian's stock config: a loopback listener for the agent
 #             and a TLS listener for subscribers, both with a password file this script makes
 # --signing-key  an ed25519 key pair for bundles: /etc/ganomaly-edge/bundle-signing.pem (root only)
@@ -27,12 +31,13 @@
 # Re-running is safe: existing config, credentials, certificates and passwords are kept.
 set -euo pipefail
 
-ROOT=""; TRT=0; GPU=0; GENICAM=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
+ROOT=""; TRT=0; GPU=0; GENICAM=0; GPIO=0; BROKER=0; SIGN=0; APT=1; L4T=auto; PY=python3; MQTT_PORT=1883; MQTTS_PORT=8883
 while [ $# -gt 0 ]; do
   case "$1" in
     --tensorrt) TRT=1;;
     --gpu) GPU=1;;
     --genicam) GENICAM=1;;
+    --gpio) GPIO=1;;
     --broker) BROKER=1;;
     --signing-key) SIGN=1;;
     --root) ROOT=$(cd "$2" && pwd); shift;;
@@ -42,7 +47,7 @@ while [ $# -gt 0 ]; do
     --mqtts-port) MQTTS_PORT=$2; shift;;
     --l4t) L4T=1;;
     --no-l4t) L4T=0;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
   shift
@@ -88,6 +93,24 @@ if [ -n "$ROOT" ]; then
 else
   systemd-sysusers /etc/sysusers.d/ganomaly-edge.conf
 fi
+if [ "$GPIO" = 1 ]; then
+  # /dev/gpiochip* are root's by default: a group gpio owns them (JetPack's Jetson.GPIO rules use
+  # the same name), the service user joins it, and the unit's drop-in adds it to the service.
+  printf 'g gpio -\nm ganomaly gpio\n' >"$ROOT/etc/sysusers.d/ganomaly-edge-gpio.conf"
+  if [ -n "$ROOT" ]; then
+    systemd-sysusers --root="$ROOT" "$ROOT/etc/sysusers.d/ganomaly-edge-gpio.conf"
+  else
+    systemd-sysusers /etc/sysusers.d/ganomaly-edge-gpio.conf
+  fi
+  install -d -m 0755 "$ROOT/etc/udev/rules.d" "$ROOT/etc/systemd/system/ganomaly-edge.service.d"
+  echo 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' \
+    >"$ROOT/etc/udev/rules.d/60-ganomaly-edge-gpio.rules"
+  printf '[Service]\n# items.trigger = "gpio": /dev/gpiochip* (deploy/install.sh --gpio)\nSupplementaryGroups=gpio\n' \
+    >"$ROOT/etc/systemd/system/ganomaly-edge.service.d/gpio.conf"
+  if [ -z "$ROOT" ] && command -v udevadm >/dev/null; then
+    udevadm control --reload && udevadm trigger --subsystem-match=gpio || say "udevadm could not re-apply the rules: reboot before the agent opens a GPIO line"
+  fi
+fi
 gid=$(awk -F: '$1 == "ganomaly" {print $3}' "$ROOT/etc/group")
 uid=$(awk -F: '$1 == "ganomaly" {print $3}' "$ROOT/etc/passwd")
 [ -n "$gid" ] && [ -n "$uid" ] || die "user ganomaly was not created"
@@ -122,10 +145,15 @@ else
   fi
 fi
 [ "$GENICAM" = 1 ] && extras="${extras%]},genicam]"
+[ "$GPIO" = 1 ] && extras="${extras%]},gpio]"
 "$VENV/bin/pip" install -q -c "$constraints" "$src$extras"
 if [ "$GENICAM" = 1 ] && [ "$APT" = 1 ]; then
   "$VENV/bin/python" -c 'import gi; gi.require_version("Aravis", "0.8")' \
     || die "Aravis does not import in $VENV (apt install gir1.2-aravis-0.8 python3-gi): see docs/plant.md"
+fi
+if [ "$GPIO" = 1 ]; then  # Debian's python3-libgpiod is the older v1 API under the same name
+  "$VENV/bin/python" -c 'import gpiod; gpiod.request_lines' \
+    || die "libgpiod's v2 bindings do not import in $VENV (pip install 'gpiod>=2.0.2'): see docs/plant.md"
 fi
 if [ "$L4T" = 1 ]; then
   if "$VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then

@@ -183,7 +183,8 @@ def test_install_into_a_scratch_root_with_its_broker_beside_the_stock_config():
     root = scratch_root()
     port, tls_port = free_port(), free_port()
     try:
-        r = run_install(root, "--broker", "--signing-key", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
+        r = run_install(root, "--broker", "--signing-key", "--gpio", "--mqtt-port", str(port),
+                        "--mqtts-port", str(tls_port))
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         etc = os.path.join(root, "etc", "ganomaly-edge")
         agent = os.path.join(root, "opt", "ganomaly-edge", "venv", "bin", "ganomaly-agent")
@@ -202,16 +203,33 @@ def test_install_into_a_scratch_root_with_its_broker_beside_the_stock_config():
         assert f"ExecStart={agent} --config {etc}/config.toml" in open(unit).read()
         v = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True)
         assert "Unknown key" not in v.stderr and "Invalid" not in v.stderr, v.stderr
+        _gpio_access(root)
         before = {p: open(os.path.join(etc, p)).read() for p in ("mqtt-password", "config.toml", "bundle-signing.pem")}
         cert = open(os.path.join(root, "etc", "mosquitto", "certs", "broker.pem")).read()
         # Re-running is safe: nothing generated is replaced.
-        r = run_install(root, "--broker", "--signing-key", "--mqtt-port", str(port), "--mqtts-port", str(tls_port))
+        r = run_install(root, "--broker", "--signing-key", "--gpio", "--mqtt-port", str(port),
+                        "--mqtts-port", str(tls_port))
         assert r.returncode == 0, r.stderr[-3000:]
+        _gpio_access(root)
         assert before == {p: open(os.path.join(etc, p)).read() for p in before}
         assert cert == open(os.path.join(root, "etc", "mosquitto", "certs", "broker.pem")).read()
         _broker_accepts_the_agent_only(root, port, tls_port, before["mqtt-password"].strip())
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _gpio_access(root):
+    """--gpio: libgpiod's v2 bindings in the venv (install.sh checks they import), a group gpio with
+    the service user in it, a udev rule giving it the chips, and the unit's drop-in adding it."""
+    groups = {line.split(":")[0]: line.strip().split(":")[3].split(",")
+              for line in open(os.path.join(root, "etc", "group")) if line.strip()}
+    assert "ganomaly" in groups["gpio"]
+    rule = open(os.path.join(root, "etc", "udev", "rules.d", "60-ganomaly-edge-gpio.rules")).read()
+    assert 'KERNEL=="gpiochip*"' in rule and 'GROUP="gpio"' in rule and 'MODE="0660"' in rule
+    drop_in = os.path.join(root, "etc", "systemd", "system", "ganomaly-edge.service.d", "gpio.conf")
+    assert "[Service]" in open(drop_in).read() and "SupplementaryGroups=gpio" in open(drop_in).read()
+    py = os.path.join(root, "opt", "ganomaly-edge", "venv", "bin", "python")
+    assert subprocess.run([py, "-c", "import gpiod; gpiod.request_lines"]).returncode == 0
 
 
 def _broker_accepts_the_agent_only(root, port, tls_port, password):
