@@ -13,17 +13,15 @@ import http.client
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
 import cv2
-import numpy as np
 
 from ganomaly_edge.agent.history import History
 from ganomaly_edge.engine.selfcheck import BUNDLE_DIR
+from ganomaly_edge.tools.bench_console import console_agent
 from ganomaly_edge.tools.broker import Mosquitto, free_port
 
 TOKEN = "prof-console-token-0123456789abcdef"
@@ -63,14 +61,7 @@ def fill(folder, n, size):
 
 
 def idle_cpu(work, mqtt_port, port, console, seconds=20):
-    cfg = os.path.join(work, "idle.toml")
-    with open(cfg, "w") as f:
-        f.write(f'device_id = "prof"\nlog_level = "WARNING"\n[model]\nbundle = "{BUNDLE_DIR}/recon"\n'
-                f'[mqtt]\nport = {mqtt_port}\n[store]\npath = "{work}/events.db"\n[history]\npath = "{work}/history"\n'
-                + (f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{work}/token"\n' if console else "")
-                + f'[[cameras]]\nname = "prof"\n[cameras.source]\nkind = "folder"\nuri = "{work}/empty"\n')
-    p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = console_agent(work, f"{BUNDLE_DIR}/recon", mqtt_port, port, "prof", console=console, log=None)
     try:
         time.sleep(10)
         c0 = cpu(p.pid)
@@ -100,14 +91,7 @@ def main():
             for console in (False, True, False, True):
                 print(json.dumps({"console": console, "idle_cpu_ms_per_s": idle_cpu(work, b.port, port, console)}))
             return
-        cfg = os.path.join(work, "agent.toml")
-        with open(cfg, "w") as f:
-            f.write(f'device_id = "prof"\nlog_level = "WARNING"\n[model]\nbundle = "{BUNDLE_DIR}/recon"\n'
-                    f'[mqtt]\nport = {b.port}\n[store]\npath = "{work}/events.db"\n[history]\npath = "{work}/history"\n'
-                    f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{work}/token"\n'
-                    f'[[cameras]]\nname = "prof"\n[cameras.source]\nkind = "folder"\nuri = "{work}/empty"\n')
-        p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg],
-                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "w"))
+        p = console_agent(work, f"{BUNDLE_DIR}/recon", b.port, port, "prof")
         try:
             deadline = time.monotonic() + 120
             while True:

@@ -174,19 +174,27 @@ def bench_page(bundle: str, alarms: int, loads: int = 20) -> dict:
     with open(os.path.join(work, "token"), "w") as f:
         f.write(TOKEN)
     with Mosquitto(workdir=os.path.join(work, "broker"), persistence=False) as b:
-        cfg = os.path.join(work, "agent.toml")
-        with open(cfg, "w") as f:
-            f.write(f'device_id = "bench"\nlog_level = "WARNING"\n[model]\nbundle = "{bundle}"\n[mqtt]\nport = {b.port}\n'
-                    f'[store]\npath = "{work}/events.db"\n[history]\npath = "{work}/history"\n'
-                    f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{work}/token"\n'
-                    f'[[cameras]]\nname = "bench"\n[cameras.source]\nkind = "folder"\nuri = "{work}/empty"\n')
-        p = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg],
-                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "w"))
+        p = console_agent(work, bundle, b.port, port)
         try:
             return {"alarms_in_history": alarms, "fill_s": round(fill_s, 1), **_page_times(port, loads)}
         finally:
             p.terminate()
             p.wait(60)
+
+
+def console_agent(work: str, bundle: str, mqtt_port: int, port: int, name: str = "bench",
+                  console: bool = True, log: str | None = "agent.log") -> subprocess.Popen:
+    """Start an agent with one idle folder camera (``work/empty``), history in ``work/history``
+    and, with ``console``, the console on ``port`` with the token in ``work/token``."""
+    cfg = os.path.join(work, f"agent-{name}{'-console' if console else ''}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'device_id = "{name}"\nlog_level = "WARNING"\n[model]\nbundle = "{bundle}"\n[mqtt]\nport = {mqtt_port}\n'
+                f'[store]\npath = "{work}/events.db"\n[history]\npath = "{work}/history"\n'
+                + (f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{work}/token"\n' if console else "")
+                + f'[[cameras]]\nname = "{name}"\n[cameras.source]\nkind = "folder"\nuri = "{work}/empty"\n')
+    err = open(os.path.join(work, log), "w") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config", cfg],
+                            stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _page_times(port: int, loads: int) -> dict:
