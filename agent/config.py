@@ -398,6 +398,13 @@ class HistoryConfig(Strict):
                                                                  "ROI and rotation, before resize): png = "
                                                                  "lossless, jpg = smaller")
     frame_quality: int = Field(95, ge=50, le=100, description="JPEG quality when frame_format = \"jpg\"")
+    sample_every: int = Field(0, ge=0, le=1_000_000,
+                              description="keep one in this many scored frames of each camera, alarm or not, "
+                                          "in <history>/samples/<camera>/ at the model's working resolution: the "
+                                          "line as it is now, for ganomaly-calibrate --normal and fine-tuning "
+                                          "(docs/feedback.md); 0 = off")
+    sample_keep: int = Field(1000, ge=1, le=1_000_000,
+                             description="sample frames kept per camera (the oldest deleted first)")
 
     @field_validator("path")
     @classmethod

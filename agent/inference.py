@@ -43,7 +43,8 @@ class Inference:
                  max_batch: int, workers: int, on_alarm: Callable[[Scored], None], on_end: Callable[[], None],
                  on_normal: Callable[[Item], None] | None = None,
                  on_engine_failure: Callable[[str], Engine | None] | None = None, max_failures: int = 5,
-                 on_item: Callable[[Scored, bool], None] | None = None):
+                 on_item: Callable[[Scored, bool], None] | None = None,
+                 on_scored: Callable[[Item, float, float], None] | None = None):
         self.name, self.engine, self.q, self.stats, self.debounce = name, engine, q, stats, debounce
         self.tiling = tiling
         self.threshold: float | None = None  # None: the debouncer's own; set by a model swap
@@ -51,6 +52,7 @@ class Inference:
         self.max_batch, self.on_alarm, self.on_end = max_batch, on_alarm, on_end
         self.on_normal = on_normal or (lambda item: None)
         self.on_item = on_item  # per-item results: every decision, OK or NG, in order
+        self.on_scored = on_scored  # every frame scored, in order: (item, score, threshold)
         self.on_engine_failure = on_engine_failure or (lambda why: None)
         self.max_failures, self.failures = max_failures, 0
         self.heartbeat = time.monotonic()
@@ -160,6 +162,8 @@ class Inference:
             for i, it in enumerate(batch):
                 self.stats.processed.count += 1
                 self.stats.recent_scores.append(float(scores[i]))
+                if self.on_scored is not None:
+                    self.on_scored(it, float(scores[i]), self.debounce.threshold)
                 fired = self.debounce.update(float(scores[i]), it.frame.t_media,
                                              Scored(it, residual[i], float(scores[i]), float(raw[i]), engine,
                                                     self.debounce.threshold))

@@ -41,6 +41,8 @@ class AgentCollector:
         stage = HistogramMetricFamily("ganomaly_stage_latency_seconds", "latency of each pipeline stage",
                                       labels=["camera", "stage"])
         engine = HistogramMetricFamily("ganomaly_engine_seconds", "engine time per micro-batch", labels=["camera"])
+        samples = CounterMetricFamily("ganomaly_samples", "sample frames ([history] sample_every): written, "
+                                      "dropped_busy, failed, deleted", labels=["camera", "outcome"])
         for p in pipes:
             name, s = p.cam.name, p.stats
             for k, fam in fams.items():
@@ -54,7 +56,10 @@ class AgentCollector:
                 stage.add_metric([name, st], buckets, total)
                 if st == "inference_batch":
                     engine.add_metric([name], buckets, total)
-        yield from (*fams.values(), captured, processed, up, depth, stage, engine)
+            if getattr(p, "samples", None) is not None:
+                for k in ("written", "dropped_busy", "failed", "deleted"):
+                    samples.add_metric([name, k], p.samples.counts[k])
+        yield from (*fams.values(), captured, processed, up, depth, stage, engine, samples)
 
     def _stores(self):
         n, size = self.agent.store.depth()

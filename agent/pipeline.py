@@ -24,6 +24,7 @@ from .errors import AgentError
 from .decision import Debouncer
 from .inference import Inference
 from .items import Triggers
+from .samples import Samples
 from .sources import FolderRecord
 from .stats import CameraStats
 from .topics import Topics
@@ -79,7 +80,7 @@ class CameraPipeline:
     def __init__(self, cam: CameraConfig, engine: Engine, store, publisher, topics: Topics, queue_size: int,
                  max_batch: int, on_status: Callable[[str, str], None] | None = None, workers: int = 1,
                  device_id: str = "", reload_engine: Callable[[Engine], Engine] | None = None,
-                 max_failures: int = 5, history=None, history_cfg=None):
+                 max_failures: int = 5, history=None, history_cfg=None, samples_folder: str | None = None):
         self.cam, self.engine = cam, engine
         if cam.source.kind == "genicam":
             from .genicam import aravis
@@ -120,11 +121,17 @@ class CameraPipeline:
                                window=camera_window(cam, engine), triggers=self.triggers)
         self.alarms = Alarms(cam, engine, store, publisher, topics, self.threshold, self.stats, self.record, device_id,
                              history=history, history_cfg=history_cfg)
+        # One in every sample_every frames kept as the line is now (samples.py): the normal range a
+        # recalibration needs, which the alarm history (alarms only) cannot give.
+        self.samples = (Samples(samples_folder, cam.name, history_cfg.sample_every, history_cfg.sample_keep, size,
+                                cam.roi, cam.rotate)
+                        if samples_folder and history_cfg is not None and history_cfg.sample_every else None)
         self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
                                    on_engine_failure=self._engine_failed, max_failures=max_failures,
-                                   on_item=self.alarms.put_item if cam.results else None)
+                                   on_item=self.alarms.put_item if cam.results else None,
+                                   on_scored=self._sample if self.samples is not None else None)
         self.reload_engine = reload_engine
 
     def _triggers(self, cam: CameraConfig, publisher, topics: Topics) -> Triggers | None:
@@ -247,8 +254,13 @@ class CameraPipeline:
         if self.record is not None and item.frame.path:
             self.record.mark(item.frame.path, "normal", item.frame.stamp)
 
+    def _sample(self, item, score: float, threshold: float) -> None:
+        self.samples.offer(item.frame.image, item.frame.ts, item.frame.index, score > threshold)
+
     def _end(self) -> None:
         self.alarms.finish()
+        if self.samples is not None:
+            self.samples.close()
         self._set_online(False, "the source has finished")
         self.finished.set()
 
@@ -256,4 +268,5 @@ class CameraPipeline:
         return {"online": self.online, **self.stats.snapshot(now), "queue_depth": self.q.qsize(),
                 "backend": self.engine.backend, "device": self.engine.device, "fallback": self.engine.fallback,
                 "workers": len(self.inference.threads),
-                "model": self.engine.bundle.name, "model_hash": self.engine.bundle.model_hash}
+                "model": self.engine.bundle.name, "model_hash": self.engine.bundle.model_hash,
+                **({"samples": self.samples.snapshot()} if self.samples is not None else {})}

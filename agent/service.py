@@ -84,7 +84,9 @@ class Agent:
                            self.topics, settings.queue_size, m.max_batch, self._camera_status,
                            workers=workers, device_id=settings.device_id,
                            reload_engine=self.reload_engine, max_failures=m.reload_after_failures,
-                           history=self.history, history_cfg=settings.history)
+                           history=self.history, history_cfg=settings.history,
+                           samples_folder=(os.path.join(settings.history_path, "samples")
+                                           if settings.history.sample_every else None))
             for cam in settings.cameras]
         self.models = ModelSwitch(self.pipelines, self.load_bundle,
                                   {cam.name: cam.bundle or m.bundle for cam in settings.cameras},
