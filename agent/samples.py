@@ -73,8 +73,14 @@ class Samples:
         self.seen += 1
         if self.seen % self.every:
             return
+        if self.q.full():
+            self.counts["dropped_busy"] += 1
+            return
+        # cut and resized here (about a millisecond, one frame in ``every``), so the queue holds
+        # working-resolution images, not full camera frames
+        view = resize_to(roi_view(image, self.roi, self.rotate), self.size)
         try:
-            self.q.put_nowait((image, ts, index, above))
+            self.q.put_nowait((view.copy(), ts, index, above))
         except queue.Full:
             self.counts["dropped_busy"] += 1
 
@@ -93,8 +99,7 @@ class Samples:
 
     def _write(self, image: np.ndarray, ts: float, index: int, above: bool) -> None:
         name = sample_name(ts, index, above)
-        view = resize_to(roi_view(image, self.roi, self.rotate), self.size)
-        ok, data = cv2.imencode(".png", view, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             self.counts["failed"] += 1
             return
