@@ -60,6 +60,9 @@ class MqttPublisher:
         self.json_mid: dict[int, int] = {}
         self.sent_upto = 0
         self.retained: dict[str, str] = dict(retained or [])  # published again on every connect
+        # A retained value set while a connect is publishing the others: under this lock it is either
+        # in that round or published by set_retained once ``connected`` is set, never neither
+        self.retained_lock = threading.Lock()
         self.subscriptions: dict[str, Callable[[bytes], Any]] = {}  # topic -> handler (item triggers)
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -162,9 +165,10 @@ class MqttPublisher:
                 self.topics.model_set(), "models can be swapped by SIGHUP or the console only (check its ACL)")
         self._publish_safely(self.topics.available(), "online")
         self._publish_safely(self.topics.available_reason(), self._running_reason())
-        for topic, payload in list(self.retained.items()):
-            self._publish_safely(topic, payload)
-        self.connected.set()
+        with self.retained_lock:
+            for topic, payload in list(self.retained.items()):
+                self._publish_safely(topic, payload)
+            self.connected.set()
         self.wake.set()
 
     def _running_reason(self) -> str:
@@ -332,9 +336,10 @@ class MqttPublisher:
 
     def set_retained(self, topic: str, payload: str) -> None:
         payload = redact(payload)
-        self.retained[topic] = payload
-        if self.connected.is_set():
-            self._publish_safely(topic, payload)
+        with self.retained_lock:
+            self.retained[topic] = payload
+            if self.connected.is_set():
+                self._publish_safely(topic, payload)
 
     def publish_now(self, topic: str, payload: str | bytes, qos: int = 0) -> None:
         if self.connected.is_set():

@@ -90,3 +90,39 @@ def test_a_disconnect_while_an_event_goes_out_sends_it_again_after_reconnecting(
     assert pub.sent_upto == 0 and not pub.inflight and not pub.event_mids
     assert [e.id for e in store.pending(limit=5, after_seq=pub.sent_upto)] == ["e1"]  # offered again
     store.close()
+
+
+def test_a_status_set_while_a_connect_republishes_the_retained_ones_is_not_lost(tmp_path):
+    """A camera's status set on another thread while the connect callback republishes the retained
+    messages is published once: in that round or by set_retained after it, never neither (the
+    camera stayed "offline" to subscribers when it came online 3 ms after the connect)."""
+    import threading
+
+    from ganomaly_edge.agent.config import MqttConfig
+    from ganomaly_edge.agent.mqtt import MqttPublisher
+    from ganomaly_edge.agent.topics import Topics
+
+    store = EventStore(str(tmp_path / "ev.db"))
+    pub = MqttPublisher(MqttConfig(), Topics("t"), "c", store, retained=[("t/first", "x")])
+    sent, racer = [], []
+
+    class Client:  # records what goes out; the first retained message lets a status change race it
+        def publish(self, topic, payload, qos=0, retain=False):
+            sent.append((topic, payload))
+            if topic == "t/first" and not racer:
+                racer.append(threading.Thread(target=pub.set_retained, args=("t/cam1/status", "online")))
+                racer[0].start()
+                racer[0].join(0.5)  # as far as it gets while the connect is still publishing
+
+        def subscribe(self, topic, qos=0):
+            return 0, 1
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    pub.client = Client()
+    pub._on_connect(pub.client, None, None, ReasonCode(PacketTypes.CONNACK, identifier=0), None)
+    racer[0].join(5)
+    assert ("t/cam1/status", "online") in sent, sent
+    assert pub.connected.is_set()
+    store.close()
