@@ -165,10 +165,17 @@ class GenicamSource:
                 log.debug("genicam %s: buffer status %s", self.cfg.uri, buf.get_status())
                 return None
             img = to_image(buf.get_data(), buf.get_image_width(), buf.get_image_height(), self.format)
+            arrived_ns = buf.get_system_timestamp()
         finally:
             self.stream.push_buffer(buf)  # always back: nothing leaks, whatever happened to the frame
-        mono = time.monotonic()
-        frame = Frame(img, self.index, time.time(), mono, t_media=mono)
+        # The frame's time is when it reached the host (Aravis's system timestamp, wall clock in
+        # ns), not when it was popped: a frame that waited in the stream's queue is not the frame
+        # of a trigger that came while it waited. No timestamp or a clock step: now.
+        wall, mono = time.time(), time.monotonic()
+        age = wall - arrived_ns / 1e9 if arrived_ns else 0.0
+        if not 0.0 <= age < 5.0:
+            age = 0.0
+        frame = Frame(img, self.index, wall - age, mono - age, t_media=mono - age)
         self.index += 1
         return frame
 
