@@ -56,7 +56,7 @@ class AgentCollector:
                 stage.add_metric([name, st], buckets, total)
                 if st == "inference_batch":
                     engine.add_metric([name], buckets, total)
-            if getattr(p, "samples", None) is not None:
+            if p.samples is not None:
                 for k in ("written", "dropped_busy", "failed", "deleted"):
                     samples.add_metric([name, k], p.samples.counts[k])
         yield from (*fams.values(), captured, processed, up, depth, stage, engine, samples)

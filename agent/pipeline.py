@@ -125,7 +125,7 @@ class CameraPipeline:
         # recalibration needs, which the alarm history (alarms only) cannot give.
         self.samples = (Samples(samples_folder, cam.name, history_cfg.sample_every, history_cfg.sample_keep, size,
                                 cam.roi, cam.rotate)
-                        if samples_folder and history_cfg is not None and history_cfg.sample_every else None)
+                        if samples_folder else None)  # given only with sample_every (service.py)
         self.inference = Inference(cam.name, engine, self.tiling, self.q, self.stats,
                                    Debouncer(self.threshold, d.k, d.n, d.cooldown_s), max_batch, workers,
                                    on_alarm=self.alarms.put, on_end=self._end, on_normal=self._normal,
