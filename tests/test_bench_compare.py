@@ -22,6 +22,11 @@ def test_compare_puts_every_path_side_by_side_with_ratios_and_a_profile(tiny_bun
         assert all(v["median_ms"] > 0 and v["share_of_peak"] >= 0 for v in table.values())
     assert r["fp32_matmul_peak_gflops"] > 0 and r["int8_matmul_peak_gops"] > 0
     assert r["engines"]["ours onnxruntime int8"]["precision"] == "int8"
+    # threads default to the cores: with 2+ the split engine runs beside its unsplit self
+    if r["threads"] > 1:
+        assert r["engines"]["ours onnxruntime fp32"]["split"] == r["threads"]
+        assert r["engines"]["ours onnxruntime fp32 unsplit"]["split"] == 0
+        assert all("ours onnxruntime fp32 unsplit" in t for t in r["results"].values())
     assert all(e["selftest"]["passed"] for e in r["engines"].values())
     prof = r["ort_op_profile_ms"]
     assert "QuantizeLinear" not in prof["fp32"] and any(op in prof["int8"] for op in

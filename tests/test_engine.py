@@ -197,6 +197,36 @@ def test_inference_from_worker_threads(tiny_bundle):
     assert all(np.allclose(g, want, atol=1e-6) for g in got)
 
 
+def test_a_batch_split_across_threads_scores_as_one_call(tiny_bundle):
+    """With 2+ threads on the CPU a batch runs as one single-threaded run per core on its share of
+    the inputs: the same scores and maps, in the same order, as one call on all threads; small
+    batches and a closed engine take the one-call path."""
+    from ganomaly_edge.engine.backends.onnxruntime import OnnxRuntimeEngine
+
+    b = open_bundle(tiny_bundle)
+    x = np.ascontiguousarray(np.resize(b.reference()["inputs"], (11, *b.input.shape)))
+    x[::2] = 255 - x[::2]  # inputs that differ, so an order mix-up shows
+    one = OnnxRuntimeEngine(b, threads=3, split=False)
+    split = OnnxRuntimeEngine(b, threads=3)
+    assert one.split == 0 and split.split == 3 and split.describe()["split"] == 3
+    want_s, want_r = one.infer(x)
+    calls = []
+    real = split._single.run
+    split._single = type("Spy", (), {"run": lambda self, o, f: calls.append(len(next(iter(f.values()))))
+                                     or real(o, f)})()
+    got_s, got_r = split.infer(x)
+    assert sorted(calls) == [3, 4, 4]  # 11 inputs in three shares
+    assert np.allclose(got_s, want_s, rtol=1e-5, atol=1e-6) and np.allclose(got_r, want_r, atol=1e-5)
+    calls.clear()
+    split.infer(x[:5])  # under 2 inputs a thread: one call on the main session
+    assert calls == []
+    split.self_test()
+    calls.clear()
+    split.close()
+    assert np.allclose(split.infer(x)[0], want_s, rtol=1e-5, atol=1e-6) and calls == []
+    assert OnnxRuntimeEngine(b, threads=1).split == 0
+
+
 def test_fp16_graph_pass_keeps_scores(tiny_bundle):
     import onnxruntime as ort
 

@@ -1,7 +1,8 @@
 """``ganomaly-bench engine BUNDLE --compare [--int8 INT8_BUNDLE]``: every CPU path side by side, in one run.
 
 Our engine on each CPU backend and precision (ONNX Runtime and OpenVINO, fp32, bf16 where the CPU
-has it, int8 from an INT8 bundle), and the peers: a raw ONNX Runtime session and a raw OpenVINO
+has it, int8 from an INT8 bundle; ONNX Runtime also "unsplit", every call on all threads at once,
+to show what splitting a call across the cores gains), and the peers: a raw ONNX Runtime session and a raw OpenVINO
 compiled model on the same ONNX files with their default settings. Workloads: the model input at
 batch 1 and 8 and, for a tiled bundle, 1 and 2 frames at working resolution (one frame = all its
 tiles; our engine scores frames, tiles and stitches included, the peers run the same tiles).
@@ -80,6 +81,13 @@ def paths(bundles: dict[str, str], threads: int) -> dict[str, tuple[Any, Callabl
         for be in backends:
             e = load(path, be, threads=threads)
             out[f"ours {be} {prec}"] = (e, e.infer, e.score_frames)
+            if be == "onnxruntime" and e.split:
+                # The same engine with every call on all threads at once: what the split gains.
+                from ganomaly_edge.engine.backends.onnxruntime import OnnxRuntimeEngine
+
+                u = OnnxRuntimeEngine(e.bundle, threads=threads, split=False)
+                u.self_test()
+                out[f"ours {be} {prec} unsplit"] = (u, u.infer, u.score_frames)
         if prec == "fp32" and openvino_available():
             import openvino as ov
 
