@@ -1,7 +1,9 @@
 """Does INT8 (or OpenVINO) hold the detection figures? One script, rerun as it is (docs/int8-openvino.md).
 
 For each real set (the ELPV monocrystalline cells, the parts stand-in, the brick texture) and its
-trained tiled checkpoint: the fp32 bundle and the INT8 bundle (quantised on the checkpoint's
+trained tiled checkpoint, and for the demo scene (``make demo``'s checkpoint demo/tshirt.pt, trained
+with the demo's own command when it is missing; 300 unseen normal and 300 anomalous items written by
+``examples.scene.write_eval_folders`` into <data>/demo/test): the fp32 bundle and the INT8 bundle (quantised on the checkpoint's
 held-out normal frames), then on the set's test frames, per CPU path (ONNX Runtime and OpenVINO,
 fp32 and int8): the frame ROC AUC, the false-alarm rate on the normal test frames at each bundle's
 own calibrated threshold against its target, and the throughput (tiled frames per second, medians
@@ -21,7 +23,27 @@ import time
 
 import numpy as np
 
-SETS = {"elpv-mono": "elpv/s0/model.pt", "parts": "parts/s0/model.pt", "brick": "brick/s0/brick/tile64/model.pt"}
+SETS = {"elpv-mono": "elpv/s0/model.pt", "parts": "parts/s0/model.pt", "brick": "brick/s0/brick/tile64/model.pt",
+        "demo": None}
+
+
+def demo_set(data: str) -> str:
+    """``make demo``'s checkpoint (trained as the demo trains it when absent) and its test folders."""
+    from examples import demo, scene
+
+    ck = os.path.join(demo.HERE, "tshirt.pt")
+    if not os.path.exists(ck):
+        train = os.path.join(demo.HERE, "train_images")
+        if not os.path.isdir(train):
+            scene.write_training_folder(train, 1500)
+        a = demo._parser().parse_args([])
+        demo.sh(demo.tool("ganomaly-train"), "--data", train, "--out", ck, "--image-size", "32", "--channels", "3",
+                "--epochs", str(a.epochs), "--width", "32", "--batch-size", "32", "--score", a.score,
+                "--far", str(a.far), "--patience", "0", "--select", "last", "--no-augment")
+    test = os.path.join(data, "demo", "test")
+    if not os.path.isdir(os.path.join(test, "abnormal")):
+        scene.write_eval_folders(test)
+    return ck
 
 
 def test_frames(data: str, shape: tuple[int, int], channels: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sets.split(","):
         work = os.path.join(args.out, name)
         os.makedirs(work, exist_ok=True)
-        paths = bundles(os.path.join(args.runs, SETS[name]), work, args.ops)
+        ck = demo_set(args.data) if name == "demo" else os.path.join(args.runs, SETS[name])
+        paths = bundles(ck, work, args.ops)
         from ganomaly_edge.engine.bundle import open_bundle
 
         b = open_bundle(paths["int8"])

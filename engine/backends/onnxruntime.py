@@ -108,6 +108,9 @@ class OnnxRuntimeEngine(Engine):
             else:
                 self.split = self.threads
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ort-split")
+                # Engine.CHUNK inputs per share: two 49-tile frames make one call of two shares
+                # instead of two calls of two shares each.
+                self.CHUNK = Engine.CHUNK * self.split
         # InferenceSession.run is thread-safe; on the CPU, several callers each with their own
         # core beat one caller whose every operator waits at a barrier for its slowest thread.
         self.concurrent = self.providers[0] == "CPUExecutionProvider"
