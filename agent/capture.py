@@ -164,7 +164,7 @@ class Capture:
                 self.set_online(False, self.reason)
                 self._pause(self.backoff.next())
         finally:
-            self.put(END, force=True)
+            self._put_end()
 
     def _open_failed(self, reader: Reader, msg: tuple | None) -> None:
         if self.stop.is_set():
@@ -260,7 +260,7 @@ class Capture:
             self.stats.add("bad_frames")
             self.throttled.log(logging.ERROR, "frame", "camera %s: frame %d skipped: %s", self.cam.name, frame.index, e)
             return
-        self.put(Item(frame, x, view), force=False)
+        self.put(Item(frame, x, view))
 
     def software_trigger(self) -> None:
         """Fire the open source's software trigger, if it has one (a GenICam camera)."""
@@ -269,14 +269,45 @@ class Capture:
         if fire is not None:
             fire()
 
-    def put(self, item: Any, force: bool) -> None:
+    # Stopping, the end marker waits this long for room behind the queued frames before it pushes
+    # the oldest out (inference has stopped taking frames).
+    END_WAIT_S = 5.0
+
+    def _put_end(self) -> None:
+        """The end marker, behind every frame already queued. A file or folder that ended, or a
+        camera in item mode, loses none of them: the marker waits for room as their frames did (a
+        folder's last frames were once pushed out by it when inference was behind, uninspected).
+        A live camera's marker takes the oldest frame's place, as a live frame would; so does any
+        source's when the agent is stopping and inference takes nothing for END_WAIT_S."""
+        live = self.cam.source.live and self.triggers is None
+        waited = None
+        while True:
+            try:
+                self.q.put(END, timeout=0.1)
+                return
+            except queue.Full:
+                if not live:
+                    if not self.stop.is_set():
+                        continue
+                    waited = waited if waited is not None else time.monotonic()
+                    if time.monotonic() - waited < self.END_WAIT_S:
+                        continue
+                try:
+                    if self.q.get_nowait() is not END:
+                        self.stats.add("dropped")
+                        self.throttled.log(logging.WARNING, "end-drop", "camera %s: stopping with inference stalled: "
+                                           "the oldest queued frame was dropped for the end marker", self.cam.name)
+                except queue.Empty:
+                    pass
+
+    def put(self, item: Any) -> None:
         live = self.cam.source.live and self.triggers is None  # an item is never dropped
         while True:
             try:
                 self.q.put(item, timeout=0.1 if not live else 0)
                 return
             except queue.Full:
-                if live or force:  # files and folders keep waiting: they never drop a frame
+                if live:  # files and folders keep waiting: they never drop a frame
                     try:
                         if self.q.get_nowait() is not END:
                             self.stats.add("dropped")

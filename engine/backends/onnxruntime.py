@@ -88,8 +88,9 @@ class OnnxRuntimeEngine(Engine):
         # Data parallelism within a call on the CPU: a batch of several inputs (a frame's tiles, a
         # micro-batch) runs as one single-threaded run per core on its share of the inputs, instead
         # of one run whose every operator is split across the cores and waits at a barrier for
-        # the slowest thread. At 64 px tiles on a 2-core CPU: 1.10-1.18x at 4 to 98 inputs a call
-        # (`python -m research.ort_split BUNDLE`). A single input still runs on every thread (the main session).
+        # the slowest thread. 64 px tiles on a 2-core CPU: 1.10-1.21x at 8 to 98 inputs a call
+        # (`ganomaly-bench engine BUNDLE --compare` times the engine with and without the split;
+        # docs/int8-openvino.md). A single input still runs on every thread (the main session).
         self.split = 0
         self._single = None
         self._pool: ThreadPoolExecutor | None = None
