@@ -95,30 +95,34 @@ class OnnxRuntimeEngine(Engine):
         self._single = None
         self._pool: ThreadPoolExecutor | None = None
         if split and self.threads > 1 and self.providers[0] == "CPUExecutionProvider":
-            so1 = ort.SessionOptions()
-            so1.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so1.intra_op_num_threads = 1
-            so1.inter_op_num_threads = 1
-            so1.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so1.log_severity_level = 3
-            try:
-                self._single = ort.InferenceSession(bundle.file(ONNX), so1, providers=["CPUExecutionProvider"])
-            except Exception as e:  # the main session loaded; run every call on it
-                log.warning("ONNX Runtime: no single-threaded session for split calls (%s); every call runs "
-                            "on %d threads", e, self.threads)
-            else:
-                self.split = self.threads
-                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ort-split")
-                # Engine.CHUNK inputs per share: two 49-tile frames make one call of two shares
-                # instead of two calls of two shares each.
-                self.CHUNK = Engine.CHUNK * self.split
+            self._start_split(ort, bundle)
         # InferenceSession.run is thread-safe; on the CPU, several callers each with their own
         # core beat one caller whose every operator waits at a barrier for its slowest thread.
         self.concurrent = self.providers[0] == "CPUExecutionProvider"
         self._in = bundle.input.name
         self._outs = ["score", "residual"]
-        log.info("ONNX Runtime %s on %s (%s), %d threads", ort.__version__, self.device, ", ".join(self.providers),
-                 self.threads)
+        log.info("ONNX Runtime %s on %s (%s), %d threads%s", ort.__version__, self.device, ", ".join(self.providers),
+                 self.threads, ", a call of several inputs split across them" if self.split else "")
+
+    def _start_split(self, ort, bundle: Bundle) -> None:
+        """A single-threaded session and a pool of threads - 1 helpers for split calls."""
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self._single = ort.InferenceSession(bundle.file(ONNX), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # the main session loaded; run every call on it
+            log.warning("ONNX Runtime: no single-threaded session for split calls (%s); every call runs on %d "
+                        "threads", e, self.threads)
+            return
+        self.split = self.threads
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ort-split")
+        # Engine.CHUNK inputs per share: two 49-tile frames make one call of two shares instead of
+        # two calls of two shares each.
+        self.CHUNK = Engine.CHUNK * self.split
 
     @property
     def device(self) -> str:
