@@ -295,8 +295,10 @@ class Capture:
                 try:
                     if self.q.get_nowait() is not END:
                         self.stats.add("dropped")
-                        self.throttled.log(logging.WARNING, "end-drop", "camera %s: stopping with inference stalled: "
-                                           "the oldest queued frame was dropped for the end marker", self.cam.name)
+                        if not live:
+                            self.throttled.log(logging.WARNING, "end-drop", "camera %s: stopping with inference "
+                                               "stalled: the oldest queued frame was dropped for the end marker",
+                                               self.cam.name)
                 except queue.Empty:
                     pass
 
