@@ -59,6 +59,27 @@ def test_int8_threshold_is_reset_on_int8_scores(int8_bundle, tiny_bundle):
     assert 0.0 <= c8.val_far <= 1.0
 
 
+def test_int8_threshold_moves_with_the_frames_near_it_not_with_the_low_end():
+    """The re-set threshold follows the paired INT8 - fp32 differences of the upper half of the
+    held-out frames. A graph that lifts the quietest frames a lot and the loudest a little (what
+    INT8 did on a real ELPV network with position statistics) must not lower the threshold."""
+    from ganomaly_edge.engine.int8 import shifted_calibration
+
+    rng = np.random.default_rng(0)
+    fp32 = np.sort(rng.exponential(1.0, 24))
+    int8 = fp32 + np.where(fp32 < np.median(fp32), 1.0, 0.1)
+    calib = {"method": "exponential-tail", "median": float(np.median(fp32)), "threshold_raw": 6.0, "scale": 5.0,
+             "target_far": 0.01, "mean": 1.0, "std": 1.0}
+    c = shifted_calibration(calib, fp32, int8)
+    assert c["threshold_raw"] == pytest.approx(6.1)
+    assert c["median"] == pytest.approx(calib["median"] + np.median(int8 - fp32))
+    assert c["scale"] == pytest.approx(c["threshold_raw"] - c["median"]) and "mean" not in c
+    assert c["method"] == "exponential-tail, int8-shifted" and c["val_far"] == pytest.approx(np.mean(int8 > 6.1))
+    # identical scores: nothing moves
+    same = shifted_calibration(calib, fp32, fp32.copy())
+    assert (same["median"], same["threshold_raw"]) == (calib["median"], 6.0)
+
+
 def test_int8_bundle_whose_calibration_data_hash_does_not_match_is_refused(int8_bundle):
     from support.data import edit_bundle_meta
     from ganomaly_edge.engine.bundle import sha256_file
