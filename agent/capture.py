@@ -292,15 +292,19 @@ class Capture:
                     waited = waited if waited is not None else time.monotonic()
                     if time.monotonic() - waited < self.END_WAIT_S:
                         continue
-                try:
-                    if self.q.get_nowait() is not END:
-                        self.stats.add("dropped")
-                        if not live:
-                            self.throttled.log(logging.WARNING, "end-drop", "camera %s: stopping with inference "
-                                               "stalled: the oldest queued frame was dropped for the end marker",
-                                               self.cam.name)
-                except queue.Empty:
-                    pass
+                if self._drop_oldest() and not live:
+                    self.throttled.log(logging.WARNING, "end-drop", "camera %s: stopping with inference stalled: "
+                                       "the oldest queued frame was dropped for the end marker", self.cam.name)
+
+    def _drop_oldest(self) -> bool:
+        """Take the oldest queued frame out to make room (counted in ``dropped``); whether one was."""
+        try:
+            if self.q.get_nowait() is not END:
+                self.stats.add("dropped")
+                return True
+        except queue.Empty:
+            pass
+        return False
 
     def put(self, item: Any) -> None:
         live = self.cam.source.live and self.triggers is None  # an item is never dropped
@@ -310,8 +314,4 @@ class Capture:
                 return
             except queue.Full:
                 if live:  # files and folders keep waiting: they never drop a frame
-                    try:
-                        if self.q.get_nowait() is not END:
-                            self.stats.add("dropped")
-                    except queue.Empty:
-                        pass
+                    self._drop_oldest()

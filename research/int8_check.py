@@ -31,15 +31,7 @@ def demo_set(data: str) -> str:
     """``make demo``'s checkpoint (trained as the demo trains it when absent) and its test folders."""
     from examples import demo, scene
 
-    ck = os.path.join(demo.HERE, "tshirt.pt")
-    if not os.path.exists(ck):
-        train = os.path.join(demo.HERE, "train_images")
-        if not os.path.isdir(train):
-            scene.write_training_folder(train, 1500)
-        a = demo._parser().parse_args([])
-        demo.sh(demo.tool("ganomaly-train"), "--data", train, "--out", ck, "--image-size", "32", "--channels", "3",
-                "--epochs", str(a.epochs), "--width", "32", "--batch-size", "32", "--score", a.score,
-                "--far", str(a.far), "--patience", "0", "--select", "last", "--no-augment")
+    ck = demo.demo_checkpoint(demo._parser().parse_args([]))
     test = os.path.join(data, "demo", "test")
     if not os.path.isdir(os.path.join(test, "abnormal")):
         scene.write_eval_folders(test)

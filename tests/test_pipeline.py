@@ -6,6 +6,18 @@ import numpy as np
 from ganomaly_edge.agent.store import EventStore
 
 
+def decided(p, key) -> list:
+    """Run pipeline ``p`` to the end of its source; ``key`` of each frame the debouncer saw, in order."""
+    seen = []
+    deb = p.inference.debounce
+    update = deb.update
+    deb.update = lambda score, t, payload: (seen.append(key(payload.item.frame)), update(score, t, payload))[1]
+    p.start()
+    assert p.finished.wait(60)
+    p.join(5)
+    return seen
+
+
 def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
     """Several inference workers score batches side by side (ONNX Runtime on the CPU); debounce
     and cooldown must still see every frame once, in capture order."""
@@ -25,13 +37,7 @@ def test_parallel_workers_decide_in_frame_order(tiny_bundle, tmp_path):
     cam = CameraConfig(name="c", source={"kind": "file", "uri": video})
     store = EventStore(str(tmp_path / "ev.db"))
     p = CameraPipeline(cam, eng, store, None, Topics("t"), 0, max_batch=3, workers=3)
-    seen = []
-    deb = p.inference.debounce
-    update = deb.update
-    deb.update = lambda score, t, payload: (seen.append(payload.item.frame.index), update(score, t, payload))[1]
-    p.start()
-    assert p.finished.wait(60)
-    p.join(5)
+    seen = decided(p, lambda frame: frame.index)
     store.close()
     assert len(p.inference.threads) == 3 and p.q.maxsize == 9
     assert seen == list(range(90)) and p.stats.processed.count == 90
@@ -65,13 +71,7 @@ def test_a_folder_that_ends_while_inference_is_behind_loses_no_item(tiny_bundle,
                        decision={"threshold": -1e6, "k": 1, "n": 1, "cooldown_s": 0})
     store = EventStore(str(tmp_path / "ev.db"))
     p = CameraPipeline(cam, eng, store, None, Topics("t"), 2, max_batch=1, workers=1)
-    seen = []
-    deb = p.inference.debounce
-    update = deb.update
-    deb.update = lambda score, t, payload: (seen.append(payload.item.frame.name), update(score, t, payload))[1]
-    p.start()
-    assert p.finished.wait(60)
-    p.join(5)
+    seen = decided(p, lambda frame: frame.name)
     alarms = sum(e.topic == Topics("t").alarm("c") for e in store.pending(100))  # results are stored too
     store.close()
     assert seen == [f"item_{i:02d}.png" for i in range(6)]

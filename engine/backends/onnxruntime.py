@@ -54,6 +54,17 @@ def require_onnxruntime():
     return onnxruntime
 
 
+def _options(ort, threads: int):
+    """Session options: every graph optimisation, ``threads`` intra-op threads, operators in order."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return so
+
+
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
@@ -63,12 +74,7 @@ class OnnxRuntimeEngine(Engine):
         ort = require_onnxruntime()
         self.precision = bundle.precision  # "int8" for a QDQ bundle (engine/int8.py)
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
+        so = _options(ort, threads or (os.cpu_count() or 1))
         if not spinning:
             # Idle intra-op threads otherwise spin-wait, taking CPU from capture and alarm threads.
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -106,14 +112,8 @@ class OnnxRuntimeEngine(Engine):
 
     def _start_split(self, ort, bundle: Bundle) -> None:
         """A single-threaded session and a pool of threads - 1 helpers for split calls."""
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
         try:
-            self._single = ort.InferenceSession(bundle.file(ONNX), so, providers=["CPUExecutionProvider"])
+            self._single = ort.InferenceSession(bundle.file(ONNX), _options(ort, 1), providers=["CPUExecutionProvider"])
         except Exception as e:  # the main session loaded; run every call on it
             log.warning("ONNX Runtime: no single-threaded session for split calls (%s); every call runs on %d "
                         "threads", e, self.threads)
@@ -131,14 +131,15 @@ class OnnxRuntimeEngine(Engine):
 
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, pool, k = len(frames), self._pool, self.split
-        if pool is None or n < k * SPLIT_MIN_PER_THREAD:
-            score, residual = self.session.run(self._outs, {self._in: frames})
-            return score, residual
-        bounds = np.linspace(0, n, k + 1).round().astype(int)
-        parts = [np.ascontiguousarray(frames[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        try:
-            futures = [pool.submit(self._single.run, self._outs, {self._in: p}) for p in parts[1:]]
-        except RuntimeError:  # closed by another thread (a hot swap) between the check and the submit
+        futures = None
+        if pool is not None and n >= k * SPLIT_MIN_PER_THREAD:
+            bounds = np.linspace(0, n, k + 1).round().astype(int)
+            parts = [np.ascontiguousarray(frames[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            try:
+                futures = [pool.submit(self._single.run, self._outs, {self._in: p}) for p in parts[1:]]
+            except RuntimeError:  # closed by another thread (a hot swap) between the check and the submit
+                futures = None
+        if futures is None:
             score, residual = self.session.run(self._outs, {self._in: frames})
             return score, residual
         first = self._single.run(self._outs, {self._in: parts[0]})
