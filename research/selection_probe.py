@@ -9,6 +9,10 @@ would deploy it (maximum over tiles, position statistics by the run's own rule):
 - mean ROC AUC over the synthetic families (train/synthetic.py) on the held-out normal frames,
   at each contrast of ``--scales`` (1 = the families as training draws them; 0.5 = half the grey
   level change of a cut, scratch, blob or drop; patches have no contrast and stay as they are);
+- at the first contrast, two criteria nearer the operating point: the mean over the families of
+  the standardised partial ROC AUC up to 10 % false alarms (``synthetic_pauc``), and the share of
+  each family's frames above the threshold calibrated on the held-out frames
+  (``synthetic_detected``, in FAMILIES order), as the deployed threshold would judge them;
 - TPR and false-alarm rate on the test set at the threshold calibrated on the held-out frames,
   and, for ``knn``, at one calibrated on the held-out frames plus every training frame scored
   against the bank without its own tiles (leave one frame out: ten times the frames);
@@ -100,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             sc, fam = synth[s]
             sf = tt.frame_scores(apply_spec(spec, sc))
             row[f"synthetic_auc@{s:g}"] = round(float(np.mean([roc_auc(vf, sf[fam == i]) for i in range(fam.max() + 1)])), 3)
+            if s == scales[0]:  # criteria nearer the operating point than the whole ROC curve
+                thr = calibrate(vf, cfg["target_far"]).threshold_raw
+                row[f"synthetic_pauc@{s:g}"] = round(float(np.mean([partial_auc(vf, sf[fam == i], 0.1)
+                                                                     for i in range(fam.max() + 1)])), 3)
+                row[f"synthetic_detected@{s:g}"] = [round(float(np.mean(sf[fam == i] > thr)), 2)
+                                                    for i in range(fam.max() + 1)]
         sets = {"held_out": vf}
         if name == "knn" and loo is not None:
             sets["held_out+train_loo"] = np.r_[vf, tt.frame_scores(loo)]
@@ -122,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"{mode} {agg}"] = round(roc_auc(nf, af), 3)
         print(json.dumps(row), flush=True)
     return 0
+
+
+def partial_auc(negatives: np.ndarray, positives: np.ndarray, max_fpr: float) -> float:
+    """scikit-learn's standardised partial ROC AUC up to ``max_fpr`` (0.5: chance, 1: perfect)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    return float(roc_auc_score(y, np.r_[negatives, positives], max_fpr=max_fpr))
 
 
 def tile_tail_threshold(tt, val_tile_scores: np.ndarray, far: float, top: float = 0.05) -> float:
