@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ganomaly_edge.engine import Engine, load
+from ganomaly_edge.engine.bundle import open_bundle
 
 from . import systemd
 from .config import Settings
@@ -44,6 +45,24 @@ def _same_disk(a: str, b: str) -> bool:
         return False
 
 
+def items_split(settings: Settings, cores: int) -> bool:
+    """Every camera is in item mode (one frame scored per trigger) on a bundle of at least two
+    tiles per core: auto parallelism then favours an item's decision time over frames per second,
+    with one worker whose calls split across the cores (ModelConfig.parallelism)."""
+    if not all(cam.items.trigger != "off" for cam in settings.cameras):
+        return False
+    return all(tiles_per_frame(cam.bundle or settings.model.bundle) >= 2 * cores for cam in settings.cameras)
+
+
+def tiles_per_frame(path: str) -> int:
+    """A bundle's tiles per frame, from its metadata (1 where it cannot be read here: loading it
+    says why)."""
+    try:
+        return open_bundle(path, verify=False).tiling.count
+    except Exception:  # noqa: BLE001 - load_bundle reports the bundle's problem
+        return 1
+
+
 class Agent:
     def __init__(self, settings: Settings, connect: bool = True):
         self.s = settings
@@ -56,7 +75,8 @@ class Agent:
         self.reload_lock = threading.Lock()
         self.engine_paths: dict[int, str] = {}  # id(engine) -> the bundle path it was loaded from
         m = settings.model
-        workers, threads = m.parallelism(os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        workers, threads = m.parallelism(cores, items_split=items_split(settings, cores))
         self.threads = threads
         for cam in settings.cameras:
             path = cam.bundle or m.bundle

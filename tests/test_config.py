@@ -112,3 +112,14 @@ def test_default_client_id_is_the_machine_id_not_the_host_name(tmp_path):
     s = load_settings(str(p))
     assert s.client_id == f"ganomaly-{machine_id()[:14]}" and socket.gethostname() not in s.client_id
     assert len(s.client_id) <= 23  # MQTT 3.1.1's guaranteed client id length
+
+
+def test_auto_parallelism_gives_split_item_mode_one_worker_with_every_core(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[model]\nbundle = "b"\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\nuri = "x"\n')
+    m = load_settings(str(p)).model
+    assert m.parallelism(4, items_split=True) == (1, 4)  # one worker, its calls split across the cores
+    assert m.parallelism(4) == (4, 1)  # a stream: one worker per core
+    p.write_text('[model]\nbundle = "b"\nworkers = 2\n[[cameras]]\nname = "a"\n[cameras.source]\nkind = "file"\n'
+                 'uri = "x"\n')
+    assert load_settings(str(p)).model.parallelism(4, items_split=True) == (2, 2)  # what is set is kept

@@ -66,7 +66,8 @@ def test_mqtt_triggers_give_one_result_each_with_the_item_id(broker, tiny_bundle
     cfg = write_config(tmp_path / "a.toml", broker.port,
                        {"kind": "file", "uri": str(tmp_path / "line.avi"), "loop": True, "fps": 20.0},
                        tmp_path / "ev.db",
-                       **plant(bundle=tiny_bundle, camera_tables='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 10.0\n'))
+                       **plant(bundle=tiny_bundle, camera_tables='[cameras.items]\ntrigger = "mqtt"\ntimeout_s = 10.0\n',
+                               model_extra=""))  # workers: the agent's own choice
     sub = subscriber(broker.port)
     p = start_agent(cfg, tmp_path / "agent.log")
     payloads = ["SN-001", "SN-002", "", b"\xff\xfe\x00", "two words", "SN-003"]
@@ -87,6 +88,9 @@ def test_mqtt_triggers_give_one_result_each_with_the_item_id(broker, tiny_bundle
     assert [r["item"] for r in got] == ["SN-001", "SN-002", "cam1-3", "cam1-4-bad", "cam1-5-bad", "SN-003"]
     assert all(r["score"] is not None and r["error"] is None for r in got)  # every part inspected
     assert st["bad_triggers"] == 2 and st["results"] == len(payloads) and st["missed_triggers"] == 0
+    # an untiled bundle: a frame is one input, which no split can share, so auto stays one worker
+    # per core in item mode too (a tiled one gets one worker with every core: tests/test_tiles.py)
+    assert st["workers"] == (os.cpu_count() or 1), st
     log = open(tmp_path / "agent.log").read()
     assert "not UTF-8" in log and "spaces or control characters" in log
 

@@ -588,3 +588,24 @@ def test_the_weight_average_trace_matches_the_checkpoint(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert [float(r["average"]) for r in rows] == pytest.approx([h["val_con"] for h in history], rel=1e-9)
     assert all(float(r["average"]) != float(r["live"]) for r in rows)
+
+
+def test_item_mode_on_a_tiled_bundle_takes_one_worker_whose_calls_split(tiled, tiny_bundle, tmp_path):
+    """Auto parallelism (agent/service.py: items_split): one worker with every core only where every
+    camera is in item mode and a frame has at least two tiles per core to split."""
+    from ganomaly_edge.agent.config import load_settings
+    from ganomaly_edge.agent.service import items_split
+
+    def settings(bundle, second_trigger="mqtt", second_bundle=None):
+        p = tmp_path / "c.toml"
+        cam = '[[cameras]]\nname = "{}"\n{}[cameras.source]\nkind = "file"\nuri = "x"\n[cameras.items]\ntrigger = "{}"\n'
+        p.write_text(f'[model]\nbundle = "{bundle}"\n' + cam.format("a", "", "mqtt")
+                     + cam.format("b", f'bundle = "{second_bundle}"\n' if second_bundle else "", second_trigger))
+        return load_settings(str(p))
+
+    assert items_split(settings(tiled["bundle"]), cores=2)  # 36 tiles: 18 per core
+    assert not items_split(settings(tiled["bundle"]), cores=24)  # under two tiles per core
+    assert not items_split(settings(tiled["bundle"], second_trigger="off"), cores=2)  # camera b streams
+    assert not items_split(settings(tiny_bundle), cores=2)  # one input per frame
+    assert not items_split(settings(tiled["bundle"], second_bundle=tiny_bundle), cores=2)
+    assert not items_split(settings(str(tmp_path / "missing")), cores=2)  # loading it will say why

@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     it.add_argument("--rate", type=float, default=10.0, help="triggers per second")
     it.add_argument("--items", type=int, default=300)
     it.add_argument("--frame-rate", type=float, default=25.0, help="the camera's free-running frame rate")
+    it.add_argument("--workers", type=int, default=0, help="the agent's [model] workers (default 0: its own choice)")
     d = sub.add_parser("drain", help="how fast a backlog of stored events drains to a real broker")
     d.add_argument("--events", type=int, default=10000)
     d.add_argument("--blob-kib", type=int, default=8, help="size of each event's JPEG-sized blob")
@@ -520,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "items":
         from .bench_items import bench_items
 
-        print(json.dumps(bench_items(bundle, work, args.rate, args.items, args.frame_rate), indent=1))
+        print(json.dumps(bench_items(bundle, work, args.rate, args.items, args.frame_rate, args.workers), indent=1))
+        return 0
     if args.what == "agent" and args.console:
         from .bench_console import bench_console
 

@@ -60,13 +60,14 @@ def _video(path: str) -> None:
     w.release()
 
 
-def _config(work: str, bundle: str, port: int, source: str, frame_rate: float) -> str:
+def _config(work: str, bundle: str, port: int, source: str, frame_rate: float, workers: int = 0) -> str:
     path = os.path.join(work, "items.toml")
     with open(path, "w") as f:
         f.write(f"""device_id = "bench"
 log_level = "WARNING"
 [model]
 bundle = "{bundle}"
+workers = {workers}
 [mqtt]
 port = {port}
 prefix = "bench"
@@ -83,7 +84,8 @@ timeout_s = 5.0
     return path
 
 
-def bench_items(bundle: str, work: str, rate: float = 10.0, items: int = 300, frame_rate: float = 25.0) -> dict:
+def bench_items(bundle: str, work: str, rate: float = 10.0, items: int = 300, frame_rate: float = 25.0,
+                workers: int = 0) -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -112,7 +114,7 @@ def bench_items(bundle: str, work: str, rate: float = 10.0, items: int = 300, fr
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     agent = subprocess.Popen([sys.executable, "-m", "ganomaly_edge.agent.cli", "--config",
-                              _config(work, bundle, broker.port, source, frame_rate)],
+                              _config(work, bundle, broker.port, source, frame_rate, workers)],
                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "w"))
     try:
         _wait_online(c, work)
@@ -135,7 +137,7 @@ def bench_items(bundle: str, work: str, rate: float = 10.0, items: int = 300, fr
         broker.stop()
     agent_ms = [r["latency_ms"] for _, r in got.values() if r["score"] is not None]
     round_trip = [(t - sent[k]) * 1000.0 for k, (t, r) in got.items() if k in sent and r["score"] is not None]
-    return {"source": what, "rate_items_per_s": rate, "items": items, "results": len(got),
+    return {"source": what, "workers": workers or "auto", "rate_items_per_s": rate, "items": items, "results": len(got),
             "missed": sum(r["score"] is None for _, r in got.values()),
             "trigger_to_decision_agent": _percentiles(agent_ms),
             "trigger_published_to_result_received": _percentiles(round_trip),
