@@ -49,9 +49,10 @@ def items_split(settings: Settings, cores: int) -> bool:
     """Every camera is in item mode (one frame scored per trigger) on a bundle of at least two
     tiles per core: auto parallelism then favours an item's decision time over frames per second,
     with one worker whose calls split across the cores (ModelConfig.parallelism)."""
-    if not all(cam.items.trigger != "off" for cam in settings.cameras):
+    if not all(cam.item_mode for cam in settings.cameras):
         return False
-    return all(tiles_per_frame(cam.bundle or settings.model.bundle) >= 2 * cores for cam in settings.cameras)
+    bundles = {cam.bundle or settings.model.bundle for cam in settings.cameras}  # each read once
+    return all(tiles_per_frame(path) >= 2 * cores for path in bundles)
 
 
 def tiles_per_frame(path: str) -> int:

@@ -101,28 +101,16 @@ def undo_drift(bundle: str, folders: dict[str, str], threads: int) -> dict:
     """The base bundle, its own threshold, on frames shifted back by the per-channel mean offset
     between the training frames and stream 1: what the model does when the drift is undone (as
     far as an offset and the clipping at 0 and 255 allow), i.e. its figures without the drift."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
+    from research.feedback_bench import measure
 
-    from ganomaly_edge.engine import load
+    from ganomaly_edge.engine.bundle import open_bundle
     from ganomaly_edge.train.recalibrate import frames_for
 
-    with load(bundle, "onnxruntime", threads=threads) as e:
-        f = {k: frames_for(e.bundle, [v])[0] for k, v in folders.items()}
-        ch = f["train"].shape[-1]
-        offset = f["train"].reshape(-1, ch).mean(0) - f["stream1"].reshape(-1, ch).mean(0)
-
-        def scores(x):
-            x = np.clip(x.astype(np.float32) + offset, 0, 255).astype(np.uint8)
-            return e.calibrated(np.concatenate([e.score_frames(x[i:i + 64], e.bundle.tiling)[0]
-                                                for i in range(0, len(x), 64)]))
-
-        s2, normal, abnormal = (scores(f[k]) for k in ("stream2", "test/normal", "test/abnormal"))
-    auc = roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(abnormal))], np.r_[normal, abnormal])
-    return {"offset": [round(float(o), 1) for o in offset], "false_alarms_stream2": int((s2 > 1).sum()),
-            "stream2": len(s2), "tpr": round(float(np.mean(abnormal > 1)), 4),
-            "test_fpr": round(float(np.mean(normal > 1)), 4), "auc": round(float(auc), 4)}
-
+    b = open_bundle(bundle)
+    train, recent = (frames_for(b, [folders[k]])[0] for k in ("train", "stream1"))
+    ch = train.shape[-1]
+    offset = train.reshape(-1, ch).mean(0) - recent.reshape(-1, ch).mean(0)
+    return {"offset": [round(float(o), 1) for o in offset], **measure(bundle, folders, threads, offset=offset)}
 
 if __name__ == "__main__":
     sys.exit(main())

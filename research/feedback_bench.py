@@ -124,13 +124,16 @@ def train_base(scene: str, folders: dict[str, str], root: str, threads: int, see
     return ck, bundle
 
 
-def scores(bundle: str, folder: str, threads: int) -> np.ndarray:
-    """Calibrated scores of a folder's frames, as the agent computes them."""
+def scores(bundle: str, folder: str, threads: int, offset: np.ndarray | None = None) -> np.ndarray:
+    """Calibrated scores of a folder's frames, as the agent computes them; ``offset``: grey levels
+    added to every frame first, per channel (clipped to 0..255)."""
     from ganomaly_edge.engine import load
     from ganomaly_edge.train.recalibrate import frames_for
 
     with load(bundle, "onnxruntime", threads=threads) as e:
         frames, _ = frames_for(e.bundle, [folder])
+        if offset is not None:
+            frames = np.clip(frames.astype(np.float32) + offset, 0, 255).astype(np.uint8)
         raw = np.concatenate([e.score_frames(frames[i:i + 64], e.bundle.tiling)[0]
                               for i in range(0, len(frames), 64)])
         return e.calibrated(raw)
@@ -147,12 +150,13 @@ def export_alarms(bundle: str, folder: str, out: str, threads: int) -> int:
     return int((s > 1.0).sum())
 
 
-def measure(bundle: str, folders: dict[str, str], threads: int, at_fpr: float | None = None) -> dict[str, float]:
+def measure(bundle: str, folders: dict[str, str], threads: int, at_fpr: float | None = None,
+            offset: np.ndarray | None = None) -> dict[str, float]:
     """False alarms on stream 2; TPR, FPR and ROC AUC on the test set at the bundle's threshold;
     with ``at_fpr``, also the TPR where this model's test FPR equals that (the base's): a base whose
-    TPR was bought with a high FPR is then compared at the same FPR."""
-    fa2 = scores(bundle, folders["stream2"], threads)
-    normal, abnormal = (scores(bundle, folders[k], threads) for k in ("test/normal", "test/abnormal"))
+    TPR was bought with a high FPR is then compared at the same FPR. ``offset``: see ``scores``."""
+    fa2 = scores(bundle, folders["stream2"], threads, offset)
+    normal, abnormal = (scores(bundle, folders[k], threads, offset) for k in ("test/normal", "test/abnormal"))
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(abnormal))], np.r_[normal, abnormal])

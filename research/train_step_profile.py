@@ -7,8 +7,9 @@ Prints, for the recommended ``--tile 64`` recipe (skip generator, width 32, one 
 
 - the median seconds of a full G + D step (``Trainer.step``) and its GFLOP (PyTorch's flop
   counter), hence GFLOP/s;
-- each convolution of the generator alone, forward and backward on a batch of 64, in NCHW and
-  NHWC (the trainer uses NHWC on a CPU), with its GFLOP/s: what the kernels can give.
+- each convolution of the generator alone (found in the trainer's own generator, with the input
+  shape it sees there), forward and backward on the batch, in NCHW and NHWC (the trainer uses NHWC
+  on a CPU), with its GFLOP/s: what the kernels can give.
 
 Random frames: the step's cost does not depend on the pixels. Nothing is written.
 """
@@ -16,6 +17,7 @@ Random frames: the step's cost does not depend on the pixels. Nothing is written
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -64,22 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     out = {"threads": a.threads, "precision": tr.precision_used(), "batch": 64,
            "step_s_median": round(step_s, 3), "step_gflop": round(gflop, 1), "step_gflops": round(gflop / step_s, 1),
            "layers": {}}
-    w = 32
-    layers = {"enc conv 1->w": (nn.Conv2d(1, w, 4, 2, 1, bias=False), (1, 64)),
-              "enc conv w->2w": (nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), (w, 32)),
-              "enc conv 2w->4w": (nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), (2 * w, 16)),
-              "enc conv 4w->8w": (nn.Conv2d(4 * w, 8 * w, 4, 2, 1, bias=False), (4 * w, 8)),
-              "enc conv 8w->z": (nn.Conv2d(8 * w, 100, 4, 1, 0, bias=False), (8 * w, 4)),
-              "dec deconv z->8w": (nn.ConvTranspose2d(100, 8 * w, 4, 1, 0, bias=False), (100, 1)),
-              "dec deconv 16w->4w": (nn.ConvTranspose2d(16 * w, 4 * w, 4, 2, 1, bias=False), (16 * w, 4)),
-              "dec deconv 8w->2w": (nn.ConvTranspose2d(8 * w, 2 * w, 4, 2, 1, bias=False), (8 * w, 8)),
-              "dec deconv 4w->w": (nn.ConvTranspose2d(4 * w, w, 4, 2, 1, bias=False), (4 * w, 16)),
-              "dec deconv w->1": (nn.ConvTranspose2d(w, 1, 4, 2, 1, bias=False), (w, 32))}
-    for name, (m, (c, s)) in layers.items():
-        row = {}
+    # every convolution of the generator, with the input shape it sees in the step
+    shapes: dict[str, tuple[int, ...]] = {}
+    convs = {name: m for name, m in tr.g.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+
+    def record(name):
+        def hook(module, inputs, output):  # returns None: the output stays as it is
+            shapes.setdefault(name, tuple(inputs[0].shape))
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in convs.items()]
+    with torch.no_grad():
+        tr.g(x)
+    for h in hooks:
+        h.remove()
+    for name, conv in convs.items():
+        row = {"in": list(shapes[name][1:])}
         for layout, fmt in (("nchw", torch.contiguous_format), ("nhwc", torch.channels_last)):
-            mod = m.to(memory_format=fmt)
-            inp = torch.randn(64, c, s, s).to(memory_format=fmt).requires_grad_(c != 1)
+            mod = copy.deepcopy(conv).float().to(memory_format=fmt)
+            inp = torch.randn(shapes[name]).to(memory_format=fmt).requires_grad_(shapes[name][1] != 1)
 
             def fwd_bwd():
                 mod(inp).sum().backward()
